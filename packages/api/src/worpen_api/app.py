@@ -1,0 +1,80 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from worpen_api.controllers import AgentController, ApiKeyController, HeartbeatController, SystemController
+from worpen_api.controllers.agents import NEXT_CURSOR
+from worpen_api.errors import EXCEPTION_HANDLERS
+from worpen_api.observability import Metrics, RequestObserver
+from worpen_api.runtime import Worpen
+from worpen_api.security import ApiKeyAuthMiddleware
+
+
+def _constant(value: object) -> Provide:
+    def provide() -> object:
+        return value
+
+    return Provide(provide, use_cache=True, sync_to_thread=False)
+
+
+def create_app(worpen: Worpen) -> Litestar:
+    settings = worpen.settings
+    metrics = Metrics(worpen)
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        await worpen.start()
+        try:
+            yield
+        finally:
+            await worpen.stop()
+
+    return Litestar(
+        route_handlers=[SystemController, AgentController, HeartbeatController, ApiKeyController],
+        dependencies={
+            "fleet": _constant(worpen.fleet),
+            "api_keys": _constant(worpen.api_keys),
+            "authenticator": _constant(worpen.authenticator),
+            "clock": _constant(worpen.clock),
+            "metrics": _constant(metrics),
+        },
+        middleware=[
+            DefineMiddleware(RequestObserver, metrics=metrics),
+            DefineMiddleware(ApiKeyAuthMiddleware, worpen=worpen),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
+            expose_headers=[NEXT_CURSOR, "X-Request-ID", "Retry-After"],
+        ),
+        openapi_config=OpenAPIConfig(
+            title="Worpen",
+            version="0.1.0",
+            description="Fleet-operations control plane. "
+            "Every route but /health needs `Authorization: Bearer <key>`.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", bearer_format="wpn_...")
+                }
+            ),
+            security=[{"apiKey": []}],
+        ),
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+    )

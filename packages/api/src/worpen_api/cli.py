@@ -1,0 +1,158 @@
+"""The `worpen` command: serve, migrate, and manage API keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+import uvicorn
+
+from worpen_api.app import create_app
+from worpen_api.bootstrap import bootstrap
+from worpen_api.dto import ApiKeyIn
+from worpen_api.observability import configure_logging
+from worpen_api.runtime import Worpen
+from worpen_api.settings import Settings, SettingsError
+from worpen_core.auth import Role
+from worpen_core.errors import WorpenError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worpen", description="Worpen, a fleet-operations control plane.")
+    parser.add_argument("--database-url", help="SQLAlchemy async URL (env WORPEN_DATABASE_URL)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the HTTP API and gRPC")
+    serve.add_argument("--host", help="HTTP (and default gRPC) address (env WORPEN_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (env WORPEN_PORT, default 3000)")
+    serve.add_argument("--grpc-host", help="gRPC address (env WORPEN_GRPC_HOST, default: the HTTP host)")
+    serve.add_argument("--grpc-port", type=int, help="gRPC port (env WORPEN_GRPC_PORT, default 3001)")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="turn authentication off (loopback only; env WORPEN_AUTH=off)",
+    )
+
+    commands.add_parser("migrate", help="apply database migrations (serve does it too)")
+
+    apikey = commands.add_parser("apikey", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = apikey.add_parser("create", help="create a key; its secret is printed once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=[role.value for role in Role])
+    create.add_argument(
+        "--agent", action="append", default=[], help="agent id the key may report for (repeatable)"
+    )
+    create.add_argument("--expires", help="lifetime such as 30d, 12h, 90m")
+    apikey.add_parser("list", help="list keys (never their secrets)")
+    revoke = apikey.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    overrides: dict[str, Any] = {}
+    for flag, name in (
+        ("database_url", "database_url"),
+        ("host", "host"),
+        ("port", "port"),
+        ("grpc_host", "grpc_host"),
+        ("grpc_port", "grpc_port"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[name] = value
+    grpc_host_set = getattr(args, "grpc_host", None) or os.environ.get("WORPEN_GRPC_HOST")
+    if getattr(args, "host", None) and not grpc_host_set:
+        overrides["grpc_host"] = args.host
+    if getattr(args, "insecure_no_auth", False):
+        overrides["auth"] = False
+    return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+def _serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        create_app(bootstrap(settings)),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+
+
+async def _with_worpen(settings: Settings, job: Callable[[Worpen], Awaitable[None]]) -> None:
+    worpen = bootstrap(settings)
+    try:
+        await worpen.migrate()
+        await job(worpen)
+    finally:
+        await worpen.close()
+
+
+def _print_keys(keys: Sequence[Any]) -> None:
+    rows = [("ID", "NAME", "ROLE", "PREFIX", "AGENTS", "EXPIRES", "REVOKED")]
+    for key in keys:
+        rows.append(
+            (
+                key.id,
+                key.name,
+                key.role.value,
+                key.prefix + "…",
+                ",".join(key.agent_ids) or "-",
+                key.expires_at.isoformat(timespec="seconds") if key.expires_at else "never",
+                key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+async def _apikey(args: argparse.Namespace, worpen: Worpen) -> None:
+    if args.action == "create":
+        request = msgspec.convert(
+            {"name": args.name, "role": args.role, "agents": args.agent, "expiresIn": args.expires},
+            ApiKeyIn,
+        )
+        issued = await worpen.api_keys.issue(request.to_command(worpen.clock.now()))
+        print(f"created key {issued.key.id} ({issued.key.role.value}); it is shown this once:")
+        print(issued.secret)
+    elif args.action == "list":
+        _print_keys(await worpen.api_keys.list_all())
+    else:
+        key = await worpen.api_keys.revoke(args.id)
+        print(f"revoked key {key.id} ({key.name}); running servers refuse it within their key cache time")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        configure_logging(settings)
+        if args.command == "serve":
+            _serve(settings)
+        elif args.command == "migrate":
+            asyncio.run(_with_worpen(settings, lambda _: asyncio.sleep(0)))
+            print("database is up to date")
+        else:
+            asyncio.run(_with_worpen(settings, lambda worpen: _apikey(args, worpen)))
+    except (SettingsError, msgspec.ValidationError) as exc:
+        sys.exit(f"worpen: {exc}")
+    except WorpenError as exc:
+        sys.exit(f"worpen: {exc.detail}")

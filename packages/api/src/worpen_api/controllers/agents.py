@@ -1,0 +1,135 @@
+"""The fleet: agents, their heartbeats, and resynchronisation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.openapi.spec import Example
+from litestar.params import Body, Parameter
+
+from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut
+from worpen_api.security import principal_of, requires
+from worpen_core.auth import Permission
+from worpen_core.commands import AGENT_ID_MAX_LENGTH
+from worpen_core.errors import Forbidden, InvalidInput
+from worpen_core.fleet import Fleet
+from worpen_core.status import AgentStatus
+
+NEXT_CURSOR = "X-Next-Cursor"
+
+
+def _encode_cursor(agent_id: str) -> str:
+    return base64.urlsafe_b64encode(agent_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidInput(
+            f"is not a cursor this server handed out (see the {NEXT_CURSOR} header)", "cursor"
+        ) from None
+
+
+class AgentController(Controller):
+    path = "/api/v1/agents"
+    tags = ["agents"]
+
+    @get(
+        operation_id="listAgents",
+        guards=[requires(Permission.READ)],
+        summary="List agents",
+        description=f"A bare array ordered by id. When more remain, the {NEXT_CURSOR} header "
+        "holds the cursor for the next page.",
+        sync_to_thread=False,
+    )
+    def list_agents(
+        self,
+        fleet: Fleet,
+        status: AgentStatus | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 500,
+        cursor: Annotated[str | None, Parameter(max_length=256)] = None,
+    ) -> Response[list[AgentOut]]:
+        agents = fleet.query(status, None if cursor is None else _decode_cursor(cursor))
+        page = agents[:limit]
+        headers = {NEXT_CURSOR: _encode_cursor(page[-1].id)} if len(agents) > limit else {}
+        return Response([AgentOut.of(agent) for agent in page], headers=headers)
+
+    @get(
+        "/{agent_id:str}",
+        operation_id="getAgent",
+        guards=[requires(Permission.READ)],
+        summary="One agent with its latest telemetry",
+        sync_to_thread=False,
+    )
+    def get_agent(
+        self, fleet: Fleet, agent_id: Annotated[str, Parameter(max_length=AGENT_ID_MAX_LENGTH)]
+    ) -> AgentDetail:
+        return AgentDetail.of(fleet.get(agent_id))
+
+    @post(
+        "/sync",
+        operation_id="syncAgents",
+        guards=[requires(Permission.OPERATE)],
+        summary="Resynchronise agents",
+        description="Until agents have a command channel, re-evaluates the status of every agent "
+        "(or of one) right away and reports the result.",
+        status_code=200,
+    )
+    async def sync(
+        self,
+        fleet: Fleet,
+        data: Annotated[
+            SyncIn, Body(examples=[Example(summary="every agent", value={"target": "all"})])
+        ] = SyncIn(),  # noqa: B008 (an immutable default body)
+    ) -> SyncOut:
+        targets = None if data.target == "all" else [data.target]
+        events = await fleet.sweep(targets)
+        return SyncOut(
+            status="SYNCED",
+            agents=fleet.size if targets is None else 1,
+            went_offline=[event.agent_id for event in events],
+        )
+
+
+class HeartbeatController(Controller):
+    path = "/api/v1/internal"
+    tags = ["agents"]
+
+    @post(
+        "/heartbeat",
+        operation_id="reportHeartbeat",
+        guards=[requires(Permission.REPORT)],
+        status_code=202,
+        summary="Report a heartbeat (agent keys, for their own ids)",
+        description="Registers the agent on its first heartbeat. The answer says when to report next.",
+    )
+    async def heartbeat(
+        self,
+        request: Request[Any, Any, Any],
+        fleet: Fleet,
+        data: Annotated[
+            HeartbeatIn,
+            Body(
+                examples=[
+                    Example(
+                        summary="a healthy node",
+                        value={
+                            "id": "bee-001",
+                            "cpu": 12.5,
+                            "ram": 40.1,
+                            "status": "ONLINE",
+                            "ip": "10.0.0.7",
+                        },
+                    )
+                ]
+            ),
+        ],
+    ) -> HeartbeatAck:
+        if not principal_of(request).may_report_for(data.id):
+            raise Forbidden(f"this key may not report for agent {data.id!r}")
+        ack = await fleet.record_heartbeat(data.to_command())
+        return HeartbeatAck(next_heartbeat_seconds=ack.next_heartbeat_seconds, status=ack.status)

@@ -1,0 +1,64 @@
+"""API keys, for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, post
+from litestar.openapi.spec import Example
+from litestar.params import Body, Parameter
+
+from worpen_api.dto import ApiKeyCreated, ApiKeyIn, ApiKeyOut
+from worpen_api.security import requires
+from worpen_core.access import ApiKeys, Authenticator
+from worpen_core.auth import Permission
+from worpen_core.ports import Clock
+
+
+class ApiKeyController(Controller):
+    path = "/api/v1/apikeys"
+    tags = ["api keys"]
+    guards = [requires(Permission.ADMIN)]
+
+    @post(
+        operation_id="createApiKey",
+        summary="Create an API key",
+        description="The answer holds the key itself, shown this once: only its hash is stored.",
+    )
+    async def create(
+        self,
+        api_keys: ApiKeys,
+        clock: Clock,
+        data: Annotated[
+            ApiKeyIn,
+            Body(
+                examples=[
+                    Example(summary="a CI job", value={"name": "ci", "role": "operator", "expiresIn": "30d"}),
+                    Example(
+                        summary="an agent", value={"name": "bee-001", "role": "agent", "agents": ["bee-001"]}
+                    ),
+                ]
+            ),
+        ],
+    ) -> ApiKeyCreated:
+        return ApiKeyCreated.issued(await api_keys.issue(data.to_command(clock.now())))
+
+    @get(operation_id="listApiKeys", summary="List API keys (never their secrets)")
+    async def list_keys(self, api_keys: ApiKeys) -> list[ApiKeyOut]:
+        return [ApiKeyOut.of(key) for key in await api_keys.list_all()]
+
+    @delete(
+        "/{key_id:str}",
+        operation_id="revokeApiKey",
+        summary="Revoke an API key",
+        status_code=200,
+    )
+    async def revoke(
+        self,
+        api_keys: ApiKeys,
+        authenticator: Authenticator,
+        key_id: Annotated[str, Parameter(max_length=32)],
+    ) -> ApiKeyOut:
+        key = await api_keys.revoke(key_id)
+        authenticator.forget(key)
+        return ApiKeyOut.of(key)

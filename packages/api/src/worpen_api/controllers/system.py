@@ -1,0 +1,28 @@
+"""Health and metrics."""
+
+from __future__ import annotations
+
+from litestar import Controller, MediaType, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from worpen_api.observability import Metrics
+from worpen_api.security import requires
+from worpen_core.auth import Permission
+
+
+class SystemController(Controller):
+    tags = ["system"]
+
+    @get("/health", operation_id="health", media_type=MediaType.TEXT, summary="Liveness (no credential)")
+    async def health(self) -> str:
+        return "OK"
+
+    @get(
+        "/metrics",
+        operation_id="metrics",
+        guards=[requires(Permission.READ)],
+        summary="Prometheus metrics (viewer and up)",
+        sync_to_thread=False,
+    )
+    def metrics(self, metrics: Metrics) -> Response[bytes]:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,93 @@
+"""Errors: one shape ({"status", "detail", "field"}) and one table from core errors to HTTP statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from worpen_api.dto import ErrorOut
+from worpen_core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    WorpenError,
+)
+
+log = structlog.get_logger("worpen.api")
+
+STATUS_OF: dict[type[WorpenError], int] = {
+    InvalidInput: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    RateLimited: 429,
+    Unavailable: 503,
+}
+
+
+def error_response(
+    status: int, detail: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response[ErrorOut]:
+    return Response(ErrorOut(status=status, detail=detail, field=field), status_code=status, headers=headers)
+
+
+def response_for(exc: WorpenError) -> Response[ErrorOut]:
+    status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 500)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="worpen"'
+    elif isinstance(exc, Unavailable):
+        log.warning("dependency.unavailable", dependency=exc.dependency, detail=exc.detail)
+    field = exc.field if isinstance(exc, InvalidInput) else None
+    return error_response(status, exc.detail, field, headers)
+
+
+def _worpen_error(_: Request[Any, Any, Any], exc: WorpenError) -> Response[ErrorOut]:
+    return response_for(exc)
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorOut]:
+    """Litestar's parse and validation failures: malformed JSON is 400, a valid JSON but invalid value 422."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    first = problems[0] if problems and isinstance(problems[0], dict) else {}
+    message = str(first.get("message") or exc.detail)
+    field = first.get("key") or None
+    if field == "data":  # the body as a whole: name the missing field if there is one
+        missing = message.partition("missing required field `")[2]
+        field = missing.rstrip("`") or None
+    if field is None and " - at `$." in message:
+        message, _sep, at = message.partition(" - at `$.")
+        field = at.rstrip("`")
+    malformed = (
+        "malformed" in message.lower() or "invalid json" in message.lower() or "truncated" in message.lower()
+    )
+    detail = f"{field}: {message}" if field else message
+    return error_response(400 if malformed else 422, detail, field)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
+    return error_response(exc.status_code, exc.detail, headers=exc.headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
+    log.exception("request.failed", method=request.method, path=request.url.path)
+    return error_response(500, "internal error: the server logged the details")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    WorpenError: _worpen_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

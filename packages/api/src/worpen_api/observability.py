@@ -1,0 +1,132 @@
+"""Structured logs (structlog) and Prometheus metrics, with one ASGI middleware that times every request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from worpen_api.runtime import Worpen
+from worpen_api.settings import Settings
+
+log = structlog.get_logger("worpen.http")
+
+
+def configure_logging(settings: Settings) -> None:
+    """JSON lines when stderr is not a terminal (or WORPEN_LOG_FORMAT=json), readable lines otherwise."""
+    as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[settings.log_level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+class FleetCollector(Collector):
+    """Gauges and counters read from the live fleet at scrape time."""
+
+    def __init__(self, worpen: Worpen) -> None:
+        self._worpen = worpen
+
+    def collect(self) -> Iterator[Metric]:
+        fleet = self._worpen.fleet
+        heartbeats = CounterMetricFamily("worpen_heartbeats_ingested", "Heartbeats accepted (REST and gRPC)")
+        heartbeats.add_metric([], fleet.heartbeats_ingested)
+        yield heartbeats
+        agents = GaugeMetricFamily("worpen_agents", "Agents by status", labels=["status"])
+        for status, count in fleet.count_by_status().items():
+            agents.add_metric([status.value], count)
+        yield agents
+        depth = GaugeMetricFamily("worpen_event_bus_queue_depth", "Events waiting for delivery")
+        depth.add_metric([], self._worpen.event_queue_depth())
+        yield depth
+        buffered = GaugeMetricFamily("worpen_telemetry_buffered_samples", "Samples waiting to be written")
+        buffered.add_metric([], fleet.buffered_samples)
+        yield buffered
+
+
+class Metrics:
+    """A registry per app (no global state), with the HTTP metrics the middleware records."""
+
+    def __init__(self, worpen: Worpen) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "worpen_http_requests", "HTTP requests", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "worpen_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.registry.register(FleetCollector(worpen))
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
+            return value.decode()
+    return uuid.uuid4().hex
+
+
+class RequestObserver:
+    """Gives every HTTP request an id (X-Request-ID), then logs it and records its metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        header = (b"x-request-id", request_id.encode())
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, observed_send)
+        finally:
+            duration = time.perf_counter() - started
+            route = scope.get("path_template") or "unmatched"
+            method = scope["method"]
+            self._metrics.requests.labels(method, route, str(status)).inc()
+            self._metrics.latency.labels(method, route).observe(duration)
+            log.info(
+                "request",
+                request_id=request_id,
+                method=method,
+                path=scope["path"],
+                status=status,
+                duration_ms=round(duration * 1000, 3),
+            )

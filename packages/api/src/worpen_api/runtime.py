@@ -1,0 +1,92 @@
+"""The running Worpen: services wired by the composition root, and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from worpen_api.settings import Settings
+from worpen_core.access import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.errors import WorpenError
+from worpen_core.fleet import Fleet
+from worpen_core.ports import Clock
+
+Hook = Callable[[], Awaitable[None]]
+log = structlog.get_logger("worpen")
+
+
+@dataclass(slots=True)
+class Worpen:
+    """Everything a running Worpen needs, wired; `start()` and `stop()` run its lifecycle."""
+
+    settings: Settings
+    clock: Clock
+    fleet: Fleet
+    api_keys: ApiKeys
+    authenticator: Authenticator
+    throttle: FailedAuthThrottle
+    event_queue_depth: Callable[[], int]
+    migrate: Callable[[], Awaitable[None]]
+    on_start: list[Hook] = field(default_factory=list)
+    """Run in order after the fleet is restored (start the bus, the gRPC server)."""
+    stop_intake: list[Hook] = field(default_factory=list)
+    """Run first on stop, so nothing new arrives while buffers are flushed (stop gRPC)."""
+    on_stop: list[Hook] = field(default_factory=list)
+    """Run in order after the last flush (drain the bus, close the database)."""
+    grpc_port: int | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Migrate, restore the fleet, issue the first admin key if there is none, and start serving
+        gRPC and the background loops (offline detection, telemetry flush)."""
+        await self.migrate()
+        restored = await self.fleet.restore()
+        log.info("fleet.restored", agents=restored)
+        if self.settings.auth:
+            issued = await self.api_keys.issue_first_admin()
+            if issued is not None:
+                sys.stderr.write(
+                    "\nNo API key existed, so Worpen created an admin key. It is shown this once:\n\n"
+                    f"    {issued.secret}\n\nKeep it safe; create others with `worpen apikey create`.\n\n"
+                )
+                sys.stderr.flush()
+        else:
+            log.warning("auth.disabled", detail="every request is treated as admin; for development only")
+        for hook in self.on_start:
+            await hook()
+        self._tasks = [
+            asyncio.create_task(self._every(self.settings.sweep_interval, self.fleet.sweep, "sweep")),
+            asyncio.create_task(self._every(self.settings.flush_interval, self.fleet.flush, "flush")),
+        ]
+
+    async def stop(self) -> None:
+        """Stop taking heartbeats and the loops, flush what is buffered, then close the bus and database."""
+        for hook in self.stop_intake:
+            await hook()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        try:
+            written = await self.fleet.flush()
+            log.info("telemetry.flushed", samples=written, reason="shutdown")
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Release what the adapters hold (the bus, the database); enough for one-shot CLI commands."""
+        for hook in self.on_stop:
+            await hook()
+
+    @staticmethod
+    async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except WorpenError as exc:
+                log.error(f"{name}.failed", detail=exc.detail, retry_in=seconds)

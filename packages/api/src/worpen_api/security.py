@@ -1,0 +1,82 @@
+"""Authentication (an ASGI middleware: Bearer API keys) and authorisation (guards by permission)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection, Request
+from litestar.enums import ScopeType
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import ASGIApp, Guard, Receive, Scope, Send
+
+from worpen_api.errors import response_for
+from worpen_api.runtime import Worpen
+from worpen_core.auth import ANONYMOUS_ADMIN, Permission, Principal
+from worpen_core.errors import Forbidden, Unauthenticated, WorpenError
+
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+def _credential(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, secret = value.decode("latin-1").partition(" ")
+            return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+    return None
+
+
+class ApiKeyAuthMiddleware:
+    """Puts the caller's Principal in scope["user"], or refuses with 401 (429 after repeated failures)."""
+
+    def __init__(self, app: ASGIApp, worpen: Worpen) -> None:
+        self._app = app
+        self._worpen = worpen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in PUBLIC_PATHS or scope.get("method") == "OPTIONS":
+            await self._app(scope, receive, send)
+            return
+        if not self._worpen.settings.auth:
+            scope["user"] = ANONYMOUS_ADMIN
+        else:
+            try:
+                scope["user"] = await self._authenticate(scope)
+            except WorpenError as exc:
+                if scope["type"] == ScopeType.WEBSOCKET:
+                    await send({"type": "websocket.close", "code": 4401, "reason": exc.detail})
+                    return
+                # Answered here, not raised, so outer middleware (request log, metrics) sees the status.
+                response = response_for(exc).to_asgi_response(None, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+    async def _authenticate(self, scope: Scope) -> Principal:
+        client = scope["client"][0] if scope["client"] else "unknown"
+        throttle = self._worpen.throttle
+        throttle.check(client)
+        secret = _credential(scope)
+        if secret is None:
+            throttle.record_failure(client)
+            raise Unauthenticated("missing 'Authorization: Bearer <key>' header")
+        try:
+            return await self._worpen.authenticator.authenticate(secret)
+        except Unauthenticated:
+            throttle.record_failure(client)
+            raise
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    principal = connection.scope.get("user")
+    if not isinstance(principal, Principal):
+        raise Unauthenticated("no credential")
+    return principal
+
+
+def requires(permission: Permission) -> Guard:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = principal_of(connection)
+        if not principal.can(permission):
+            raise Forbidden(f"role {principal.role.value!r} lacks the {permission.value!r} permission")
+
+    return guard

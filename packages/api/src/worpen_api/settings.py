@@ -1,0 +1,138 @@
+"""Settings, read once from the environment (and overridden by CLI flags)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal, cast
+
+from worpen_core.agents import FleetPolicy
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value Worpen cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 3001
+    database_url: str = "sqlite+aiosqlite:///worpen.db"
+    auth: bool = True
+    cors_origins: tuple[str, ...] = ("*",)
+    policy: FleetPolicy = field(default_factory=FleetPolicy)
+    flush_interval: float = 1.0
+    sweep_interval: float = 1.0
+    auth_failures_per_minute: int = 20
+    key_cache_seconds: float = 5.0
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "info"
+    log_format: LogFormat = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
+            raise SettingsError(
+                "authentication can only be turned off when Worpen listens on loopback "
+                f"(host {self.host!r}, gRPC host {self.grpc_host!r})"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        read = _Reader(env)
+        host = read.text("WORPEN_HOST", cls.host)
+        return cls(
+            host=host,
+            port=read.integer("WORPEN_PORT", cls.port, 0, 65535),
+            grpc_host=read.text("WORPEN_GRPC_HOST", host),
+            grpc_port=read.integer("WORPEN_GRPC_PORT", cls.grpc_port, 0, 65535),
+            database_url=read.text("WORPEN_DATABASE_URL", cls.database_url),
+            auth=read.switch("WORPEN_AUTH", default=True),
+            cors_origins=read.items("WORPEN_CORS_ORIGINS", ("*",)),
+            policy=FleetPolicy(
+                offline_after=timedelta(seconds=read.number("WORPEN_AGENT_TTL", 30, 1)),
+                critical_threshold=read.number("WORPEN_CRITICAL_THRESHOLD", 90, 1, 100),
+                hysteresis=read.integer("WORPEN_CRITICAL_HEARTBEATS", 3, 1, 1000),
+                heartbeat_interval=read.integer("WORPEN_HEARTBEAT_INTERVAL", 10, 1, 3600),
+                max_heartbeats_per_second=read.number("WORPEN_MAX_HEARTBEATS_PER_SECOND", 50, 0.1),
+            ),
+            flush_interval=read.number("WORPEN_FLUSH_INTERVAL", cls.flush_interval, 0.05, 60),
+            sweep_interval=read.number("WORPEN_SWEEP_INTERVAL", cls.sweep_interval, 0.05, 60),
+            auth_failures_per_minute=read.integer(
+                "WORPEN_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute, 1, 100_000
+            ),
+            key_cache_seconds=read.number("WORPEN_KEY_CACHE_SECONDS", cls.key_cache_seconds, 0, 3600),
+            max_body_bytes=read.integer("WORPEN_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 1 << 30),
+            log_level=read.choice("WORPEN_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")),
+            log_format=cast(
+                LogFormat, read.choice("WORPEN_LOG_FORMAT", cls.log_format, ("auto", "json", "console"))
+            ),
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        return None if value is None or not value.strip() else value.strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def number(self, name: str, default: float, low: float, high: float = float("inf")) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+        return value
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {raw!r}")
+        return int(raw)
+
+    def switch(self, name: str, *, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() in {"on", "true", "1", "yes"}:
+            return True
+        if raw.lower() in {"off", "false", "0", "no"}:
+            return False
+        raise SettingsError(f"{name} must be 'on' or 'off', got {raw!r}")
+
+    def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(name)
+        return default if raw is None else tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = (self._raw(name) or default).lower()
+        if raw not in choices:
+            raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw

@@ -1,0 +1,1 @@
+"""worpen_core: Worpen's domain. Entities, events, ports and use cases, on the standard library only."""

@@ -1,0 +1,129 @@
+"""Use cases of access control: issuing, listing and revoking API keys, authenticating callers,
+and slowing down clients that keep presenting bad credentials."""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from worpen_core.auth import ApiKey, Principal, Role, hash_secret, new_secret
+from worpen_core.commands import CreateApiKey
+from worpen_core.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+from worpen_core.ports import Clock, UnitOfWorkFactory
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str
+
+
+class ApiKeys:
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+
+    async def issue(self, cmd: CreateApiKey) -> IssuedKey:
+        now = self._clock.now()
+        if cmd.expires_at is not None and cmd.expires_at <= now:
+            raise InvalidInput("must be in the future", "expires")
+        secret = new_secret()
+        key = ApiKey(
+            id=secrets.token_hex(6),
+            name=cmd.name,
+            role=cmd.role,
+            prefix=secret[:12],
+            secret_hash=hash_secret(secret),
+            created_at=now,
+            agent_ids=cmd.agent_ids,
+            expires_at=cmd.expires_at,
+        )
+        async with self._uow() as uow:
+            await uow.api_keys.add(key)
+            await uow.commit()
+        return IssuedKey(key, secret)
+
+    async def issue_first_admin(self) -> IssuedKey | None:
+        """On a database with no key at all, issue an admin key; otherwise do nothing."""
+        async with self._uow() as uow:
+            if await uow.api_keys.count():
+                return None
+        return await self.issue(CreateApiKey(name="initial-admin", role=Role.ADMIN))
+
+    async def list_all(self) -> list[ApiKey]:
+        async with self._uow() as uow:
+            return await uow.api_keys.list_all()
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        async with self._uow() as uow:
+            key = await uow.api_keys.get(key_id)
+            if key is None:
+                raise NotFound("api key", key_id)
+            if key.revoked_at is None:
+                key = replace(key, revoked_at=self._clock.now())
+                await uow.api_keys.update(key)
+                await uow.commit()
+        return key
+
+
+class Authenticator:
+    """Turns a presented secret into a Principal. Known keys are cached for `cache_for`, so a key
+    revoked by another process (the CLI) stops working within that time; revocations made through
+    `forget` take effect at once."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, cache_for: timedelta) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._cache_for = cache_for
+        self._cache: dict[str, tuple[ApiKey, datetime]] = {}
+
+    async def authenticate(self, secret: str) -> Principal:
+        now = self._clock.now()
+        digest = hash_secret(secret)
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[1] < self._cache_for:
+            key = cached[0]
+        else:
+            async with self._uow() as uow:
+                found = await uow.api_keys.by_hash(digest)
+            if found is None:
+                self._cache.pop(digest, None)
+                raise Unauthenticated("unknown API key")
+            key = found
+            self._cache[digest] = (key, now)
+        if key.revoked_at is not None:
+            raise Unauthenticated("API key revoked")
+        if not key.is_active(now):
+            raise Unauthenticated("API key expired")
+        return Principal(key.id, key.name, key.role, frozenset(key.agent_ids))
+
+    def forget(self, key: ApiKey) -> None:
+        self._cache.pop(key.secret_hash, None)
+
+
+class FailedAuthThrottle:
+    """At most `limit` failed authentications per client within `window`; past that, 429."""
+
+    def __init__(self, clock: Clock, limit: int, window: timedelta) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._window = window
+        self._failures: dict[str, deque[datetime]] = {}
+
+    def check(self, client: str) -> None:
+        failures = self._failures.get(client)
+        if not failures:
+            return
+        now = self._clock.now()
+        while failures and now - failures[0] >= self._window:
+            failures.popleft()
+        if not failures:
+            del self._failures[client]
+        elif len(failures) >= self._limit:
+            retry_after = max(1, int((failures[0] + self._window - now).total_seconds()) + 1)
+            raise RateLimited("too many failed authentications from this client", retry_after)
+
+    def record_failure(self, client: str) -> None:
+        self._failures.setdefault(client, deque(maxlen=self._limit)).append(self._clock.now())

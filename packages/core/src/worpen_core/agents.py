@@ -1,0 +1,163 @@
+"""The fleet's aggregate: one agent (a node) and the status machine its heartbeats drive."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from worpen_core.commands import RecordHeartbeat
+from worpen_core.events import (
+    AgentBecameCritical,
+    AgentRecovered,
+    AgentRegistered,
+    AgentWentOffline,
+    Event,
+)
+from worpen_core.status import AgentStatus
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPolicy:
+    """Thresholds of the status machine and of heartbeat pacing."""
+
+    offline_after: timedelta = timedelta(seconds=30)
+    critical_threshold: float = 90.0
+    hysteresis: int = 3
+    heartbeat_interval: int = 10
+    max_heartbeats_per_second: float = 50.0
+
+    def next_heartbeat_seconds(self, fleet_size: int) -> int:
+        """Like Nomad: stretch the interval as the fleet grows so the server sees at most
+        `max_heartbeats_per_second`, but never so far that a healthy agent would miss its TTL."""
+        spread = math.ceil(fleet_size / self.max_heartbeats_per_second)
+        ceiling = max(1, int(self.offline_after.total_seconds() // 2))
+        return min(max(self.heartbeat_interval, spread), ceiling)
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySample:
+    agent_id: str
+    at: datetime
+    cpu: float
+    ram: float
+    disk: float | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+    uptime_seconds: int | None = None
+
+
+@dataclass(slots=True)
+class Agent:
+    id: str
+    name: str
+    status: AgentStatus
+    reported_status: AgentStatus
+    cpu_load: float
+    memory_load: float
+    last_seen: datetime
+    registered_at: datetime
+    ip: str | None = None
+    os: str | None = None
+    version: str | None = None
+    uptime_seconds: int | None = None
+    disk: float | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+    peers: tuple[str, ...] = ()
+    pressure_streak: int = 0
+    calm_streak: int = 0
+
+    @classmethod
+    def register(cls, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> tuple[Agent, Event]:
+        agent = cls(
+            id=beat.agent_id,
+            name=beat.name or beat.agent_id,
+            status=AgentStatus.ONLINE,
+            reported_status=beat.status,
+            cpu_load=beat.cpu,
+            memory_load=beat.ram,
+            last_seen=at,
+            registered_at=at,
+        )
+        agent._absorb(beat, at, policy)
+        agent.status = agent._status_after_beat(beat, policy)[0]
+        return agent, AgentRegistered(agent.id, at, agent.status)
+
+    def copy(self) -> Agent:
+        return dataclasses.replace(self)
+
+    def sample(self) -> TelemetrySample:
+        return TelemetrySample(
+            self.id,
+            self.last_seen,
+            self.cpu_load,
+            self.memory_load,
+            self.disk,
+            self.net_rx_bytes,
+            self.net_tx_bytes,
+            self.uptime_seconds,
+        )
+
+    def is_overdue(self, now: datetime, policy: FleetPolicy) -> bool:
+        return now - self.last_seen > policy.offline_after
+
+    def expire(self, now: datetime, policy: FleetPolicy) -> list[Event]:
+        """Mark the agent OFFLINE if its last heartbeat is older than the TTL."""
+        if self.status is AgentStatus.OFFLINE or not self.is_overdue(now, policy):
+            return []
+        self.status = AgentStatus.OFFLINE
+        self.pressure_streak = self.calm_streak = 0
+        return [AgentWentOffline(self.id, now, self.last_seen)]
+
+    def beat(self, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> list[Event]:
+        """Take in a heartbeat; return the events of the transitions it caused (none, most of the time)."""
+        events = self.expire(at, policy)
+        previous = self.status
+        self._absorb(beat, at, policy)
+        if previous is AgentStatus.HEALING:
+            return events
+        target, reason = self._status_after_beat(beat, policy)
+        if target is previous:
+            return events
+        self.status = target
+        if target is AgentStatus.CRITICAL:
+            events.append(AgentBecameCritical(self.id, at, reason, beat.cpu, beat.ram))
+        else:
+            events.append(AgentRecovered(self.id, at, previous))
+        return events
+
+    def _absorb(self, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> None:
+        hot = beat.cpu >= policy.critical_threshold or beat.ram >= policy.critical_threshold
+        self.pressure_streak = self.pressure_streak + 1 if hot else 0
+        calm = not hot and beat.status is not AgentStatus.CRITICAL
+        self.calm_streak = self.calm_streak + 1 if calm else 0
+        self.reported_status = beat.status
+        self.cpu_load = beat.cpu
+        self.memory_load = beat.ram
+        self.last_seen = at
+        if beat.name is not None:
+            self.name = beat.name
+        if beat.ip is not None:
+            self.ip = beat.ip
+        if beat.os is not None:
+            self.os = beat.os
+        if beat.version is not None:
+            self.version = beat.version
+        self.uptime_seconds = beat.uptime_seconds
+        self.disk = beat.disk
+        self.net_rx_bytes = beat.net_rx_bytes
+        self.net_tx_bytes = beat.net_tx_bytes
+        self.peers = beat.peers
+
+    def _status_after_beat(self, beat: RecordHeartbeat, policy: FleetPolicy) -> tuple[AgentStatus, str]:
+        if beat.status is AgentStatus.CRITICAL:
+            return AgentStatus.CRITICAL, "reported by the agent"
+        if self.pressure_streak >= policy.hysteresis:
+            return AgentStatus.CRITICAL, (
+                f"cpu or ram at or above {policy.critical_threshold:g}% for {self.pressure_streak} heartbeats"
+            )
+        if self.status is AgentStatus.CRITICAL and self.calm_streak < policy.hysteresis:
+            return AgentStatus.CRITICAL, ""
+        return AgentStatus.ONLINE, ""

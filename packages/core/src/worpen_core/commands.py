@@ -1,0 +1,103 @@
+"""Commands: what a caller asks Worpen to do, validated on construction."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from worpen_core.auth import Role
+from worpen_core.errors import InvalidInput
+from worpen_core.status import AgentStatus
+
+AGENT_ID_MAX_LENGTH = 128
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+TEXT_MAX_LENGTH = 255
+MAX_PEERS = 256
+_agent_id = re.compile(AGENT_ID_PATTERN)
+
+
+def check_agent_id(value: str, field: str = "id") -> None:
+    if not value or len(value) > AGENT_ID_MAX_LENGTH:
+        raise InvalidInput(f"must be 1 to {AGENT_ID_MAX_LENGTH} characters long", field)
+    if not _agent_id.match(value):
+        raise InvalidInput(
+            "may hold only letters, digits, '.', '_', ':' and '-', and must start with a letter or digit",
+            field,
+        )
+
+
+def _check_percent(value: float, field: str) -> None:
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise InvalidInput(f"must be a percentage between 0 and 100, got {value}", field)
+
+
+def _check_counter(value: int | None, field: str) -> None:
+    if value is not None and value < 0:
+        raise InvalidInput(f"must not be negative, got {value}", field)
+
+
+def _check_text(value: str | None, field: str) -> None:
+    if value is not None and len(value) > TEXT_MAX_LENGTH:
+        raise InvalidInput(f"must be at most {TEXT_MAX_LENGTH} characters long", field)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHeartbeat:
+    """An agent's report: its load, its own view of its status, and what it knows of itself."""
+
+    agent_id: str
+    cpu: float
+    ram: float
+    status: AgentStatus = AgentStatus.ONLINE
+    name: str | None = None
+    ip: str | None = None
+    os: str | None = None
+    version: str | None = None
+    uptime_seconds: int | None = None
+    disk: float | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+    peers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_agent_id(self.agent_id)
+        _check_percent(self.cpu, "cpu")
+        _check_percent(self.ram, "ram")
+        if self.disk is not None:
+            _check_percent(self.disk, "disk")
+        _check_counter(self.uptime_seconds, "uptimeSeconds")
+        _check_counter(self.net_rx_bytes, "netRxBytes")
+        _check_counter(self.net_tx_bytes, "netTxBytes")
+        _check_text(self.name, "name")
+        _check_text(self.os, "os")
+        _check_text(self.version, "version")
+        if self.ip is not None:
+            try:
+                ipaddress.ip_address(self.ip)
+            except ValueError:
+                raise InvalidInput(f"is not an IPv4 or IPv6 address: {self.ip[:64]!r}", "ip") from None
+        if len(self.peers) > MAX_PEERS:
+            raise InvalidInput(f"may list at most {MAX_PEERS} peers", "peers")
+        for peer in self.peers:
+            check_agent_id(peer, "peers")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateApiKey:
+    name: str
+    role: Role
+    agent_ids: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or len(self.name) > 64:
+            raise InvalidInput("must be 1 to 64 characters long", "name")
+        if self.role is Role.AGENT and not self.agent_ids:
+            raise InvalidInput("an agent key must be bound to at least one agent id", "agents")
+        if self.role is not Role.AGENT and self.agent_ids:
+            raise InvalidInput("only keys with the agent role are bound to agent ids", "agents")
+        for agent_id in self.agent_ids:
+            check_agent_id(agent_id, "agents")

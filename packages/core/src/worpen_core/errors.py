@@ -1,0 +1,52 @@
+"""Errors of the domain. Adapters translate their own failures into these; the API maps them to statuses."""
+
+from __future__ import annotations
+
+
+class WorpenError(Exception):
+    """Base of every error Worpen raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidInput(WorpenError):
+    """A value breaks a rule of the domain; `field` names it when one field is to blame."""
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class NotFound(WorpenError):
+    def __init__(self, kind: str, identifier: str) -> None:
+        super().__init__(f"{kind} {identifier!r} not found")
+        self.kind = kind
+        self.identifier = identifier
+
+
+class Conflict(WorpenError):
+    """The request clashes with the current state."""
+
+
+class Unauthenticated(WorpenError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+
+class Forbidden(WorpenError):
+    """The caller is known but its role does not allow this."""
+
+
+class RateLimited(WorpenError):
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Unavailable(WorpenError):
+    """A dependency (the database, a Docker engine, ...) cannot be reached or is busy."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency

@@ -1,0 +1,150 @@
+"""The fleet service: live agent state in memory, transitions persisted before they are acknowledged,
+telemetry written in batches (the design Nomad uses for its heartbeats)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from worpen_core.agents import Agent, FleetPolicy, TelemetrySample
+from worpen_core.commands import RecordHeartbeat
+from worpen_core.errors import NotFound
+from worpen_core.events import Event
+from worpen_core.ports import Clock, EventBus, UnitOfWorkFactory
+from worpen_core.status import AgentStatus
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    status: AgentStatus
+    next_heartbeat_seconds: int
+
+
+class Fleet:
+    def __init__(self, uow: UnitOfWorkFactory, bus: EventBus, clock: Clock, policy: FleetPolicy) -> None:
+        self._uow = uow
+        self._bus = bus
+        self._clock = clock
+        self.policy = policy
+        self._agents: dict[str, Agent] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._samples: list[TelemetrySample] = []
+        self._dirty: set[str] = set()
+        self.heartbeats_ingested = 0
+
+    async def restore(self) -> int:
+        """Load the fleet as it was persisted; returns how many agents were restored."""
+        async with self._uow() as uow:
+            agents = await uow.agents.list_all()
+        self._agents = {agent.id: agent for agent in agents}
+        return len(agents)
+
+    async def record_heartbeat(self, beat: RecordHeartbeat) -> HeartbeatAck:
+        lock = self._locks.get(beat.agent_id)
+        if lock is None:
+            lock = self._locks[beat.agent_id] = asyncio.Lock()
+        async with lock:
+            now = self._clock.now()
+            current = self._agents.get(beat.agent_id)
+            events: list[Event]
+            if current is None:
+                agent, registered = Agent.register(beat, now, self.policy)
+                events = [registered]
+            else:
+                agent = current.copy()
+                events = agent.beat(beat, now, self.policy)
+            if events:
+                await self._persist([agent], events)
+            self._agents[agent.id] = agent
+            self._samples.append(agent.sample())
+            self._dirty.add(agent.id)
+            self.heartbeats_ingested += 1
+        return HeartbeatAck(agent.status, self.policy.next_heartbeat_seconds(len(self._agents)))
+
+    async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[Event]:
+        """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue."""
+        now = self._clock.now()
+        candidates = self._agents.values() if agent_ids is None else self._lookup(agent_ids)
+        overdue = sorted(
+            agent.id
+            for agent in candidates
+            if agent.status is not AgentStatus.OFFLINE and agent.is_overdue(now, self.policy)
+        )
+        if not overdue:
+            return []
+        async with AsyncExitStack() as stack:
+            for agent_id in overdue:
+                await stack.enter_async_context(self._locks.setdefault(agent_id, asyncio.Lock()))
+            changed: list[Agent] = []
+            events: list[Event] = []
+            for agent_id in overdue:
+                agent = self._agents[agent_id].copy()
+                expired = agent.expire(self._clock.now(), self.policy)
+                if expired:
+                    changed.append(agent)
+                    events.extend(expired)
+            if changed:
+                await self._persist(changed, events)
+                for agent in changed:
+                    self._agents[agent.id] = agent
+        return events
+
+    async def flush(self) -> int:
+        """Write buffered telemetry and the latest state of agents that reported; returns samples written.
+        On failure everything stays buffered for the next flush."""
+        if not self._samples:
+            return 0
+        samples, self._samples = self._samples, []
+        dirty, self._dirty = self._dirty, set()
+        try:
+            async with self._uow() as uow:
+                await uow.samples.add(samples)
+                await uow.agents.save_readings([self._agents[agent_id] for agent_id in sorted(dirty)])
+                await uow.commit()
+        except BaseException:
+            self._samples[:0] = samples
+            self._dirty |= dirty
+            raise
+        return len(samples)
+
+    def get(self, agent_id: str) -> Agent:
+        agent = self._agents.get(agent_id)
+        if agent is None:
+            raise NotFound("agent", agent_id)
+        return agent
+
+    def query(self, status: AgentStatus | None = None, after: str | None = None) -> list[Agent]:
+        """Agents ordered by id, optionally only those with `status` and ids greater than `after`."""
+        return sorted(
+            (
+                agent
+                for agent in self._agents.values()
+                if (status is None or agent.status is status) and (after is None or agent.id > after)
+            ),
+            key=lambda agent: agent.id,
+        )
+
+    def count_by_status(self) -> dict[AgentStatus, int]:
+        counts = dict.fromkeys(AgentStatus, 0)
+        for agent in self._agents.values():
+            counts[agent.status] += 1
+        return counts
+
+    @property
+    def size(self) -> int:
+        return len(self._agents)
+
+    @property
+    def buffered_samples(self) -> int:
+        return len(self._samples)
+
+    def _lookup(self, agent_ids: Iterable[str]) -> list[Agent]:
+        return [self.get(agent_id) for agent_id in agent_ids]
+
+    async def _persist(self, agents: Sequence[Agent], events: Sequence[Event]) -> None:
+        async with self._uow() as uow:
+            await uow.agents.save(agents)
+            await uow.commit()
+        await self._bus.publish(events)

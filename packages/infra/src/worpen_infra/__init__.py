@@ -1,0 +1,1 @@
+"""worpen_infra."""

@@ -1,0 +1,145 @@
+"""The gRPC driving adapter: FleetService.ReportHeartbeat calls the same use case as the REST route."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import structlog
+
+from worpen_core.access import Authenticator, FailedAuthThrottle
+from worpen_core.auth import ANONYMOUS_ADMIN, Principal
+from worpen_core.commands import RecordHeartbeat
+from worpen_core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+    WorpenError,
+)
+from worpen_core.fleet import Fleet
+from worpen_core.status import AgentStatus
+from worpen_proto.v1 import fleet_pb2, fleet_pb2_grpc
+
+log = structlog.get_logger("worpen.grpc")
+
+_STATUS_CODES: dict[type[WorpenError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+_FROM_PROTO = {
+    fleet_pb2.AGENT_STATUS_UNSPECIFIED: AgentStatus.ONLINE,
+    fleet_pb2.AGENT_STATUS_ONLINE: AgentStatus.ONLINE,
+    fleet_pb2.AGENT_STATUS_OFFLINE: AgentStatus.OFFLINE,
+    fleet_pb2.AGENT_STATUS_CRITICAL: AgentStatus.CRITICAL,
+    fleet_pb2.AGENT_STATUS_HEALING: AgentStatus.HEALING,
+}
+_TO_PROTO = {
+    status: code for code, status in _FROM_PROTO.items() if code != fleet_pb2.AGENT_STATUS_UNSPECIFIED
+}
+
+
+def to_command(message: fleet_pb2.Heartbeat) -> RecordHeartbeat:
+    status = _FROM_PROTO.get(message.status)
+    if status is None:
+        raise InvalidInput(f"unknown status {message.status}", "status")
+    return RecordHeartbeat(
+        agent_id=message.id,
+        cpu=message.cpu,
+        ram=message.ram,
+        status=status,
+        name=message.name if message.HasField("name") else None,
+        ip=message.ip if message.HasField("ip") else None,
+        os=message.os if message.HasField("os") else None,
+        version=message.version if message.HasField("version") else None,
+        uptime_seconds=message.uptime_seconds if message.HasField("uptime_seconds") else None,
+        disk=message.disk if message.HasField("disk") else None,
+        net_rx_bytes=message.net_rx_bytes if message.HasField("net_rx_bytes") else None,
+        net_tx_bytes=message.net_tx_bytes if message.HasField("net_tx_bytes") else None,
+        peers=tuple(message.peers),
+    )
+
+
+class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
+    def __init__(
+        self, fleet: Fleet, authenticator: Authenticator | None, throttle: FailedAuthThrottle
+    ) -> None:
+        """`authenticator` None means authentication is off (development on loopback only)."""
+        self._fleet = fleet
+        self._authenticator = authenticator
+        self._throttle = throttle
+
+    async def ReportHeartbeat(
+        self, request: fleet_pb2.Heartbeat, context: grpc.aio.ServicerContext[object, object]
+    ) -> fleet_pb2.HeartbeatAck:
+        try:
+            principal = await self._authenticate(context)
+            command = to_command(request)
+            if not principal.may_report_for(command.agent_id):
+                raise Forbidden(f"this key may not report for agent {command.agent_id!r}")
+            ack = await self._fleet.record_heartbeat(command)
+        except WorpenError as exc:
+            await self._abort(context, exc)
+            raise AssertionError("unreachable: abort raises") from exc
+        return fleet_pb2.HeartbeatAck(
+            status=_TO_PROTO[ack.status], next_heartbeat_seconds=ack.next_heartbeat_seconds
+        )
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
+        if self._authenticator is None:
+            return ANONYMOUS_ADMIN
+        client = context.peer().rsplit(":", 1)[0]  # "ipv4:10.0.0.7:53124": the host, not the port
+        self._throttle.check(client)
+        metadata = dict(context.invocation_metadata() or ())
+        credential = metadata.get("authorization", "")
+        scheme, _, secret = str(credential).partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            self._throttle.record_failure(client)
+            raise Unauthenticated("missing 'authorization: Bearer <key>' metadata")
+        try:
+            return await self._authenticator.authenticate(secret.strip())
+        except Unauthenticated:
+            self._throttle.record_failure(client)
+            raise
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext[object, object], exc: WorpenError) -> None:
+        code = next(
+            (status for kind, status in _STATUS_CODES.items() if isinstance(exc, kind)),
+            grpc.StatusCode.INTERNAL,
+        )
+        detail = f"{exc.field}: {exc.detail}" if isinstance(exc, InvalidInput) and exc.field else exc.detail
+        if isinstance(exc, Unavailable | RateLimited):
+            log.warning("grpc.refused", code=code.name, detail=detail)
+        await context.abort(code, detail)
+
+
+class GrpcFleetServer:
+    """A grpc.aio server on the running event loop, beside the HTTP server."""
+
+    def __init__(self, servicer_factory: Callable[[], FleetServicer], host: str, port: int) -> None:
+        self._servicer_factory = servicer_factory
+        self._address = f"{host}:{port}"
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 1024 * 1024)])
+        fleet_pb2_grpc.add_FleetServiceServicer_to_server(self._servicer_factory(), server)
+        self.port = server.add_insecure_port(self._address)
+        await server.start()
+        self._server = server
+        log.info("grpc.listening", address=self._address, port=self.port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None

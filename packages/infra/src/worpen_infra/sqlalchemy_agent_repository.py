@@ -1,0 +1,119 @@
+"""AgentRepository on SQLAlchemy Core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from worpen_core.agents import Agent
+from worpen_core.status import AgentStatus
+from worpen_infra.tables import agents
+
+_READINGS = (
+    "reported_status",
+    "cpu_load",
+    "memory_load",
+    "last_seen",
+    "name",
+    "ip",
+    "os",
+    "version",
+    "uptime_seconds",
+    "disk",
+    "net_rx_bytes",
+    "net_tx_bytes",
+    "peers",
+)
+_update_whole = (
+    update(agents)
+    .where(agents.c.id == bindparam("b_id"))
+    .values({column.name: bindparam(column.name) for column in agents.c if column.name != "id"})
+)
+_update_readings = (
+    update(agents)
+    .where(agents.c.id == bindparam("b_id"), agents.c.last_seen <= bindparam("last_seen"))
+    .values({name: bindparam(name) for name in _READINGS})
+)
+
+
+def _to_row(agent: Agent) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "status": agent.status.value,
+        "reported_status": agent.reported_status.value,
+        "cpu_load": agent.cpu_load,
+        "memory_load": agent.memory_load,
+        "last_seen": agent.last_seen,
+        "registered_at": agent.registered_at,
+        "ip": agent.ip,
+        "os": agent.os,
+        "version": agent.version,
+        "uptime_seconds": agent.uptime_seconds,
+        "disk": agent.disk,
+        "net_rx_bytes": agent.net_rx_bytes,
+        "net_tx_bytes": agent.net_tx_bytes,
+        "peers": list(agent.peers),
+    }
+
+
+def _from_row(row: Row[Any]) -> Agent:
+    return Agent(
+        id=row.id,
+        name=row.name,
+        status=AgentStatus(row.status),
+        reported_status=AgentStatus(row.reported_status),
+        cpu_load=row.cpu_load,
+        memory_load=row.memory_load,
+        last_seen=row.last_seen,
+        registered_at=row.registered_at,
+        ip=row.ip,
+        os=row.os,
+        version=row.version,
+        uptime_seconds=row.uptime_seconds,
+        disk=row.disk,
+        net_rx_bytes=row.net_rx_bytes,
+        net_tx_bytes=row.net_tx_bytes,
+        peers=tuple(row.peers),
+    )
+
+
+class SqlAlchemyAgentRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def get(self, agent_id: str) -> Agent | None:
+        row = (await self._connection.execute(select(agents).where(agents.c.id == agent_id))).first()
+        return None if row is None else _from_row(row)
+
+    async def list_all(self) -> list[Agent]:
+        rows = await self._connection.execute(select(agents).order_by(agents.c.id))
+        return [_from_row(row) for row in rows]
+
+    async def save(self, items: Sequence[Agent]) -> None:
+        if not items:
+            return
+        ids = [agent.id for agent in items]
+        existing = set(
+            (await self._connection.execute(select(agents.c.id).where(agents.c.id.in_(ids)))).scalars()
+        )
+        fresh = [_to_row(agent) for agent in items if agent.id not in existing]
+        known = [{**_to_row(agent), "b_id": agent.id} for agent in items if agent.id in existing]
+        if fresh:
+            await self._connection.execute(insert(agents), fresh)
+        if known:
+            for row in known:
+                del row["id"]
+            await self._connection.execute(_update_whole, known)
+
+    async def save_readings(self, items: Sequence[Agent]) -> None:
+        if not items:
+            return
+        rows = []
+        for agent in items:
+            row = _to_row(agent)
+            rows.append({"b_id": agent.id, **{name: row[name] for name in _READINGS}})
+        await self._connection.execute(_update_readings, rows)

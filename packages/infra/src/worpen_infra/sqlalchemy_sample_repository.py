@@ -1,0 +1,32 @@
+"""SampleRepository on SQLAlchemy Core: telemetry samples, inserted in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from worpen_core.agents import TelemetrySample
+from worpen_infra.tables import agent_samples
+
+_columns = [column for column in agent_samples.c if column.name != "id"]
+
+
+class SqlAlchemySampleRepository:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def add(self, samples: Sequence[TelemetrySample]) -> None:
+        if samples:
+            await self._connection.execute(insert(agent_samples), [asdict(sample) for sample in samples])
+
+    async def for_agent(self, agent_id: str, limit: int) -> list[TelemetrySample]:
+        rows = await self._connection.execute(
+            select(*_columns)
+            .where(agent_samples.c.agent_id == agent_id)
+            .order_by(agent_samples.c.at.desc(), agent_samples.c.id.desc())
+            .limit(limit)
+        )
+        return [TelemetrySample(**row._asdict()) for row in rows]

@@ -1,0 +1,80 @@
+"""UnitOfWork on one SQLAlchemy connection and transaction. Database failures leave it as core errors."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
+
+from worpen_core.errors import Conflict, Unavailable, WorpenError
+from worpen_core.ports import AgentRepository, ApiKeyRepository, SampleRepository
+from worpen_infra.sqlalchemy_agent_repository import SqlAlchemyAgentRepository
+from worpen_infra.sqlalchemy_api_key_repository import SqlAlchemyApiKeyRepository
+from worpen_infra.sqlalchemy_sample_repository import SqlAlchemySampleRepository
+
+
+def translate(exc: SQLAlchemyError) -> WorpenError:
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(exc, IntegrityError):
+        return Conflict(f"conflicts with stored data: {cause}")
+    return Unavailable("database", str(cause))
+
+
+class SqlAlchemyUnitOfWork:
+    agents: AgentRepository
+    samples: SampleRepository
+    api_keys: ApiKeyRepository
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._transaction: AsyncTransaction | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            self._connection = await self._engine.connect()
+            self._transaction = await self._connection.begin()
+        except SQLAlchemyError as exc:
+            await self._close()
+            raise translate(exc) from exc
+        self.agents = SqlAlchemyAgentRepository(self._connection)
+        self.samples = SqlAlchemySampleRepository(self._connection)
+        self.api_keys = SqlAlchemyApiKeyRepository(self._connection)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if self._transaction is not None and self._transaction.is_active:
+                await self._transaction.rollback()
+        finally:
+            await self._close()
+        if isinstance(exc, SQLAlchemyError):
+            raise translate(exc) from exc
+
+    async def commit(self) -> None:
+        if self._transaction is None:
+            raise RuntimeError("commit() outside the unit of work")
+        try:
+            await self._transaction.commit()
+        except SQLAlchemyError as exc:
+            raise translate(exc) from exc
+
+    async def _close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._transaction = None
+
+
+class SqlAlchemyUnitOfWorkFactory:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    def __call__(self) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(self._engine)

@@ -1,0 +1,90 @@
+"""The relational schema, as SQLAlchemy Core tables. Entities stay plain: repositories translate rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    TypeDecorator,
+)
+
+metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes, stored naive (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not accepted: use UTC-aware values")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reported_status", String(16), nullable=False),
+    Column("cpu_load", Float, nullable=False),
+    Column("memory_load", Float, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("registered_at", UtcDateTime, nullable=False),
+    Column("ip", String(64)),
+    Column("os", String(255)),
+    Column("version", String(255)),
+    Column("uptime_seconds", BigInteger),
+    Column("disk", Float),
+    Column("net_rx_bytes", BigInteger),
+    Column("net_tx_bytes", BigInteger),
+    Column("peers", JSON, nullable=False),
+)
+
+agent_samples = Table(
+    "agent_samples",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(128), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("cpu", Float, nullable=False),
+    Column("ram", Float, nullable=False),
+    Column("disk", Float),
+    Column("net_rx_bytes", BigInteger),
+    Column("net_tx_bytes", BigInteger),
+    Column("uptime_seconds", BigInteger),
+    Index("ix_agent_samples_agent_id_at", "agent_id", "at"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("agent_ids", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+)
