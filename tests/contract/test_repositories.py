@@ -1,0 +1,172 @@
+"""One contract for the persistence ports, run against the fakes and against SQLite (a real file)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeUnitOfWorkFactory
+from worpen_core.agents import Agent, TelemetrySample
+from worpen_core.auth import ApiKey, Role
+from worpen_core.errors import Conflict
+from worpen_core.ports import UnitOfWorkFactory
+from worpen_core.status import AgentStatus
+from worpen_infra.database import create_engine, upgrade_database
+from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["fake", "sqlite"])
+async def uow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[UnitOfWorkFactory]:
+    if request.param == "fake":
+        yield FakeUnitOfWorkFactory()
+        return
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}")
+    await upgrade_database(engine)
+    yield SqlAlchemyUnitOfWorkFactory(engine)
+    await engine.dispose()
+
+
+def agent(agent_id: str = "bee-001", **changes: object) -> Agent:
+    values: dict[str, object] = {
+        "id": agent_id,
+        "name": agent_id,
+        "status": AgentStatus.ONLINE,
+        "reported_status": AgentStatus.ONLINE,
+        "cpu_load": 12.5,
+        "memory_load": 40.0,
+        "last_seen": T0,
+        "registered_at": T0,
+        "ip": "10.0.0.7",
+        "os": "linux",
+        "version": "1.2.3",
+        "uptime_seconds": 3600,
+        "disk": 71.5,
+        "net_rx_bytes": 10**12,
+        "net_tx_bytes": 5,
+        "peers": ("bee-002", "bee-003"),
+    }
+    values.update(changes)
+    return Agent(**values)  # type: ignore[arg-type]
+
+
+def key(key_id: str = "k1", secret_hash: str = "a" * 64, **changes: object) -> ApiKey:
+    values: dict[str, object] = {
+        "id": key_id,
+        "name": "ci",
+        "role": Role.AGENT,
+        "prefix": "wpn_abcdefgh",
+        "secret_hash": secret_hash,
+        "created_at": T0,
+        "agent_ids": ("bee-001",),
+        "expires_at": T0 + timedelta(days=30),
+    }
+    values.update(changes)
+    return ApiKey(**values)  # type: ignore[arg-type]
+
+
+async def test_saved_agents_come_back_whole(uow: UnitOfWorkFactory) -> None:
+    async with uow() as tx:
+        await tx.agents.save([agent(), agent("bee-000", ip=None, peers=())])
+        await tx.commit()
+
+    async with uow() as tx:
+        assert await tx.agents.get("bee-001") == agent()
+        assert [found.id for found in await tx.agents.list_all()] == ["bee-000", "bee-001"]
+        assert await tx.agents.get("ghost") is None
+
+
+async def test_save_updates_existing_agents(uow: UnitOfWorkFactory) -> None:
+    async with uow() as tx:
+        await tx.agents.save([agent()])
+        await tx.commit()
+    async with uow() as tx:
+        await tx.agents.save([agent(status=AgentStatus.CRITICAL, cpu_load=99.0), agent("bee-002")])
+        await tx.commit()
+
+    async with uow() as tx:
+        stored = await tx.agents.get("bee-001")
+        assert stored is not None
+        assert (stored.status, stored.cpu_load) == (AgentStatus.CRITICAL, 99.0)
+        assert len(await tx.agents.list_all()) == 2
+
+
+async def test_save_readings_keeps_the_status_and_never_goes_back_in_time(uow: UnitOfWorkFactory) -> None:
+    async with uow() as tx:
+        await tx.agents.save([agent(status=AgentStatus.CRITICAL, last_seen=T0 + timedelta(seconds=10))])
+        await tx.commit()
+
+    async with uow() as tx:
+        await tx.agents.save_readings([agent(cpu_load=1.0, last_seen=T0)])
+        await tx.agents.save_readings([agent(cpu_load=2.0, last_seen=T0 + timedelta(seconds=20))])
+        await tx.commit()
+
+    async with uow() as tx:
+        stored = await tx.agents.get("bee-001")
+        assert stored is not None
+        assert (stored.status, stored.cpu_load) == (AgentStatus.CRITICAL, 2.0)
+
+
+async def test_leaving_without_commit_rolls_back(uow: UnitOfWorkFactory) -> None:
+    async with uow() as tx:
+        await tx.agents.save([agent()])
+        await tx.api_keys.add(key())
+
+    async with uow() as tx:
+        assert await tx.agents.list_all() == []
+        assert await tx.api_keys.count() == 0
+
+
+async def test_samples_are_added_in_batches_and_read_newest_first(uow: UnitOfWorkFactory) -> None:
+    samples = [
+        TelemetrySample("bee-001", T0 + timedelta(seconds=i), float(i), 50.0, None, i, None, 7)
+        for i in range(5)
+    ]
+    async with uow() as tx:
+        await tx.samples.add([*samples, TelemetrySample("other", T0, 1.0, 1.0)])
+        await tx.commit()
+
+    async with uow() as tx:
+        assert await tx.samples.for_agent("bee-001", 3) == samples[::-1][:3]
+
+
+async def test_api_keys_round_trip_and_are_found_by_hash(uow: UnitOfWorkFactory) -> None:
+    async with uow() as tx:
+        await tx.api_keys.add(key())
+        await tx.api_keys.add(key("k2", "b" * 64, role=Role.VIEWER, agent_ids=(), expires_at=None))
+        await tx.commit()
+
+    async with uow() as tx:
+        assert await tx.api_keys.get("k1") == key()
+        assert await tx.api_keys.by_hash("b" * 64) == key(
+            "k2", "b" * 64, role=Role.VIEWER, agent_ids=(), expires_at=None
+        )
+        assert await tx.api_keys.by_hash("c" * 64) is None
+        assert [found.id for found in await tx.api_keys.list_all()] == ["k1", "k2"]
+        assert await tx.api_keys.count() == 2
+
+    async with uow() as tx:
+        await tx.api_keys.update(key(revoked_at=T0 + timedelta(hours=1)))
+        await tx.commit()
+    async with uow() as tx:
+        stored = await tx.api_keys.get("k1")
+        assert stored is not None
+        assert stored.revoked_at == T0 + timedelta(hours=1)
+
+
+async def test_a_duplicate_secret_hash_is_a_conflict(uow: UnitOfWorkFactory) -> None:
+    async with uow() as tx:
+        await tx.api_keys.add(key())
+        await tx.commit()
+
+    async def add_twin() -> None:
+        async with uow() as tx:
+            await tx.api_keys.add(key("k2"))
+            await tx.commit()
+
+    with pytest.raises(Conflict):
+        await add_twin()

@@ -1,0 +1,160 @@
+"""Hand-written fakes of core's ports, for unit tests of use cases (and the fake side of contract suites)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Self
+
+from worpen_core.agents import Agent, TelemetrySample
+from worpen_core.auth import ApiKey
+from worpen_core.errors import Conflict, Unavailable
+from worpen_core.events import Event
+from worpen_core.ports import AgentRepository, ApiKeyRepository, SampleRepository
+
+
+class FakeClock:
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
+        self.current = start
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+
+class FakeEventBus:
+    def __init__(self) -> None:
+        self.published: list[Event] = []
+
+    async def publish(self, events: Iterable[Event]) -> None:
+        self.published.extend(events)
+
+
+class Store:
+    """What the fake database holds; shared by every unit of work made from one factory."""
+
+    def __init__(self) -> None:
+        self.agents: dict[str, Agent] = {}
+        self.samples: list[TelemetrySample] = []
+        self.api_keys: dict[str, ApiKey] = {}
+        self.broken = False
+
+
+class FakeAgentRepository:
+    def __init__(self, store: Store, staged: dict[str, Agent]) -> None:
+        self._store = store
+        self._staged = staged
+
+    async def get(self, agent_id: str) -> Agent | None:
+        found = self._staged.get(agent_id) or self._store.agents.get(agent_id)
+        return None if found is None else found.copy()
+
+    async def list_all(self) -> list[Agent]:
+        merged = {**self._store.agents, **self._staged}
+        return [merged[key].copy() for key in sorted(merged)]
+
+    async def save(self, agents: Sequence[Agent]) -> None:
+        for agent in agents:
+            self._staged[agent.id] = agent.copy()
+
+    async def save_readings(self, agents: Sequence[Agent]) -> None:
+        for agent in agents:
+            stored = self._staged.get(agent.id) or self._store.agents.get(agent.id)
+            if stored is None or stored.last_seen > agent.last_seen:
+                continue
+            self._staged[agent.id] = dataclasses.replace(agent, status=stored.status)
+
+
+class FakeSampleRepository:
+    def __init__(self, staged: list[TelemetrySample], store: Store) -> None:
+        self._staged = staged
+        self._store = store
+
+    async def add(self, samples: Sequence[TelemetrySample]) -> None:
+        self._staged.extend(samples)
+
+    async def for_agent(self, agent_id: str, limit: int) -> list[TelemetrySample]:
+        mine = [sample for sample in [*self._store.samples, *self._staged] if sample.agent_id == agent_id]
+        return sorted(mine, key=lambda sample: sample.at, reverse=True)[:limit]
+
+
+class FakeApiKeyRepository:
+    def __init__(self, store: Store, staged: dict[str, ApiKey]) -> None:
+        self._store = store
+        self._staged = staged
+
+    def _all(self) -> dict[str, ApiKey]:
+        return {**self._store.api_keys, **self._staged}
+
+    async def add(self, key: ApiKey) -> None:
+        if (
+            any(existing.secret_hash == key.secret_hash for existing in self._all().values())
+            or key.id in self._all()
+        ):
+            raise Conflict("duplicate api key")
+        self._staged[key.id] = key
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        return self._all().get(key_id)
+
+    async def by_hash(self, secret_hash: str) -> ApiKey | None:
+        return next((key for key in self._all().values() if key.secret_hash == secret_hash), None)
+
+    async def list_all(self) -> list[ApiKey]:
+        return sorted(self._all().values(), key=lambda key: (key.created_at, key.id))
+
+    async def update(self, key: ApiKey) -> None:
+        self._staged[key.id] = key
+
+    async def count(self) -> int:
+        return len(self._all())
+
+
+class FakeUnitOfWork:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.committed = False
+        self._agents: dict[str, Agent] = {}
+        self._samples: list[TelemetrySample] = []
+        self._keys: dict[str, ApiKey] = {}
+        self.agents: AgentRepository = FakeAgentRepository(store, self._agents)
+        self.samples: SampleRepository = FakeSampleRepository(self._samples, store)
+        self.api_keys: ApiKeyRepository = FakeApiKeyRepository(store, self._keys)
+
+    async def __aenter__(self) -> Self:
+        if self._store.broken:
+            raise Unavailable("database", "the fake database is broken")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._agents.clear()
+        self._samples.clear()
+        self._keys.clear()
+
+    async def commit(self) -> None:
+        if self._store.broken:
+            raise Unavailable("database", "the fake database is broken")
+        self._store.agents.update(self._agents)
+        self._store.samples.extend(self._samples)
+        self._store.api_keys.update(self._keys)
+        self.committed = True
+
+
+class FakeUnitOfWorkFactory:
+    def __init__(self) -> None:
+        self.store = Store()
+        self.made: list[FakeUnitOfWork] = []
+
+    def __call__(self) -> FakeUnitOfWork:
+        uow = FakeUnitOfWork(self.store)
+        self.made.append(uow)
+        return uow

@@ -1,0 +1,153 @@
+"""API keys, authentication and the failed-authentication throttle, on fakes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests.fakes import FakeClock, FakeUnitOfWorkFactory
+from worpen_core.access import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.auth import KEY_PREFIX, Permission, Role, hash_secret
+from worpen_core.commands import CreateApiKey
+from worpen_core.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+
+
+@pytest.fixture
+def uow() -> FakeUnitOfWorkFactory:
+    return FakeUnitOfWorkFactory()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def keys(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> ApiKeys:
+    return ApiKeys(uow, clock)
+
+
+@pytest.fixture
+def authenticator(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> Authenticator:
+    return Authenticator(uow, clock, cache_for=timedelta(seconds=5))
+
+
+async def test_issued_secret_is_shown_once_and_only_its_hash_is_stored(
+    keys: ApiKeys, uow: FakeUnitOfWorkFactory
+) -> None:
+    issued = await keys.issue(CreateApiKey("ci", Role.OPERATOR))
+
+    assert issued.secret.startswith(KEY_PREFIX)
+    stored = uow.store.api_keys[issued.key.id]
+    assert stored.secret_hash == hash_secret(issued.secret)
+    assert issued.secret not in repr(stored)
+
+
+async def test_authenticate_resolves_the_role_and_bound_agents(
+    keys: ApiKeys, authenticator: Authenticator
+) -> None:
+    issued = await keys.issue(CreateApiKey("bee", Role.AGENT, ("bee-001",)))
+
+    principal = await authenticator.authenticate(issued.secret)
+
+    assert principal.role is Role.AGENT
+    assert principal.may_report_for("bee-001")
+    assert not principal.may_report_for("bee-002")
+    assert not principal.can(Permission.READ)
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        (Role.VIEWER, {Permission.READ}),
+        (Role.OPERATOR, {Permission.READ, Permission.OPERATE}),
+        (Role.ADMIN, set(Permission)),
+        (Role.AGENT, {Permission.REPORT}),
+    ],
+)
+async def test_roles_grant_exactly_their_permissions(
+    keys: ApiKeys, authenticator: Authenticator, role: Role, allowed: set[Permission]
+) -> None:
+    agents = ("bee-001",) if role is Role.AGENT else ()
+    principal = await authenticator.authenticate((await keys.issue(CreateApiKey("k", role, agents))).secret)
+    assert {permission for permission in Permission if principal.can(permission)} == allowed
+
+
+async def test_unknown_revoked_and_expired_keys_are_refused(
+    keys: ApiKeys, authenticator: Authenticator, clock: FakeClock
+) -> None:
+    with pytest.raises(Unauthenticated, match="unknown"):
+        await authenticator.authenticate("wpn_nope")
+
+    revoked = await keys.issue(CreateApiKey("old", Role.VIEWER))
+    await authenticator.authenticate(revoked.secret)
+    authenticator.forget(await keys.revoke(revoked.key.id))
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await authenticator.authenticate(revoked.secret)
+
+    expiring = await keys.issue(
+        CreateApiKey("short", Role.VIEWER, expires_at=clock.now() + timedelta(seconds=10))
+    )
+    await authenticator.authenticate(expiring.secret)
+    clock.advance(10)
+    with pytest.raises(Unauthenticated, match="expired"):
+        await authenticator.authenticate(expiring.secret)
+
+
+async def test_a_revocation_by_another_process_takes_effect_within_the_cache_time(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, authenticator: Authenticator
+) -> None:
+    other_process = ApiKeys(uow, clock)
+    issued = await other_process.issue(CreateApiKey("ci", Role.VIEWER))
+    await authenticator.authenticate(issued.secret)
+
+    await other_process.revoke(issued.key.id)
+    await authenticator.authenticate(issued.secret)
+    clock.advance(5)
+
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await authenticator.authenticate(issued.secret)
+
+
+async def test_first_admin_is_issued_only_on_an_empty_database(keys: ApiKeys) -> None:
+    first = await keys.issue_first_admin()
+    assert first is not None
+    assert first.key.role is Role.ADMIN
+    assert await keys.issue_first_admin() is None
+
+
+async def test_revoking_an_unknown_key_is_not_found(keys: ApiKeys) -> None:
+    with pytest.raises(NotFound):
+        await keys.revoke("nope")
+
+
+async def test_expiry_must_be_in_the_future(keys: ApiKeys, clock: FakeClock) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await keys.issue(CreateApiKey("k", Role.VIEWER, expires_at=clock.now()))
+    assert caught.value.field == "expires"
+
+
+@pytest.mark.parametrize(
+    ("role", "agents", "field"),
+    [(Role.AGENT, (), "agents"), (Role.VIEWER, ("bee-001",), "agents"), (Role.AGENT, ("bad id",), "agents")],
+)
+def test_agent_binding_rules(role: Role, agents: tuple[str, ...], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        CreateApiKey("k", role, agents)
+    assert caught.value.field == field
+
+
+def test_throttle_limits_failures_per_client_within_the_window(clock: FakeClock) -> None:
+    throttle = FailedAuthThrottle(clock, limit=3, window=timedelta(minutes=1))
+    for _ in range(3):
+        throttle.check("10.0.0.1")
+        throttle.record_failure("10.0.0.1")
+
+    with pytest.raises(RateLimited) as caught:
+        throttle.check("10.0.0.1")
+    assert 1 <= caught.value.retry_after <= 61
+    throttle.check("10.0.0.2")
+
+    clock.advance(60)
+    throttle.check("10.0.0.1")
