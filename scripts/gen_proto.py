@@ -1,7 +1,7 @@
 """Generate worpen_proto from proto/ (grpc_tools.protoc + mypy-protobuf stubs).
 
-    uv run python scripts/gen_proto.py          # regenerate in place
-    uv run python scripts/gen_proto.py --check  # fail if the committed code differs (CI)
+uv run python scripts/gen_proto.py          # regenerate in place
+uv run python scripts/gen_proto.py --check  # fail if the committed code differs (CI)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "proto"
 PACKAGE = ROOT / "packages" / "proto" / "src" / "worpen_proto"
-# proto/worpen/<version>/x.proto becomes worpen_proto/<version>/x_pb2.py, importable as worpen_proto.<version>.
+# proto/worpen/<version>/x.proto becomes worpen_proto/<version>/x_pb2.py (module worpen_proto.<version>).
 MAPPED_ROOT = "worpen_proto"
 
 
@@ -49,7 +49,9 @@ def differences(left: Path, right: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="fail if the committed code is out of date")
     check = parser.parse_args().check
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +66,8 @@ def main() -> None:
                 for diff in (differences(fresh / name, PACKAGE / name) if (PACKAGE / name).exists() else [""])
             ]
             if drift:
-                sys.exit(f"generated protobuf code is out of date ({', '.join(drift)}): run scripts/gen_proto.py")
+                stale = ", ".join(drift)
+                sys.exit(f"generated protobuf code is out of date ({stale}): run scripts/gen_proto.py")
             print("protobuf code is up to date")
             return
         for name in targets:

@@ -144,7 +144,7 @@ class AgentDetail(AgentOut):
         )
 
 
-class SyncIn(Wire, forbid_unknown_fields=True, frozen=True):
+class SyncIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
     target: Annotated[
         str, Meta(min_length=1, max_length=AGENT_ID_MAX_LENGTH, examples=["all", "bee-001"])
     ] = "all"
