@@ -77,4 +77,5 @@ def create_app(worpen: Worpen) -> Litestar:
         lifespan=[lifespan],
         request_max_body_size=settings.max_body_bytes,
         debug=False,
+        logging_config=None,
     )

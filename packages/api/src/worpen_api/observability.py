@@ -22,11 +22,27 @@ log = structlog.get_logger("worpen.http")
 
 
 def configure_logging(settings: Settings) -> None:
-    """JSON lines when stderr is not a terminal (or WORPEN_LOG_FORMAT=json), readable lines otherwise."""
+    """JSON lines when stderr is not a terminal (or WORPEN_LOG_FORMAT=json), readable lines otherwise.
+    Libraries that log through the standard library (uvicorn, alembic) are rendered the same way."""
     as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
+    level = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -35,9 +51,7 @@ def configure_logging(settings: Settings) -> None:
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[settings.log_level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
