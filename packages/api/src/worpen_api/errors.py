@@ -7,6 +7,7 @@ from typing import Any
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from worpen_api.dto import ErrorOut
@@ -32,6 +33,25 @@ STATUS_OF: dict[type[WorpenError], int] = {
     RateLimited: 429,
     Unavailable: 503,
 }
+
+
+def documented(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the errors a route can answer, all in the one error shape."""
+    reasons = {
+        400: "Malformed request (e.g. invalid JSON)",
+        401: "Missing, unknown, expired or revoked API key",
+        403: "The key's role does not allow this",
+        404: "Not found",
+        409: "Conflicts with the current state",
+        413: "Request body too large",
+        422: "A value is invalid; `field` names it",
+        429: "Too many failed authentications from this client; see Retry-After",
+        503: "A dependency (e.g. the database) is unavailable; `detail` names it",
+    }
+    return {
+        status: ResponseSpec(ErrorOut, description=reasons[status], generate_examples=False)
+        for status in sorted({401, 403, 429, *statuses})
+    }
 
 
 def error_response(

@@ -11,6 +11,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
 from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut
+from worpen_api.errors import documented
 from worpen_api.security import principal_of, requires
 from worpen_core.auth import Permission
 from worpen_core.commands import AGENT_ID_MAX_LENGTH
@@ -40,6 +41,7 @@ class AgentController(Controller):
 
     @get(
         operation_id="listAgents",
+        responses=documented(422),
         guards=[requires(Permission.READ)],
         summary="List agents",
         description=f"A bare array ordered by id. When more remain, the {NEXT_CURSOR} header "
@@ -61,6 +63,7 @@ class AgentController(Controller):
     @get(
         "/{agent_id:str}",
         operation_id="getAgent",
+        responses=documented(404, 422),
         guards=[requires(Permission.READ)],
         summary="One agent with its latest telemetry",
         sync_to_thread=False,
@@ -73,6 +76,7 @@ class AgentController(Controller):
     @post(
         "/sync",
         operation_id="syncAgents",
+        responses=documented(400, 404, 422, 503),
         guards=[requires(Permission.OPERATE)],
         summary="Resynchronise agents",
         description="Until agents have a command channel, re-evaluates the status of every agent "
@@ -102,6 +106,7 @@ class HeartbeatController(Controller):
     @post(
         "/heartbeat",
         operation_id="reportHeartbeat",
+        responses=documented(400, 413, 422, 503),
         guards=[requires(Permission.REPORT)],
         status_code=202,
         summary="Report a heartbeat (agent keys, for their own ids)",

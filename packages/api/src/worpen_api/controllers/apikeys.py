@@ -9,6 +9,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, Parameter
 
 from worpen_api.dto import ApiKeyCreated, ApiKeyIn, ApiKeyOut
+from worpen_api.errors import documented
 from worpen_api.security import requires
 from worpen_core.access import ApiKeys, Authenticator
 from worpen_core.auth import Permission
@@ -22,6 +23,7 @@ class ApiKeyController(Controller):
 
     @post(
         operation_id="createApiKey",
+        responses=documented(400, 409, 422, 503),
         summary="Create an API key",
         description="The answer holds the key itself, shown this once: only its hash is stored.",
     )
@@ -43,13 +45,14 @@ class ApiKeyController(Controller):
     ) -> ApiKeyCreated:
         return ApiKeyCreated.issued(await api_keys.issue(data.to_command(clock.now())))
 
-    @get(operation_id="listApiKeys", summary="List API keys (never their secrets)")
+    @get(operation_id="listApiKeys", responses=documented(503), summary="List API keys (never their secrets)")
     async def list_keys(self, api_keys: ApiKeys) -> list[ApiKeyOut]:
         return [ApiKeyOut.of(key) for key in await api_keys.list_all()]
 
     @delete(
         "/{key_id:str}",
         operation_id="revokeApiKey",
+        responses=documented(404, 422, 503),
         summary="Revoke an API key",
         status_code=200,
     )

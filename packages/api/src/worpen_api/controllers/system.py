@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, MediaType, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from worpen_api.errors import documented
 from worpen_api.observability import Metrics
 from worpen_api.security import requires
 from worpen_core.auth import Permission
@@ -20,6 +21,7 @@ class SystemController(Controller):
     @get(
         "/metrics",
         operation_id="metrics",
+        responses=documented(),
         guards=[requires(Permission.READ)],
         summary="Prometheus metrics (viewer and up)",
         sync_to_thread=False,
