@@ -46,7 +46,6 @@ def create_app(worpen: Worpen) -> Litestar:
             "fleet": _constant(worpen.fleet),
             "api_keys": _constant(worpen.api_keys),
             "authenticator": _constant(worpen.authenticator),
-            "clock": _constant(worpen.clock),
             "metrics": _constant(metrics),
         },
         middleware=[

@@ -61,7 +61,6 @@ def bootstrap(
     throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1))
     worpen = Worpen(
         settings=settings,
-        clock=clock,
         fleet=fleet,
         api_keys=ApiKeys(uow, clock),
         authenticator=authenticator,

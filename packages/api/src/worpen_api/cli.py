@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from types import FrameType
 from typing import Any
 
 import msgspec
@@ -91,7 +93,18 @@ def _serve(settings: Settings) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    # uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully; by then everything is flushed,
+    # so end the way a service manager expects from a clean stop: exit status 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit("worpen: the server did not start (see the log above)")
+
+
+def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
+    sys.exit(0)
 
 
 async def _with_worpen(settings: Settings, job: Callable[[Worpen], Awaitable[None]]) -> None:
@@ -128,7 +141,7 @@ async def _apikey(args: argparse.Namespace, worpen: Worpen) -> None:
             {"name": args.name, "role": args.role, "agents": args.agent, "expiresIn": args.expires},
             ApiKeyIn,
         )
-        issued = await worpen.api_keys.issue(request.to_command(worpen.clock.now()))
+        issued = await worpen.api_keys.issue(request.to_command())
         print(f"created key {issued.key.id} ({issued.key.role.value}); it is shown this once:")
         print(issued.secret)
     elif args.action == "list":

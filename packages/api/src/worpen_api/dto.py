@@ -14,6 +14,7 @@ from worpen_core.auth import ApiKey, Role
 from worpen_core.commands import (
     AGENT_ID_MAX_LENGTH,
     AGENT_ID_PATTERN,
+    COUNTER_MAX,
     MAX_PEERS,
     TEXT_MAX_LENGTH,
     CreateApiKey,
@@ -32,7 +33,7 @@ AgentId = Annotated[
     ),
 ]
 Percent = Annotated[float, Meta(ge=0, le=100, description="Percent, 0 to 100", examples=[42.5])]
-Counter = Annotated[int, Meta(ge=0)]
+Counter = Annotated[int, Meta(ge=0, le=COUNTER_MAX)]
 Text = Annotated[str, Meta(max_length=TEXT_MAX_LENGTH)]
 
 
@@ -165,9 +166,9 @@ class ApiKeyIn(Wire, forbid_unknown_fields=True):
     agents: Annotated[list[AgentId], Meta(max_length=1000)] = msgspec.field(default_factory=list)
     expires_in: Duration | None = None
 
-    def to_command(self, now: datetime) -> CreateApiKey:
-        expires_at = None if self.expires_in is None else now + parse_duration(self.expires_in)
-        return CreateApiKey(self.name, self.role, tuple(self.agents), expires_at)
+    def to_command(self) -> CreateApiKey:
+        expires_in = None if self.expires_in is None else parse_duration(self.expires_in)
+        return CreateApiKey(self.name, self.role, tuple(self.agents), expires_in)
 
 
 class ApiKeyOut(Wire):

@@ -83,6 +83,8 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
     first = problems[0] if problems and isinstance(problems[0], dict) else {}
     message = str(first.get("message") or exc.detail)
     field = first.get("key") or None
+    if message == "'data'":  # Litestar's KeyError for a body that is empty or JSON null
+        return error_response(422, "the request body is empty or null: expected a JSON object")
     if field == "data":  # the body as a whole: name the missing field if there is one
         missing = message.partition("missing required field `")[2]
         field = missing.rstrip("`") or None
@@ -96,7 +98,9 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
     return error_response(400 if malformed else 422, detail, field)
 
 
-def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
+def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
+    if exc.status_code >= 500:
+        log.error("request.failed", method=request.method, path=request.url.path, exc_info=exc)
     return error_response(exc.status_code, exc.detail, headers=exc.headers)
 
 

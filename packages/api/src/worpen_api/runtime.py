@@ -13,7 +13,6 @@ from worpen_api.settings import Settings
 from worpen_core.access import ApiKeys, Authenticator, FailedAuthThrottle
 from worpen_core.errors import WorpenError
 from worpen_core.fleet import Fleet
-from worpen_core.ports import Clock
 
 Hook = Callable[[], Awaitable[None]]
 log = structlog.get_logger("worpen")
@@ -24,7 +23,6 @@ class Worpen:
     """Everything a running Worpen needs, wired; `start()` and `stop()` run its lifecycle."""
 
     settings: Settings
-    clock: Clock
     fleet: Fleet
     api_keys: ApiKeys
     authenticator: Authenticator
@@ -90,3 +88,7 @@ class Worpen:
                 await job()
             except WorpenError as exc:
                 log.error(f"{name}.failed", detail=exc.detail, retry_in=seconds)
+            except Exception:
+                # A bug, not an outage: say so loudly, and keep the loop alive (what the job had buffered
+                # stays buffered) rather than let offline detection or persistence stop for good.
+                log.exception(f"{name}.crashed", retry_in=seconds)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from worpen_core.auth import ApiKey, Principal, Role, hash_secret, new_secret
 from worpen_core.commands import CreateApiKey
-from worpen_core.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+from worpen_core.errors import NotFound, RateLimited, Unauthenticated
 from worpen_core.ports import Clock, UnitOfWorkFactory
 
 
@@ -27,8 +27,6 @@ class ApiKeys:
 
     async def issue(self, cmd: CreateApiKey) -> IssuedKey:
         now = self._clock.now()
-        if cmd.expires_at is not None and cmd.expires_at <= now:
-            raise InvalidInput("must be in the future", "expires")
         secret = new_secret()
         key = ApiKey(
             id=secrets.token_hex(6),
@@ -38,7 +36,7 @@ class ApiKeys:
             secret_hash=hash_secret(secret),
             created_at=now,
             agent_ids=cmd.agent_ids,
-            expires_at=cmd.expires_at,
+            expires_at=None if cmd.expires_in is None else now + cmd.expires_in,
         )
         async with self._uow() as uow:
             await uow.api_keys.add(key)

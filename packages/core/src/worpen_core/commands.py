@@ -6,7 +6,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 
 from worpen_core.auth import Role
 from worpen_core.errors import InvalidInput
@@ -34,9 +34,13 @@ def _check_percent(value: float, field: str) -> None:
         raise InvalidInput(f"must be a percentage between 0 and 100, got {value}", field)
 
 
+COUNTER_MAX = 2**63 - 1
+"""Counters are stored as signed 64-bit integers."""
+
+
 def _check_counter(value: int | None, field: str) -> None:
-    if value is not None and value < 0:
-        raise InvalidInput(f"must not be negative, got {value}", field)
+    if value is not None and not 0 <= value <= COUNTER_MAX:
+        raise InvalidInput(f"must be between 0 and {COUNTER_MAX}, got {value}", field)
 
 
 def _check_text(value: str | None, field: str) -> None:
@@ -90,7 +94,7 @@ class CreateApiKey:
     name: str
     role: Role
     agent_ids: tuple[str, ...] = ()
-    expires_at: datetime | None = None
+    expires_in: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not self.name.strip() or len(self.name) > 64:
@@ -101,3 +105,5 @@ class CreateApiKey:
             raise InvalidInput("only keys with the agent role are bound to agent ids", "agents")
         for agent_id in self.agent_ids:
             check_agent_id(agent_id, "agents")
+        if self.expires_in is not None and self.expires_in <= timedelta(0):
+            raise InvalidInput("must be a positive duration", "expiresIn")

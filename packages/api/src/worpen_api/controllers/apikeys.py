@@ -13,7 +13,6 @@ from worpen_api.errors import documented
 from worpen_api.security import requires
 from worpen_core.access import ApiKeys, Authenticator
 from worpen_core.auth import Permission
-from worpen_core.ports import Clock
 
 
 class ApiKeyController(Controller):
@@ -30,7 +29,6 @@ class ApiKeyController(Controller):
     async def create(
         self,
         api_keys: ApiKeys,
-        clock: Clock,
         data: Annotated[
             ApiKeyIn,
             Body(
@@ -43,7 +41,7 @@ class ApiKeyController(Controller):
             ),
         ],
     ) -> ApiKeyCreated:
-        return ApiKeyCreated.issued(await api_keys.issue(data.to_command(clock.now())))
+        return ApiKeyCreated.issued(await api_keys.issue(data.to_command()))
 
     @get(operation_id="listApiKeys", responses=documented(503), summary="List API keys (never their secrets)")
     async def list_keys(self, api_keys: ApiKeys) -> list[ApiKeyOut]:

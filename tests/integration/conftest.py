@@ -1,0 +1,126 @@
+"""Fixtures of the integration tests: real `worpen` processes on loopback, each server on its own SQLite
+file (see support.py).
+
+`fleet_server` is one `worpen serve` for the whole session, shared by the modules that only need a
+running Worpen; tests on it use their own agent ids so they do not depend on each other's agents.
+Tests that need other settings (a short TTL, a low auth-failure limit, authentication off, crashes) get
+servers of their own. The session launches every server its tests use before the first test, so their
+start-ups overlap, and stops them all in teardown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.integration.support import (
+    SERVERS,
+    Invocation,
+    Keys,
+    Servers,
+    WorpenServer,
+    issued_key,
+    run_worpen,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """Launches, before the first test, every server that a collected test will use. One is waited for
+    before the others start, so that they find the bytecode it cached (see base_env)."""
+    pool = Servers(tmp_path_factory.mktemp("servers"))
+    used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    try:
+        wanted = [name for name in SERVERS if name in used]
+        first = next((name for name in wanted if SERVERS[name].serves), None)
+        if first is not None:
+            pool.ready(first)
+        for name in wanted:
+            pool.launch(name)
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def fleet_server(servers: Servers) -> WorpenServer:
+    """Default behaviour, with the settings of support.FLEET_SETTINGS stated."""
+    return servers.ready("fleet_server")
+
+
+@pytest.fixture(scope="session")
+def short_ttl_server(servers: Servers) -> WorpenServer:
+    """Calls an agent OFFLINE one second after its last heartbeat, checking every 0.1 s."""
+    return servers.ready("short_ttl_server")
+
+
+@pytest.fixture(scope="session")
+def throttled_server(servers: Servers) -> WorpenServer:
+    """Answers 429 after 5 failed authentications from one client within a minute."""
+    return servers.ready("throttled_server")
+
+
+@pytest.fixture(scope="session")
+def no_auth_server(servers: Servers) -> WorpenServer:
+    """WORPEN_AUTH=off, on loopback."""
+    return servers.ready("no_auth_server")
+
+
+@pytest.fixture(scope="session")
+def no_auth_public_server(servers: Servers) -> WorpenServer:
+    """WORPEN_AUTH=off with --host 0.0.0.0: a process that is expected to refuse to start."""
+    return servers.launch("no_auth_public_server")
+
+
+@pytest.fixture(scope="session")
+def crash_server(servers: Servers) -> WorpenServer:
+    """Telemetry buffered for a minute; to be killed."""
+    return servers.ready("crash_server")
+
+
+@pytest.fixture(scope="session")
+def buffering_server(servers: Servers) -> WorpenServer:
+    """Telemetry buffered for a minute; to be stopped with SIGTERM."""
+    return servers.ready("buffering_server")
+
+
+@pytest.fixture(scope="session")
+def keys(fleet_server: WorpenServer) -> Keys:
+    """Keys made with `worpen apikey create` against the running server's database, as an operator
+    would while it serves."""
+    wanted = {
+        "viewer": ["--role", "viewer"],
+        "operator": ["--role", "operator"],
+        "agent": ["--role", "agent", "--agent", "bee-001"],
+        "to-revoke-over-api": ["--role", "viewer"],
+        "to-revoke-with-cli": ["--role", "operator"],
+        "expiring": ["--role", "viewer", "--expires", "1s"],
+    }
+    results = run_worpen(
+        *(
+            Invocation(["apikey", "create", "--name", name, *args], fleet_server.env)
+            for name, args in wanted.items()
+        )
+    )
+    finished = time.monotonic()
+    made = {name: issued_key(name, result) for name, result in zip(wanted, results, strict=True)}
+    return Keys(
+        admin=fleet_server.initial_admin_key(),
+        viewer=made["viewer"],
+        operator=made["operator"],
+        agent=made["agent"],
+        to_revoke_over_api=made["to-revoke-over-api"],
+        to_revoke_with_cli=made["to-revoke-with-cli"],
+        expiring=made["expiring"],
+        expiring_created=finished,
+    )
+
+
+@pytest.fixture(scope="module")
+def admin(fleet_server: WorpenServer, keys: Keys) -> Iterator[httpx.Client]:
+    """An HTTP client on `fleet_server` with the initial admin key."""
+    with fleet_server.client(keys.admin) as client:
+        yield client

@@ -1,0 +1,328 @@
+"""Helpers of the integration tests: real `worpen` processes (serve and the key commands) on loopback,
+each server on its own SQLite file. Nothing is faked.
+
+Waits are bounded polls with generous deadlines: they bound a hang, they are not performance thresholds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+DEADLINE_SECONDS = 60.0
+"""Upper bound for a process to start, answer or stop; never reached when things work."""
+
+SECRET = re.compile(r"wpn_[A-Za-z0-9_-]{20,}")
+CREATED = re.compile(r"created key (\S+) \((\w+)\)")
+
+
+def worpen_command() -> list[str]:
+    """The installed `worpen` entry point of this environment (the CLI users run)."""
+    script = Path(sys.executable).parent / "worpen"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from worpen_api.cli import main; main()"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+BYTECODE_CACHE = Path(tempfile.gettempdir()) / "worpen-integration-pycache"
+
+
+def base_env() -> dict[str, str]:
+    """Our environment without any WORPEN_* variable, for `worpen` processes.
+
+    They may cache bytecode even where PYTHONDONTWRITEBYTECODE is set, in a directory of their own
+    outside the repository: otherwise every process compiles its dependencies again, which is most of
+    its start-up time."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("WORPEN_") and name != "PYTHONDONTWRITEBYTECODE"
+    }
+    env.setdefault("PYTHONPYCACHEPREFIX", str(BYTECODE_CACHE))
+    return env
+
+
+def worpen_env(database: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a `worpen` process on `database`: `base_env()`, the database, JSON logs and
+    `settings`."""
+    env = base_env()
+    env["WORPEN_DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
+    env["WORPEN_LOG_FORMAT"] = "json"
+    env.update(settings or {})
+    return env
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass
+class WorpenServer:
+    """A running `worpen serve`; its output (JSON log lines and the first-start banner) goes to a file."""
+
+    database: Path
+    env: dict[str, str]
+    port: int
+    grpc_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def initial_admin_key(self) -> str:
+        """The admin key a first start on an empty database prints once."""
+        found = SECRET.search(self.log())
+        assert found is not None, f"no initial admin key in the log:\n{self.log()}"
+        return found.group(0)
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=bearer(key) if key else {}, timeout=30.0)
+
+    def wait_until_healthy(self) -> None:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        with httpx.Client(base_url=self.url, timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise AssertionError(
+                        f"worpen serve exited with {self.process.returncode} before answering:\n{self.log()}"
+                    )
+                try:
+                    if client.get("/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        raise AssertionError(f"worpen serve did not answer /health in {DEADLINE_SECONDS}s:\n{self.log()}")
+
+    def wait_for_exit(self) -> int:
+        try:
+            return self.process.wait(timeout=DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.stop(signal.SIGKILL)
+            raise AssertionError(f"worpen serve did not exit in {DEADLINE_SECONDS}s:\n{self.log()}") from None
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send `sig` (SIGKILL if it does not stop in time) and return the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=DEADLINE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=DEADLINE_SECONDS)
+        return self.process.returncode
+
+
+def launch_server(
+    database: Path, settings: Mapping[str, str] | None = None, args: Sequence[str] = ()
+) -> WorpenServer:
+    """Start `worpen serve` on free loopback ports without waiting for it (see `wait_until_healthy`)."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    port, grpc_port = free_port(), free_port()
+    log_path = database.parent / f"serve-{port}.log"
+    env = worpen_env(database, settings)
+    command = [
+        *worpen_command(),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        *args,
+    ]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            cwd=database.parent,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return WorpenServer(database, env, port, grpc_port, process, log_path)
+
+
+def start_server(
+    database: Path, settings: Mapping[str, str] | None = None, args: Sequence[str] = ()
+) -> WorpenServer:
+    server = launch_server(database, settings, args)
+    try:
+        server.wait_until_healthy()
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    settings: Mapping[str, str]
+    args: Sequence[str] = ()
+    serves: bool = True
+    """False for a server that is expected to refuse to start."""
+
+
+CRITICAL_HEARTBEATS = 3
+"""Heartbeats in a row that make an agent CRITICAL on `fleet_server`, or bring it back."""
+
+FLEET_SETTINGS = {
+    # Behaviour the tests rely on, stated rather than left to defaults.
+    "WORPEN_CRITICAL_HEARTBEATS": str(CRITICAL_HEARTBEATS),
+    # No agent goes OFFLINE behind a test's back, however long the session takes.
+    "WORPEN_AGENT_TTL": "3600",
+    "WORPEN_CORS_ORIGINS": "http://cockpit.example",
+    # Keys stay cached for an hour, so a key refused right after revocation proves the revocation,
+    # not a cache expiry.
+    "WORPEN_KEY_CACHE_SECONDS": "3600",
+    # Tests on this server send bad credentials on purpose; the throttle has its own server.
+    "WORPEN_AUTH_FAILURES_PER_MINUTE": "100000",
+}
+BUFFERING = {"WORPEN_FLUSH_INTERVAL": "60"}
+"""Telemetry stays buffered for a minute: what reaches the database before then got there another way."""
+
+SERVERS: dict[str, ServerSpec] = {
+    "fleet_server": ServerSpec(FLEET_SETTINGS),
+    "short_ttl_server": ServerSpec({"WORPEN_AGENT_TTL": "1", "WORPEN_SWEEP_INTERVAL": "0.1"}),
+    "throttled_server": ServerSpec({"WORPEN_AUTH_FAILURES_PER_MINUTE": "5"}),
+    "no_auth_server": ServerSpec({"WORPEN_AUTH": "off"}),
+    "no_auth_public_server": ServerSpec({"WORPEN_AUTH": "off"}, ["--host", "0.0.0.0"], serves=False),
+    "crash_server": ServerSpec(BUFFERING),
+    "buffering_server": ServerSpec(BUFFERING),
+}
+"""The servers of the integration tests, by the name of the fixture that provides each."""
+
+
+class Servers:
+    """Launches the servers of `SERVERS`, each in its own directory, at most once per session.
+
+    A start takes seconds (imports, mostly), so the session launches every server its tests will use
+    up front and their start-ups overlap; a fixture then waits for its server to answer."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._launched: dict[str, WorpenServer] = {}
+
+    def launch(self, name: str) -> WorpenServer:
+        if name not in self._launched:
+            spec = SERVERS[name]
+            self._launched[name] = launch_server(self._root / name / "worpen.db", spec.settings, spec.args)
+        return self._launched[name]
+
+    def ready(self, name: str) -> WorpenServer:
+        server = self.launch(name)
+        server.wait_until_healthy()
+        return server
+
+    def stop_all(self) -> None:
+        for server in self._launched.values():
+            server.stop()
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One `worpen` command line, in `env`, from `cwd`."""
+
+    args: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Path | None = None
+
+
+def run_worpen(*invocations: Invocation) -> list[subprocess.CompletedProcess[str]]:
+    """Run `worpen` commands side by side (each takes seconds, mostly imports) and wait for them all."""
+    processes = [
+        subprocess.Popen(
+            [*worpen_command(), *invocation.args],
+            env=dict(invocation.env),
+            cwd=invocation.cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for invocation in invocations
+    ]
+    results = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return results
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    id: str
+    name: str
+    role: str
+    secret: str
+
+
+def issued_key(name: str, result: subprocess.CompletedProcess[str]) -> IssuedKey:
+    """The key `worpen apikey create` printed: its id on the first line, the secret on the last."""
+    assert result.returncode == 0, f"worpen apikey create failed:\n{result.stdout}\n{result.stderr}"
+    lines = result.stdout.strip().splitlines()
+    created = CREATED.search(lines[0])
+    assert created is not None, result.stdout
+    assert SECRET.fullmatch(lines[-1].strip()), result.stdout
+    return IssuedKey(created.group(1), name, created.group(2), lines[-1].strip())
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Keys on `fleet_server`: the initial admin key, and keys made with `worpen apikey create`."""
+
+    admin: str
+    viewer: IssuedKey
+    operator: IssuedKey
+    agent: IssuedKey
+    """An agent key bound to bee-001 only."""
+    to_revoke_over_api: IssuedKey
+    to_revoke_with_cli: IssuedKey
+    """Never presented to the server, so the server has nothing cached for it when the CLI revokes it."""
+    expiring: IssuedKey
+    """A viewer key created with `--expires 1s`."""
+    expiring_created: float
+    """time.monotonic() when the command that created `expiring` had finished."""
+
+
+def heartbeat(
+    client: httpx.Client, agent_id: str, cpu: float = 10.0, ram: float = 20.0, **fields: object
+) -> httpx.Response:
+    return client.post("/api/v1/internal/heartbeat", json={"id": agent_id, "cpu": cpu, "ram": ram, **fields})
+
+
+def accepted(response: httpx.Response) -> dict[str, object]:
+    """The body of a heartbeat's 202, or a failure that shows what came back instead."""
+    assert response.status_code == 202, response.text
+    body: dict[str, object] = response.json()
+    return body

@@ -1,0 +1,334 @@
+"""The main flows through a real `worpen serve`: heartbeats, the agent views, statuses, sync, and the
+HTTP surface around them (health, CORS, request ids, metrics, the OpenAPI schema)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.support import (
+    CRITICAL_HEARTBEATS,
+    DEADLINE_SECONDS,
+    Keys,
+    WorpenServer,
+    accepted,
+    heartbeat,
+)
+
+pytestmark = pytest.mark.integration
+
+COCKPIT = "http://cockpit.example"
+
+
+def agent(client: httpx.Client, agent_id: str) -> dict[str, object]:
+    response = client.get(f"/api/v1/agents/{agent_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def listed_ids(client: httpx.Client, **params: str | int) -> list[str]:
+    response = client.get("/api/v1/agents", params={"limit": 1000, **params})
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()]
+
+
+def test_health_answers_plain_text_ok_without_a_key(fleet_server: WorpenServer) -> None:
+    with fleet_server.client() as anonymous:
+        response = anonymous.get("/health")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == "OK"
+
+
+def test_a_heartbeat_is_accepted_with_the_agents_status_and_when_to_report_next(admin: httpx.Client) -> None:
+    body = accepted(heartbeat(admin, "flow-first", cpu=12.5, ram=40.0))
+
+    assert body == {"nextHeartbeatSeconds": body["nextHeartbeatSeconds"], "status": "ONLINE"}
+    assert isinstance(body["nextHeartbeatSeconds"], int)
+    assert body["nextHeartbeatSeconds"] >= 1
+
+
+def test_a_reported_agent_is_listed_and_described_with_its_telemetry(admin: httpx.Client) -> None:
+    accepted(
+        heartbeat(
+            admin,
+            "flow-listed",
+            cpu=12.5,
+            ram=40.25,
+            name="edge one",
+            ip="10.0.0.7",
+            os="linux",
+            version="1.2.3",
+            uptimeSeconds=3600,
+            disk=55.5,
+            netRxBytes=1000,
+            netTxBytes=2000,
+            peers=["flow-first"],
+        )
+    )
+
+    listing = admin.get("/api/v1/agents", params={"limit": 1000})
+    assert listing.status_code == 200
+    assert isinstance(listing.json(), list)  # a bare array, not an envelope
+    [listed] = [item for item in listing.json() if item["id"] == "flow-listed"]
+    assert listed["status"] == "ONLINE"
+    assert listed["reportedStatus"] == "ONLINE"
+    assert (listed["cpuLoad"], listed["memoryLoad"]) == (12.5, 40.25)
+    assert (listed["name"], listed["ip"], listed["os"], listed["version"]) == (
+        "edge one",
+        "10.0.0.7",
+        "linux",
+        "1.2.3",
+    )
+    assert listed["uptime"] == 3600
+    assert listed["peers"] == ["flow-first"]
+    assert isinstance(listed["lastSeen"], str)
+    assert "telemetry" not in listed
+
+    detail = agent(admin, "flow-listed")
+    assert {key: value for key, value in detail.items() if key != "telemetry"} == listed
+    assert detail["telemetry"] == {
+        "at": listed["lastSeen"],
+        "cpu": 12.5,
+        "ram": 40.25,
+        "disk": 55.5,
+        "netRxBytes": 1000,
+        "netTxBytes": 2000,
+        "uptimeSeconds": 3600,
+    }
+
+
+def test_the_status_filter_lists_only_agents_in_that_status(admin: httpx.Client) -> None:
+    accepted(heartbeat(admin, "filter-calm"))
+    assert accepted(heartbeat(admin, "filter-hot", status="CRITICAL"))["status"] == "CRITICAL"
+
+    critical = admin.get("/api/v1/agents", params={"status": "CRITICAL", "limit": 1000}).json()
+    online = admin.get("/api/v1/agents", params={"status": "ONLINE", "limit": 1000}).json()
+
+    assert "filter-hot" in [item["id"] for item in critical]
+    assert "filter-calm" not in [item["id"] for item in critical]
+    assert {item["status"] for item in critical} == {"CRITICAL"}
+    assert "filter-calm" in [item["id"] for item in online]
+    assert "filter-hot" not in [item["id"] for item in online]
+    assert {item["status"] for item in online} == {"ONLINE"}
+
+
+def test_pages_walked_with_the_next_cursor_header_hold_every_agent_once_in_id_order(
+    admin: httpx.Client,
+) -> None:
+    ours = [f"page-{number}" for number in range(5)]
+    for agent_id in reversed(ours):
+        accepted(heartbeat(admin, agent_id))
+
+    walked: list[str] = []
+    page_sizes: list[int] = []
+    params: dict[str, str | int] = {"limit": 2}
+    for _ in range(10_000):  # bounded: the fleet is far smaller
+        response = admin.get("/api/v1/agents", params=params)
+        assert response.status_code == 200, response.text
+        walked += [item["id"] for item in response.json()]
+        page_sizes.append(len(response.json()))
+        cursor = response.headers.get("X-Next-Cursor")
+        if cursor is None:
+            break
+        params = {"limit": 2, "cursor": cursor}
+
+    everyone = listed_ids(admin)
+    assert walked == everyone
+    assert walked == sorted(set(walked))
+    assert set(ours) <= set(walked)
+    assert all(size == 2 for size in page_sizes[:-1])
+    assert 1 <= page_sizes[-1] <= 2
+
+
+def test_an_unknown_agent_is_a_404_with_a_json_body(admin: httpx.Client) -> None:
+    response = admin.get("/api/v1/agents/nobody-here")
+
+    assert response.status_code == 404
+    assert response.json() == {"status": 404, "detail": "agent 'nobody-here' not found", "field": None}
+
+
+def test_sync_of_all_agents_reports_how_many_it_looked_at(admin: httpx.Client) -> None:
+    accepted(heartbeat(admin, "sync-one"))
+
+    response = admin.post("/api/v1/agents/sync", json={"target": "all"})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "SYNCED", "agents": len(listed_ids(admin)), "wentOffline": []}
+
+
+def test_sync_of_one_agent_reports_one(admin: httpx.Client) -> None:
+    accepted(heartbeat(admin, "sync-single"))
+
+    response = admin.post("/api/v1/agents/sync", json={"target": "sync-single"})
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "SYNCED", "agents": 1, "wentOffline": []}
+
+
+def test_sustained_pressure_makes_an_agent_critical_and_as_many_calm_heartbeats_bring_it_back(
+    admin: httpx.Client,
+) -> None:
+    def statuses(cpu: float) -> list[object]:
+        beats = [heartbeat(admin, "flow-pressure", cpu=cpu) for _ in range(CRITICAL_HEARTBEATS)]
+        return [accepted(beat)["status"] for beat in beats]
+
+    hot = statuses(95.0)
+    assert hot == ["ONLINE"] * (CRITICAL_HEARTBEATS - 1) + ["CRITICAL"]
+    assert agent(admin, "flow-pressure")["status"] == "CRITICAL"
+
+    calm = statuses(20.0)
+    assert calm == ["CRITICAL"] * (CRITICAL_HEARTBEATS - 1) + ["ONLINE"]
+    assert agent(admin, "flow-pressure")["status"] == "ONLINE"
+
+
+def test_high_memory_alone_is_pressure_too(admin: httpx.Client) -> None:
+    statuses = [
+        accepted(heartbeat(admin, "flow-memory", cpu=5.0, ram=90.0))["status"]
+        for _ in range(CRITICAL_HEARTBEATS)
+    ]
+
+    assert statuses[-1] == "CRITICAL"
+
+
+def test_an_agent_reporting_itself_critical_is_critical_at_once(admin: httpx.Client) -> None:
+    accepted(heartbeat(admin, "flow-self-critical"))
+
+    assert accepted(heartbeat(admin, "flow-self-critical", status="CRITICAL"))["status"] == "CRITICAL"
+    shown = agent(admin, "flow-self-critical")
+    assert (shown["status"], shown["reportedStatus"]) == ("CRITICAL", "CRITICAL")
+
+
+def test_an_agent_that_stops_reporting_goes_offline_after_the_ttl_without_anyone_asking(
+    short_ttl_server: WorpenServer,
+) -> None:
+    with short_ttl_server.client(short_ttl_server.initial_admin_key()) as client:
+        first = accepted(heartbeat(client, "flow-silent"))
+        assert first["status"] == "ONLINE"
+        assert first["nextHeartbeatSeconds"] == 1  # never beyond half the TTL, and at least a second
+
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        status = agent(client, "flow-silent")["status"]
+        while status != "OFFLINE" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = agent(client, "flow-silent")["status"]
+
+        assert status == "OFFLINE"
+        offline = client.get("/api/v1/agents", params={"status": "OFFLINE"}).json()
+        assert [item["id"] for item in offline] == ["flow-silent"]
+        # A heartbeat brings it back.
+        assert accepted(heartbeat(client, "flow-silent"))["status"] == "ONLINE"
+
+
+def test_a_cors_preflight_is_answered_without_a_key(fleet_server: WorpenServer) -> None:
+    with fleet_server.client() as anonymous:
+        response = anonymous.options(
+            "/api/v1/agents",
+            headers={
+                "Origin": COCKPIT,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+
+    assert response.status_code in {200, 204}, response.text
+    assert response.headers["access-control-allow-origin"] == COCKPIT
+    assert "GET" in response.headers["access-control-allow-methods"]
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+
+
+def test_a_page_read_from_an_allowed_origin_exposes_the_next_cursor(admin: httpx.Client) -> None:
+    accepted(heartbeat(admin, "cors-a"))
+    accepted(heartbeat(admin, "cors-b"))
+
+    response = admin.get("/api/v1/agents", params={"limit": 1}, headers={"Origin": COCKPIT})
+
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == COCKPIT
+    assert "x-next-cursor" in response.headers["access-control-expose-headers"].lower()
+    assert "X-Next-Cursor" in response.headers
+
+
+def test_an_origin_that_is_not_configured_is_not_allowed(fleet_server: WorpenServer) -> None:
+    with fleet_server.client() as anonymous:
+        response = anonymous.options(
+            "/api/v1/agents",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
+        )
+
+    assert response.headers.get("access-control-allow-origin") not in {"http://evil.example", "*"}
+
+
+def test_the_request_id_sent_is_echoed_and_one_is_made_when_none_is_sent(admin: httpx.Client) -> None:
+    echoed = admin.get("/api/v1/agents", params={"limit": 1}, headers={"X-Request-ID": "trace-4711"})
+    made_first = admin.get("/api/v1/agents", params={"limit": 1})
+    made_second = admin.get("/api/v1/agents", params={"limit": 1})
+
+    assert echoed.headers["X-Request-ID"] == "trace-4711"
+    assert made_first.headers["X-Request-ID"]
+    assert made_first.headers["X-Request-ID"] != made_second.headers["X-Request-ID"]
+
+
+def test_the_request_id_is_echoed_on_errors_too(fleet_server: WorpenServer) -> None:
+    with fleet_server.client() as anonymous:
+        response = anonymous.get("/api/v1/agents", headers={"X-Request-ID": "trace-401"})
+
+    assert response.status_code == 401
+    assert response.headers["X-Request-ID"] == "trace-401"
+
+
+def test_metrics_are_prometheus_text_for_a_viewer(
+    fleet_server: WorpenServer, keys: Keys, admin: httpx.Client
+) -> None:
+    accepted(heartbeat(admin, "metrics-one"))
+
+    with fleet_server.client(keys.viewer.secret) as viewer:
+        response = viewer.get("/metrics")
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    families = {family.name: family for family in text_string_to_metric_families(response.text)}
+    [ingested] = families["worpen_heartbeats_ingested"].samples
+    assert ingested.value >= 1
+    by_status = {sample.labels["status"]: sample.value for sample in families["worpen_agents"].samples}
+    assert set(by_status) == {"ONLINE", "OFFLINE", "CRITICAL", "HEALING"}
+    assert sum(by_status.values()) == len(admin.get("/api/v1/agents", params={"limit": 1000}).json())
+    requests = {
+        (sample.labels["method"], sample.labels["route"], sample.labels["status"]): sample.value
+        for sample in families["worpen_http_requests"].samples
+        if sample.name == "worpen_http_requests_total"
+    }
+    assert requests[("POST", "/api/v1/internal/heartbeat", "202")] >= 1
+    [depth] = families["worpen_event_bus_queue_depth"].samples
+    assert depth.value >= 0
+
+
+def test_metrics_need_a_key(fleet_server: WorpenServer) -> None:
+    with fleet_server.client() as anonymous:
+        response = anonymous.get("/metrics")
+
+    assert response.status_code == 401
+    assert response.json()["status"] == 401
+
+
+def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: Keys) -> None:
+    with fleet_server.client(keys.viewer.secret) as viewer:
+        response = viewer.get("/schema/openapi.json")
+
+    assert response.status_code == 200, response.text
+    routes = {path: set(operations) for path, operations in response.json()["paths"].items()}
+    assert routes == {
+        "/health": {"get"},
+        "/metrics": {"get"},
+        "/api/v1/agents": {"get"},
+        "/api/v1/agents/{agent_id}": {"get"},
+        "/api/v1/agents/sync": {"post"},
+        "/api/v1/internal/heartbeat": {"post"},
+        "/api/v1/apikeys": {"get", "post"},
+        "/api/v1/apikeys/{key_id}": {"delete"},
+    }

@@ -1,0 +1,102 @@
+"""What survives: an acknowledged registration or status change survives kill -9; SIGTERM writes the
+telemetry still buffered. Both servers buffer telemetry for a minute (support.BUFFERING), so nothing
+reaches the database through the periodic flush while these tests run."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.support import SERVERS, WorpenServer, accepted, heartbeat, start_server
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class AfterCrash:
+    restarted: WorpenServer
+    admin_key: str
+
+
+@pytest.fixture(scope="module")
+def after_crash(crash_server: WorpenServer) -> Iterator[AfterCrash]:
+    """A server that acknowledged a registration and a status change, then was killed with SIGKILL the
+    moment the last acknowledgement arrived, and was started again on the same database."""
+    admin_key = crash_server.initial_admin_key()
+    with crash_server.client(admin_key) as client:
+        accepted(heartbeat(client, "crash-turns-critical", cpu=10.0))
+        assert accepted(heartbeat(client, "crash-turns-critical", status="CRITICAL"))["status"] == "CRITICAL"
+        assert (
+            accepted(heartbeat(client, "crash-new", cpu=12.5, ram=40.0, name="fresh"))["status"] == "ONLINE"
+        )
+        crash_server.stop(signal.SIGKILL)
+
+    restarted = start_server(crash_server.database, SERVERS["crash_server"].settings)
+    try:
+        yield AfterCrash(restarted, admin_key)
+    finally:
+        restarted.stop()
+
+
+def agent_after_restart(after_crash: AfterCrash, agent_id: str) -> dict[str, object]:
+    with after_crash.restarted.client(after_crash.admin_key) as client:
+        response = client.get(f"/api/v1/agents/{agent_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_an_agent_registered_just_before_a_kill_is_there_after_a_restart(after_crash: AfterCrash) -> None:
+    agent = agent_after_restart(after_crash, "crash-new")
+
+    assert (agent["name"], agent["status"], agent["cpuLoad"], agent["memoryLoad"]) == (
+        "fresh",
+        "ONLINE",
+        12.5,
+        40.0,
+    )
+
+
+def test_a_status_change_acknowledged_just_before_a_kill_survives_a_restart(after_crash: AfterCrash) -> None:
+    agent = agent_after_restart(after_crash, "crash-turns-critical")
+
+    assert (agent["status"], agent["reportedStatus"]) == ("CRITICAL", "CRITICAL")
+
+
+def test_sigterm_writes_the_buffered_telemetry_and_exits_cleanly(buffering_server: WorpenServer) -> None:
+    readings = {"buffer-a": [11.0, 12.0, 13.0], "buffer-b": [21.0, 22.0]}
+    with buffering_server.client(buffering_server.initial_admin_key()) as client:
+        for agent_id, cpus in readings.items():
+            for cpu in cpus:
+                accepted(heartbeat(client, agent_id, cpu=cpu, ram=50.0))
+        metrics = client.get("/metrics")
+    assert metrics.status_code == 200, metrics.text
+    buffered = {
+        family.name: family.samples[0].value for family in text_string_to_metric_families(metrics.text)
+    }["worpen_telemetry_buffered_samples"]
+    assert buffered == 5
+    assert samples(buffering_server) == {}  # still only in memory
+
+    status = buffering_server.stop(signal.SIGTERM)
+
+    assert samples(buffering_server) == readings
+    with closing(sqlite3.connect(buffering_server.database)) as db:
+        latest = dict(db.execute("SELECT id, cpu_load FROM agents ORDER BY id").fetchall())
+    assert latest == {"buffer-a": 13.0, "buffer-b": 22.0}
+    assert status == 0, f"worpen serve exited with {status} after SIGTERM:\n{buffering_server.log()[-3000:]}"
+
+
+def samples(server: WorpenServer) -> dict[str, list[float]]:
+    """Telemetry rows in the server's SQLite file, cpu by agent in time order."""
+    with closing(sqlite3.connect(server.database)) as db:
+        rows = db.execute("SELECT agent_id, cpu FROM agent_samples ORDER BY agent_id, at, id").fetchall()
+    found: dict[str, list[float]] = {}
+    for agent_id, cpu in rows:
+        found.setdefault(agent_id, []).append(cpu)
+    return found
