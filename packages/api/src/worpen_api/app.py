@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -18,7 +18,8 @@ from worpen_api.controllers.agents import NEXT_CURSOR
 from worpen_api.errors import EXCEPTION_HANDLERS
 from worpen_api.observability import Metrics, RequestObserver
 from worpen_api.runtime import Worpen
-from worpen_api.security import ApiKeyAuthMiddleware
+from worpen_api.security import ApiKeyAuthMiddleware, requires
+from worpen_core.auth import Permission
 
 
 def _constant(value: object) -> Provide:
@@ -64,7 +65,9 @@ def create_app(worpen: Worpen) -> Litestar:
             version="0.1.0",
             description="Fleet-operations control plane. "
             "Every route but /health needs `Authorization: Bearer <key>`.",
-            path="/schema",
+            openapi_router=Router(
+                "/schema", route_handlers=[], opt=requires(Permission.READ), include_in_schema=False
+            ),
             render_plugins=[SwaggerRenderPlugin()],
             components=Components(
                 security_schemes={

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
+import msgspec
 import structlog
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,12 +23,19 @@ from worpen_api.settings import Settings
 log = structlog.get_logger("worpen.http")
 
 
+_encoder = msgspec.json.Encoder()
+
+
+def _json(event: object, **_: object) -> str:
+    return _encoder.encode(event).decode()
+
+
 def configure_logging(settings: Settings) -> None:
     """JSON lines when stderr is not a terminal (or WORPEN_LOG_FORMAT=json), readable lines otherwise.
     Libraries that log through the standard library (uvicorn, alembic) are rendered the same way."""
     as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(_json) if as_json else structlog.dev.ConsoleRenderer()
     )
     level = logging.getLevelNamesMapping()[settings.log_level.upper()]
     handler = logging.StreamHandler(sys.stderr)
@@ -98,11 +107,18 @@ class Metrics:
         self.registry.register(FleetCollector(worpen))
 
 
-def _request_id(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
-            return value.decode()
-    return uuid.uuid4().hex
+class RequestIds:
+    """Unique request ids without a system call per request: a random prefix per process, then a count."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._count = itertools.count(1)
+
+    def __call__(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
+                return value.decode()
+        return f"{self._prefix}-{next(self._count):x}"
 
 
 class RequestObserver:
@@ -111,13 +127,14 @@ class RequestObserver:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self._app = app
         self._metrics = metrics
+        self._request_id = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
+        request_id = self._request_id(scope)
         header = (b"x-request-id", request_id.encode())
         status = 500
 

@@ -37,6 +37,7 @@ class Worpen:
     """Run in order after the last flush (drain the bus, close the database)."""
     grpc_port: int | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         """Migrate, restore the fleet, issue the first admin key if there is none, and start serving
@@ -56,6 +57,7 @@ class Worpen:
             log.warning("auth.disabled", detail="every request is treated as admin; for development only")
         for hook in self.on_start:
             await hook()
+        self._stopping.clear()
         self._tasks = [
             asyncio.create_task(self._every(self.settings.sweep_interval, self.fleet.sweep, "sweep")),
             asyncio.create_task(self._every(self.settings.flush_interval, self.fleet.flush, "flush")),
@@ -65,9 +67,10 @@ class Worpen:
         """Stop taking heartbeats and the loops, flush what is buffered, then close the bus and database."""
         for hook in self.stop_intake:
             await hook()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Ask the loops to stop rather than cancel them: a flush cancelled while it commits would be
+        # put back in the buffer and written twice by the last flush.
+        self._stopping.set()
+        await asyncio.gather(*self._tasks)
         self._tasks = []
         try:
             written = await self.fleet.flush()
@@ -80,10 +83,14 @@ class Worpen:
         for hook in self.on_stop:
             await hook()
 
-    @staticmethod
-    async def _every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         while True:
-            await asyncio.sleep(seconds)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+            except TimeoutError:
+                pass
+            else:
+                return
             try:
                 await job()
             except WorpenError as exc:

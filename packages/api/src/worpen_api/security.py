@@ -1,4 +1,6 @@
-"""Authentication (an ASGI middleware: Bearer API keys) and authorisation (guards by permission)."""
+"""Authentication and authorisation in one ASGI middleware: a Bearer API key makes the Principal, and the
+permission each route declares (`opt=requires(...)`) decides. A route that declares none is admin-only,
+so a forgotten declaration fails closed. (Not Litestar guards: they copy the route handler per call.)"""
 
 from __future__ import annotations
 
@@ -6,8 +8,7 @@ from typing import Any
 
 from litestar.connection import ASGIConnection, Request
 from litestar.enums import ScopeType
-from litestar.handlers.base import BaseRouteHandler
-from litestar.types import ASGIApp, Guard, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from worpen_api.errors import response_for
 from worpen_api.runtime import Worpen
@@ -15,6 +16,7 @@ from worpen_core.auth import ANONYMOUS_ADMIN, Permission, Principal
 from worpen_core.errors import Forbidden, Unauthenticated, WorpenError
 
 PUBLIC_PATHS = frozenset({"/health"})
+PERMISSION = "permission"
 
 
 def _credential(scope: Scope) -> str | None:
@@ -40,7 +42,11 @@ class ApiKeyAuthMiddleware:
             scope["user"] = ANONYMOUS_ADMIN
         else:
             try:
-                scope["user"] = await self._authenticate(scope)
+                principal = await self._authenticate(scope)
+                needed = scope["route_handler"].opt.get(PERMISSION, Permission.ADMIN)
+                if not principal.can(needed):
+                    raise Forbidden(f"role {principal.role.value!r} lacks the {needed.value!r} permission")
+                scope["user"] = principal
             except WorpenError as exc:
                 if scope["type"] == ScopeType.WEBSOCKET:
                     await send({"type": "websocket.close", "code": 4401, "reason": exc.detail})
@@ -73,10 +79,6 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return principal
 
 
-def requires(permission: Permission) -> Guard:
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = principal_of(connection)
-        if not principal.can(permission):
-            raise Forbidden(f"role {principal.role.value!r} lacks the {permission.value!r} permission")
-
-    return guard
+def requires(permission: Permission) -> dict[str, Permission]:
+    """A route's `opt`: the permission a caller needs. A route that declares none needs ADMIN."""
+    return {PERMISSION: permission}

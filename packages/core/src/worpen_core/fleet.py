@@ -32,6 +32,9 @@ class Fleet:
         self._locks: dict[str, asyncio.Lock] = {}
         self._samples: list[TelemetrySample] = []
         self._dirty: set[str] = set()
+        self._pending: list[tuple[Sequence[Agent], Sequence[Event], asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._write = asyncio.Lock()
         self.heartbeats_ingested = 0
 
     async def restore(self) -> int:
@@ -99,7 +102,7 @@ class Fleet:
         samples, self._samples = self._samples, []
         dirty, self._dirty = self._dirty, set()
         try:
-            async with self._uow() as uow:
+            async with self._write, self._uow() as uow:
                 await uow.samples.add(samples)
                 await uow.agents.save_readings([self._agents[agent_id] for agent_id in sorted(dirty)])
                 await uow.commit()
@@ -144,7 +147,27 @@ class Fleet:
         return [self.get(agent_id) for agent_id in agent_ids]
 
     async def _persist(self, agents: Sequence[Agent], events: Sequence[Event]) -> None:
-        async with self._uow() as uow:
-            await uow.agents.save(agents)
-            await uow.commit()
-        await self._bus.publish(events)
+        """Commit these agents, then publish the events. Concurrent callers share one transaction
+        (group commit): a burst of registrations costs one fsync, not one each."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((agents, events, done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        await asyncio.shield(done)
+
+    async def _commit_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            latest = {agent.id: agent for agents, _, _ in batch for agent in agents}
+            try:
+                async with self._write, self._uow() as uow:
+                    await uow.agents.save(list(latest.values()))
+                    await uow.commit()
+            except Exception as exc:
+                for _, _, done in batch:
+                    done.set_exception(exc)
+                continue
+            self._agents.update(latest)  # here, not in the callers: a caller that went away can't skip it
+            await self._bus.publish([event for _, events, _ in batch for event in events])
+            for _, _, done in batch:
+                done.set_result(None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,7 +19,20 @@ class SqlAlchemySampleRepository:
 
     async def add(self, samples: Sequence[TelemetrySample]) -> None:
         if samples:
-            await self._connection.execute(insert(agent_samples), [asdict(sample) for sample in samples])
+            rows = [
+                {
+                    "agent_id": s.agent_id,
+                    "at": s.at,
+                    "cpu": s.cpu,
+                    "ram": s.ram,
+                    "disk": s.disk,
+                    "net_rx_bytes": s.net_rx_bytes,
+                    "net_tx_bytes": s.net_tx_bytes,
+                    "uptime_seconds": s.uptime_seconds,
+                }
+                for s in samples
+            ]
+            await self._connection.execute(insert(agent_samples), rows)
 
     async def for_agent(self, agent_id: str, limit: int) -> list[TelemetrySample]:
         rows = await self._connection.execute(

@@ -42,7 +42,7 @@ class AgentController(Controller):
     @get(
         operation_id="listAgents",
         responses=documented(422),
-        guards=[requires(Permission.READ)],
+        opt=requires(Permission.READ),
         summary="List agents",
         description=f"A bare array ordered by id. When more remain, the {NEXT_CURSOR} header "
         "holds the cursor for the next page.",
@@ -64,7 +64,7 @@ class AgentController(Controller):
         "/{agent_id:str}",
         operation_id="getAgent",
         responses=documented(404, 422),
-        guards=[requires(Permission.READ)],
+        opt=requires(Permission.READ),
         summary="One agent with its latest telemetry",
         sync_to_thread=False,
     )
@@ -77,7 +77,7 @@ class AgentController(Controller):
         "/sync",
         operation_id="syncAgents",
         responses=documented(400, 404, 422, 503),
-        guards=[requires(Permission.OPERATE)],
+        opt=requires(Permission.OPERATE),
         summary="Resynchronise agents",
         description="Until agents have a command channel, re-evaluates the status of every agent "
         "(or of one) right away and reports the result.",
@@ -107,7 +107,7 @@ class HeartbeatController(Controller):
         "/heartbeat",
         operation_id="reportHeartbeat",
         responses=documented(400, 413, 422, 503),
-        guards=[requires(Permission.REPORT)],
+        opt=requires(Permission.REPORT),
         status_code=202,
         summary="Report a heartbeat (agent keys, for their own ids)",
         description="Registers the agent on its first heartbeat. The answer says when to report next.",

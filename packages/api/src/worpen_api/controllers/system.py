@@ -22,7 +22,7 @@ class SystemController(Controller):
         "/metrics",
         operation_id="metrics",
         responses=documented(),
-        guards=[requires(Permission.READ)],
+        opt=requires(Permission.READ),
         summary="Prometheus metrics (viewer and up)",
         sync_to_thread=False,
     )
