@@ -98,7 +98,13 @@ def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Re
     return error_response(400 if malformed else 422, detail, field)
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that left before sending its whole request: not a server error."""
+
+
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
+    if exc.detail == "client disconnected prematurely":  # Litestar says so with a 500
+        return error_response(CLIENT_CLOSED_REQUEST, "the client left before sending its whole request")
     if exc.status_code >= 500:
         log.error("request.failed", method=request.method, path=request.url.path, exc_info=exc)
     return error_response(exc.status_code, exc.detail, headers=exc.headers)
