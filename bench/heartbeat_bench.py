@@ -548,7 +548,7 @@ def main() -> int:
             (
                 "telemetry rows in SQLite",
                 f"{samples:,}, of which {samples - distinct:,} duplicates; every heartbeat ingested "
-                f"since the start: {ingested_total:,.0f} (all written by the shutdown flush)",
+                f"since the start: {ingested_total:,.0f} (counted after the shutdown flush)",
             ),
             ("server exit code", f"{code}; log {log_mb:.0f} MB of JSON lines"),
         ]

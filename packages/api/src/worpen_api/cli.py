@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import uvicorn
+from litestar import Litestar
 
 from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
@@ -80,9 +81,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
-def _serve(settings: Settings) -> None:
+def serve(app: Litestar, settings: Settings) -> None:
+    """Serve `app` (and, through its lifespan, gRPC) until SIGTERM or SIGINT."""
     config = uvicorn.Config(
-        create_app(bootstrap(settings)),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -157,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = _settings(args)
         configure_logging(settings)
         if args.command == "serve":
-            _serve(settings)
+            serve(create_app(bootstrap(settings)), settings)
         elif args.command == "migrate":
             asyncio.run(_with_worpen(settings, lambda _: asyncio.sleep(0)))
             print("database is up to date")
