@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from tests.fakes import FakeUnitOfWorkFactory
 from worpen_core.agents import Agent, TelemetrySample
 from worpen_core.auth import ApiKey, Role
-from worpen_core.errors import Conflict
+from worpen_core.errors import Conflict, Unavailable
 from worpen_core.ports import UnitOfWorkFactory
 from worpen_core.status import AgentStatus
 from worpen_infra.database import create_engine, upgrade_database
@@ -170,3 +171,28 @@ async def test_a_duplicate_secret_hash_is_a_conflict(uow: UnitOfWorkFactory) -> 
 
     with pytest.raises(Conflict):
         await add_twin()
+
+
+async def test_a_locked_database_is_unavailable_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=50)
+    await upgrade_database(engine)
+    uow = SqlAlchemyUnitOfWorkFactory(engine)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+
+    async def register() -> None:
+        async with uow() as tx:
+            await tx.agents.save([agent()])
+            await tx.commit()
+
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await register()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert caught.value.dependency == "database"
+    assert "locked" in caught.value.detail
+    await register()
+    await engine.dispose()

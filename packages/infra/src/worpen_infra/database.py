@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from worpen_infra.sqlalchemy_unit_of_work import translate
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
     """An async engine; on SQLite, WAL mode, fsync on every commit (acknowledged means durable)
     and a busy timeout so concurrent writers wait instead of failing at once."""
     engine = create_async_engine(url)
@@ -24,7 +24,7 @@ def create_engine(url: str) -> AsyncEngine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

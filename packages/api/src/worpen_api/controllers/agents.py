@@ -7,8 +7,9 @@ import binascii
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
-from litestar.params import Body, Parameter
+from litestar.params import Body, FromQuery, PathParameter, QueryParameter
 
 from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut
 from worpen_api.errors import documented
@@ -50,10 +51,10 @@ class AgentController(Controller):
     )
     def list_agents(
         self,
-        fleet: Fleet,
-        status: AgentStatus | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=1000)] = 500,
-        cursor: Annotated[str | None, Parameter(max_length=256)] = None,
+        fleet: NamedDependency[Fleet],
+        status: FromQuery[AgentStatus | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 500,
+        cursor: Annotated[str | None, QueryParameter(max_length=256)] = None,
     ) -> Response[list[AgentOut]]:
         agents = fleet.query(status, None if cursor is None else _decode_cursor(cursor))
         page = agents[:limit]
@@ -69,7 +70,9 @@ class AgentController(Controller):
         sync_to_thread=False,
     )
     def get_agent(
-        self, fleet: Fleet, agent_id: Annotated[str, Parameter(max_length=AGENT_ID_MAX_LENGTH)]
+        self,
+        fleet: NamedDependency[Fleet],
+        agent_id: Annotated[str, PathParameter(max_length=AGENT_ID_MAX_LENGTH)],
     ) -> AgentDetail:
         return AgentDetail.of(fleet.get(agent_id))
 
@@ -85,7 +88,7 @@ class AgentController(Controller):
     )
     async def sync(
         self,
-        fleet: Fleet,
+        fleet: NamedDependency[Fleet],
         data: Annotated[
             SyncIn, Body(examples=[Example(summary="every agent", value={"target": "all"})])
         ] = SyncIn(),  # noqa: B008 (an immutable default body)
@@ -115,7 +118,7 @@ class HeartbeatController(Controller):
     async def heartbeat(
         self,
         request: Request[Any, Any, Any],
-        fleet: Fleet,
+        fleet: NamedDependency[Fleet],
         data: Annotated[
             HeartbeatIn,
             Body(

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, delete, get, post
+from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
-from litestar.params import Body, Parameter
+from litestar.params import Body, PathParameter
 
 from worpen_api.dto import ApiKeyCreated, ApiKeyIn, ApiKeyOut
 from worpen_api.errors import documented
@@ -28,7 +29,7 @@ class ApiKeyController(Controller):
     )
     async def create(
         self,
-        api_keys: ApiKeys,
+        api_keys: NamedDependency[ApiKeys],
         data: Annotated[
             ApiKeyIn,
             Body(
@@ -44,7 +45,7 @@ class ApiKeyController(Controller):
         return ApiKeyCreated.issued(await api_keys.issue(data.to_command()))
 
     @get(operation_id="listApiKeys", responses=documented(503), summary="List API keys (never their secrets)")
-    async def list_keys(self, api_keys: ApiKeys) -> list[ApiKeyOut]:
+    async def list_keys(self, api_keys: NamedDependency[ApiKeys]) -> list[ApiKeyOut]:
         return [ApiKeyOut.of(key) for key in await api_keys.list_all()]
 
     @delete(
@@ -56,9 +57,9 @@ class ApiKeyController(Controller):
     )
     async def revoke(
         self,
-        api_keys: ApiKeys,
-        authenticator: Authenticator,
-        key_id: Annotated[str, Parameter(max_length=32)],
+        api_keys: NamedDependency[ApiKeys],
+        authenticator: NamedDependency[Authenticator],
+        key_id: Annotated[str, PathParameter(max_length=32)],
     ) -> ApiKeyOut:
         key = await api_keys.revoke(key_id)
         authenticator.forget(key)

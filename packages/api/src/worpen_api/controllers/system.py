@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, MediaType, Response, get
+from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worpen_api.errors import documented
@@ -26,5 +27,5 @@ class SystemController(Controller):
         summary="Prometheus metrics (viewer and up)",
         sync_to_thread=False,
     )
-    def metrics(self, metrics: Metrics) -> Response[bytes]:
+    def metrics(self, metrics: NamedDependency[Metrics]) -> Response[bytes]:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

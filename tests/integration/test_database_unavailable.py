@@ -1,0 +1,45 @@
+"""A database that cannot be written (locked by another process) answers 503 naming it, and nothing
+acknowledged is lost: the heartbeat is refused, not half-accepted."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from worpen_api.app import create_app
+from worpen_api.bootstrap import bootstrap
+from worpen_api.settings import Settings
+from worpen_infra.database import create_engine, upgrade_database
+from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_locked_database_answers_503_naming_it_and_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "worpen.db"
+    engine = create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=50)
+    await upgrade_database(engine)
+    settings = Settings(auth=False, grpc_port=0, database_url=f"sqlite+aiosqlite:///{path}")
+    app = create_app(bootstrap(settings, uow=SqlAlchemyUnitOfWorkFactory(engine)))
+    beat = {"id": "bee-locked", "cpu": 1, "ram": 2}
+
+    async with AsyncTestClient(app) as client:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            refused = await client.post("/api/v1/internal/heartbeat", json=beat)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+        assert refused.status_code == 503
+        assert refused.json()["detail"].startswith("database unavailable")
+        assert (await client.get("/api/v1/agents/bee-locked")).status_code == 404
+
+        accepted = await client.post("/api/v1/internal/heartbeat", json=beat)
+        assert accepted.status_code == 202
+        assert (await client.get("/api/v1/agents/bee-locked")).json()["status"] == "ONLINE"
+    await engine.dispose()
