@@ -327,8 +327,27 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
         "/metrics": {"get"},
         "/api/v1/agents": {"get"},
         "/api/v1/agents/{agent_id}": {"get"},
+        "/api/v1/agents/{agent_id}/telemetry": {"get"},
         "/api/v1/agents/sync": {"post"},
         "/api/v1/internal/heartbeat": {"post"},
         "/api/v1/apikeys": {"get", "post"},
         "/api/v1/apikeys/{key_id}": {"delete"},
     }
+
+
+def test_an_agents_telemetry_history_is_newest_first_whether_written_or_still_buffered(
+    admin: httpx.Client,
+) -> None:
+    for cpu in (10.0, 20.0, 30.0):
+        accepted(heartbeat(admin, "flow-history", cpu=cpu, ram=50.0, disk=12.5))
+
+    first = admin.get("/api/v1/agents/flow-history/telemetry", params={"limit": 2})
+    assert first.status_code == 200, first.text
+    assert [sample["cpu"] for sample in first.json()] == [30.0, 20.0]
+    assert set(first.json()[0]) == {"at", "cpu", "ram", "disk", "netRxBytes", "netTxBytes", "uptimeSeconds"}
+
+    time.sleep(1.5)  # past the one-second flush: the same answer now comes from SQLite
+    written = admin.get("/api/v1/agents/flow-history/telemetry")
+    assert [sample["cpu"] for sample in written.json()] == [30.0, 20.0, 10.0]
+    assert admin.get("/api/v1/agents/flow-nobody/telemetry").status_code == 404
+    assert admin.get("/api/v1/agents/flow-history/telemetry", params={"limit": 0}).status_code == 422

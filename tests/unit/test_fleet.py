@@ -219,3 +219,20 @@ def test_heartbeats_are_validated_in_the_core_too(fields: dict[str, object], fie
     with pytest.raises(InvalidInput) as caught:
         RecordHeartbeat(**values)  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+async def test_history_is_newest_first_across_the_buffer_and_the_database(
+    fleet: Fleet, clock: FakeClock
+) -> None:
+    for cpu in (1, 2, 3):
+        clock.advance(1)
+        await fleet.record_heartbeat(beat(cpu=cpu))
+    await fleet.flush()
+    for cpu in (4, 5):
+        clock.advance(1)
+        await fleet.record_heartbeat(beat(cpu=cpu))
+
+    assert [sample.cpu for sample in await fleet.history("bee-001", 4)] == [5, 4, 3, 2]
+    assert [sample.cpu for sample in await fleet.history("bee-001", 1)] == [5]
+    with pytest.raises(NotFound):
+        await fleet.history("ghost", 10)

@@ -9,7 +9,7 @@ import msgspec
 from msgspec import Meta
 
 from worpen_core.access import IssuedKey
-from worpen_core.agents import Agent
+from worpen_core.agents import Agent, TelemetrySample
 from worpen_core.auth import ApiKey, Role
 from worpen_core.commands import (
     AGENT_ID_MAX_LENGTH,
@@ -90,6 +90,18 @@ class Telemetry(Wire):
     net_tx_bytes: int | None
     uptime_seconds: int | None
 
+    @classmethod
+    def of(cls, sample: TelemetrySample) -> Telemetry:
+        return cls(
+            at=sample.at,
+            cpu=sample.cpu,
+            ram=sample.ram,
+            disk=sample.disk,
+            net_rx_bytes=sample.net_rx_bytes,
+            net_tx_bytes=sample.net_tx_bytes,
+            uptime_seconds=sample.uptime_seconds,
+        )
+
 
 class AgentOut(Wire):
     id: str
@@ -130,19 +142,7 @@ class AgentDetail(AgentOut):
 
     @classmethod
     def of(cls, agent: Agent) -> AgentDetail:
-        sample = agent.sample()
-        return cls(
-            **msgspec.structs.asdict(AgentOut.of(agent)),
-            telemetry=Telemetry(
-                at=sample.at,
-                cpu=sample.cpu,
-                ram=sample.ram,
-                disk=sample.disk,
-                net_rx_bytes=sample.net_rx_bytes,
-                net_tx_bytes=sample.net_tx_bytes,
-                uptime_seconds=sample.uptime_seconds,
-            ),
-        )
+        return cls(**msgspec.structs.asdict(AgentOut.of(agent)), telemetry=Telemetry.of(agent.sample()))
 
 
 class SyncIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):

@@ -118,6 +118,16 @@ class Fleet:
             raise NotFound("agent", agent_id)
         return agent
 
+    async def history(self, agent_id: str, limit: int) -> list[TelemetrySample]:
+        """The agent's newest samples, newest first: those still buffered, then those written."""
+        self.get(agent_id)
+        buffered = [sample for sample in reversed(self._samples) if sample.agent_id == agent_id][:limit]
+        if len(buffered) == limit:
+            return buffered
+        async with self._uow() as uow:
+            written = await uow.samples.for_agent(agent_id, limit - len(buffered))
+        return buffered + written
+
     def query(self, status: AgentStatus | None = None, after: str | None = None) -> list[Agent]:
         """Agents ordered by id, optionally only those with `status` and ids greater than `after`."""
         return sorted(

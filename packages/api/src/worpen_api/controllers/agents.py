@@ -11,7 +11,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, PathParameter, QueryParameter
 
-from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut
+from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut, Telemetry
 from worpen_api.errors import documented
 from worpen_api.security import principal_of, requires
 from worpen_core.auth import Permission
@@ -75,6 +75,21 @@ class AgentController(Controller):
         agent_id: Annotated[str, PathParameter(max_length=AGENT_ID_MAX_LENGTH)],
     ) -> AgentDetail:
         return AgentDetail.of(fleet.get(agent_id))
+
+    @get(
+        "/{agent_id:str}/telemetry",
+        operation_id="getAgentTelemetry",
+        responses=documented(404, 422, 503),
+        opt=requires(Permission.READ),
+        summary="An agent's newest telemetry samples, newest first",
+    )
+    async def telemetry(
+        self,
+        fleet: NamedDependency[Fleet],
+        agent_id: Annotated[str, PathParameter(max_length=AGENT_ID_MAX_LENGTH)],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> list[Telemetry]:
+        return [Telemetry.of(sample) for sample in await fleet.history(agent_id, limit)]
 
     @post(
         "/sync",
