@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -236,3 +237,14 @@ async def test_history_is_newest_first_across_the_buffer_and_the_database(
     assert [sample.cpu for sample in await fleet.history("bee-001", 1)] == [5]
     with pytest.raises(NotFound):
         await fleet.history("ghost", 10)
+
+
+async def test_concurrent_registrations_share_one_transaction(
+    fleet: Fleet, uow: FakeUnitOfWorkFactory, bus: FakeEventBus
+) -> None:
+    acks = await asyncio.gather(*(fleet.record_heartbeat(beat(f"bee-{n:03}")) for n in range(50)))
+
+    assert {ack.status for ack in acks} == {AgentStatus.ONLINE}
+    assert len(uow.store.agents) == 50
+    assert len(uow.made) == 1
+    assert len(bus.published) == 50

@@ -59,8 +59,9 @@ class Fleet:
                 agent = current.copy()
                 events = agent.beat(beat, now, self.policy)
             if events:
-                await self._persist([agent], events)
-            self._agents[agent.id] = agent
+                await self._persist([agent], events)  # installs it in memory once committed
+            else:
+                self._agents[agent.id] = agent
             self._samples.append(agent.sample())
             self._dirty.add(agent.id)
             self.heartbeats_ingested += 1
@@ -90,8 +91,6 @@ class Fleet:
                     events.extend(expired)
             if changed:
                 await self._persist(changed, events)
-                for agent in changed:
-                    self._agents[agent.id] = agent
         return events
 
     async def flush(self) -> int:
@@ -178,6 +177,8 @@ class Fleet:
                     done.set_exception(exc)
                 continue
             self._agents.update(latest)  # here, not in the callers: a caller that went away can't skip it
-            await self._bus.publish([event for _, events, _ in batch for event in events])
-            for _, _, done in batch:
-                done.set_result(None)
+            try:
+                await self._bus.publish([event for _, events, _ in batch for event in events])
+            finally:
+                for _, _, done in batch:
+                    done.set_result(None)
