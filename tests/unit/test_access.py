@@ -14,16 +14,6 @@ from worpen_core.errors import InvalidInput, NotFound, RateLimited, Unauthentica
 
 
 @pytest.fixture
-def uow() -> FakeUnitOfWorkFactory:
-    return FakeUnitOfWorkFactory()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def keys(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> ApiKeys:
     return ApiKeys(uow, clock)
 

@@ -19,21 +19,6 @@ POLICY = FleetPolicy(offline_after=timedelta(seconds=30), critical_threshold=90,
 
 
 @pytest.fixture
-def uow() -> FakeUnitOfWorkFactory:
-    return FakeUnitOfWorkFactory()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def bus() -> FakeEventBus:
-    return FakeEventBus()
-
-
-@pytest.fixture
 def fleet(uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock) -> Fleet:
     return Fleet(uow, bus, clock, POLICY)
 
