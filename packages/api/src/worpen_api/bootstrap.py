@@ -77,11 +77,7 @@ def bootstrap(
         settings.grpc_port,
     )
 
-    async def start_grpc() -> None:
-        await grpc_server.start()
-        worpen.grpc_port = grpc_server.port
-
-    on_start.append(start_grpc)
+    on_start.append(grpc_server.start)
     worpen.stop_intake.append(grpc_server.stop)
     if close_database is not None:
         on_stop.append(close_database)

@@ -35,7 +35,6 @@ class Worpen:
     """Run first on stop, so nothing new arrives while buffers are flushed (stop gRPC)."""
     on_stop: list[Hook] = field(default_factory=list)
     """Run in order after the last flush (drain the bus, close the database)."""
-    grpc_port: int | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 

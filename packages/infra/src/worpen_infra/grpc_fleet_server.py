@@ -129,15 +129,14 @@ class GrpcFleetServer:
         self._servicer_factory = servicer_factory
         self._address = f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
-        self.port: int | None = None
 
     async def start(self) -> None:
         server = grpc.aio.server(options=[("grpc.max_receive_message_length", 1024 * 1024)])
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(self._servicer_factory(), server)
-        self.port = server.add_insecure_port(self._address)
+        port = server.add_insecure_port(self._address)
         await server.start()
         self._server = server
-        log.info("grpc.listening", address=self._address, port=self.port)
+        log.info("grpc.listening", address=self._address, port=port)
 
     async def stop(self, grace: float = 5.0) -> None:
         if self._server is not None:
