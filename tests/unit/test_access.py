@@ -20,7 +20,8 @@ def keys(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> ApiKeys:
 
 @pytest.fixture
 def authenticator(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> Authenticator:
-    return Authenticator(uow, clock, cache_for=timedelta(seconds=5))
+    throttle = FailedAuthThrottle(clock, limit=3, window=timedelta(minutes=1))
+    return Authenticator(uow, clock, cache_for=timedelta(seconds=5), throttle=throttle)
 
 
 async def test_issued_secret_is_shown_once_and_only_its_hash_is_stored(
@@ -139,3 +140,17 @@ def test_throttle_limits_failures_per_client_within_the_window(clock: FakeClock)
 
     clock.advance(60)
     throttle.check("10.0.0.1")
+
+
+async def test_admit_takes_a_bearer_value_and_throttles_a_client_that_keeps_failing(
+    keys: ApiKeys, authenticator: Authenticator
+) -> None:
+    issued = await keys.issue(CreateApiKey("ci", Role.VIEWER))
+    assert (await authenticator.admit(f"Bearer {issued.secret}", "10.0.0.1")).role is Role.VIEWER
+
+    for bad in (None, "Basic abc", "Bearer wpn_nope"):
+        with pytest.raises(Unauthenticated):
+            await authenticator.admit(bad, "10.0.0.9")
+    with pytest.raises(RateLimited):
+        await authenticator.admit(f"Bearer {issued.secret}", "10.0.0.9")
+    assert (await authenticator.admit(f"bearer {issued.secret}", "10.0.0.1")).name == "ci"

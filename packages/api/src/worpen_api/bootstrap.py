@@ -57,14 +57,13 @@ def bootstrap(
         on_stop.append(in_process.stop)
 
     fleet = Fleet(uow, bus, clock, settings.policy)
-    authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds))
     throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1))
+    authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds), throttle)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
         api_keys=ApiKeys(uow, clock),
         authenticator=authenticator,
-        throttle=throttle,
         event_queue_depth=depth,
         migrate=migrate,
         on_start=on_start,
@@ -72,7 +71,7 @@ def bootstrap(
     )
 
     grpc_server = GrpcFleetServer(
-        lambda: FleetServicer(fleet, authenticator if settings.auth else None, throttle),
+        lambda: FleetServicer(fleet, authenticator if settings.auth else None),
         settings.grpc_host,
         settings.grpc_port,
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from worpen_api.settings import Settings
-from worpen_core.access import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.access import ApiKeys, Authenticator
 from worpen_core.errors import WorpenError
 from worpen_core.fleet import Fleet
 
@@ -26,7 +26,6 @@ class Worpen:
     fleet: Fleet
     api_keys: ApiKeys
     authenticator: Authenticator
-    throttle: FailedAuthThrottle
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
     on_start: list[Hook] = field(default_factory=list)

@@ -19,11 +19,10 @@ PUBLIC_PATHS = frozenset({"/health"})
 PERMISSION = "permission"
 
 
-def _credential(scope: Scope) -> str | None:
+def _authorization(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, secret = value.decode("latin-1").partition(" ")
-            return secret.strip() if scheme.lower() == "bearer" and secret.strip() else None
+            return value.decode("latin-1")
     return None
 
 
@@ -42,7 +41,8 @@ class ApiKeyAuthMiddleware:
             scope["user"] = ANONYMOUS_ADMIN
         else:
             try:
-                principal = await self._authenticate(scope)
+                client = scope["client"][0] if scope["client"] else "unknown"
+                principal = await self._worpen.authenticator.admit(_authorization(scope), client)
                 needed = scope["route_handler"].opt.get(PERMISSION, Permission.ADMIN)
                 if not principal.can(needed):
                     raise Forbidden(f"role {principal.role.value!r} lacks the {needed.value!r} permission")
@@ -56,20 +56,6 @@ class ApiKeyAuthMiddleware:
                 await response(scope, receive, send)
                 return
         await self._app(scope, receive, send)
-
-    async def _authenticate(self, scope: Scope) -> Principal:
-        client = scope["client"][0] if scope["client"] else "unknown"
-        throttle = self._worpen.throttle
-        throttle.check(client)
-        secret = _credential(scope)
-        if secret is None:
-            throttle.record_failure(client)
-            raise Unauthenticated("missing 'Authorization: Bearer <key>' header")
-        try:
-            return await self._worpen.authenticator.authenticate(secret)
-        except Unauthenticated:
-            throttle.record_failure(client)
-            raise
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

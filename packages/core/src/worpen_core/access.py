@@ -71,11 +71,27 @@ class Authenticator:
     revoked by another process (the CLI) stops working within that time; revocations made through
     `forget` take effect at once."""
 
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock, cache_for: timedelta) -> None:
+    def __init__(
+        self, uow: UnitOfWorkFactory, clock: Clock, cache_for: timedelta, throttle: FailedAuthThrottle
+    ) -> None:
         self._uow = uow
         self._clock = clock
         self._cache_for = cache_for
         self._cache: dict[str, tuple[ApiKey, datetime]] = {}
+        self._throttle = throttle
+
+    async def admit(self, authorization: str | None, client: str) -> Principal:
+        """Authenticate an `Authorization: Bearer <key>` value (HTTP header or gRPC metadata) from
+        `client`, counting failures against it and refusing it once it has failed too often."""
+        self._throttle.check(client)
+        scheme, _, secret = (authorization or "").partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not secret.strip():
+                raise Unauthenticated("missing credential: send 'Authorization: Bearer <key>'")
+            return await self.authenticate(secret.strip())
+        except Unauthenticated:
+            self._throttle.record_failure(client)
+            raise
 
     async def authenticate(self, secret: str) -> Principal:
         now = self._clock.now()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import grpc
 import structlog
 
-from worpen_core.access import Authenticator, FailedAuthThrottle
+from worpen_core.access import Authenticator
 from worpen_core.auth import ANONYMOUS_ADMIN, Principal
 from worpen_core.commands import RecordHeartbeat
 from worpen_core.errors import (
@@ -69,13 +69,10 @@ def to_command(message: fleet_pb2.Heartbeat) -> RecordHeartbeat:
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
-    def __init__(
-        self, fleet: Fleet, authenticator: Authenticator | None, throttle: FailedAuthThrottle
-    ) -> None:
+    def __init__(self, fleet: Fleet, authenticator: Authenticator | None) -> None:
         """`authenticator` None means authentication is off (development on loopback only)."""
         self._fleet = fleet
         self._authenticator = authenticator
-        self._throttle = throttle
 
     async def ReportHeartbeat(
         self, request: fleet_pb2.Heartbeat, context: grpc.aio.ServicerContext[object, object]
@@ -97,18 +94,9 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         if self._authenticator is None:
             return ANONYMOUS_ADMIN
         client = context.peer().rsplit(":", 1)[0]  # "ipv4:10.0.0.7:53124": the host, not the port
-        self._throttle.check(client)
         metadata = dict(context.invocation_metadata() or ())
-        credential = metadata.get("authorization", "")
-        scheme, _, secret = str(credential).partition(" ")
-        if scheme.lower() != "bearer" or not secret:
-            self._throttle.record_failure(client)
-            raise Unauthenticated("missing 'authorization: Bearer <key>' metadata")
-        try:
-            return await self._authenticator.authenticate(secret.strip())
-        except Unauthenticated:
-            self._throttle.record_failure(client)
-            raise
+        authorization = metadata.get("authorization")
+        return await self._authenticator.admit(None if authorization is None else str(authorization), client)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext[object, object], exc: WorpenError) -> None:
