@@ -9,10 +9,11 @@ from types import TracebackType
 from typing import Self
 
 from worpen_core.agents import Agent, TelemetrySample
+from worpen_core.audit import AuditEntry, AuditQuery
 from worpen_core.auth import ApiKey
 from worpen_core.errors import Conflict, Unavailable
 from worpen_core.events import Event
-from worpen_core.ports import AgentRepository, ApiKeyRepository, SampleRepository
+from worpen_core.ports import AgentRepository, ApiKeyRepository, AuditRepository, SampleRepository
 
 
 class FakeClock:
@@ -41,6 +42,7 @@ class Store:
         self.agents: dict[str, Agent] = {}
         self.samples: list[TelemetrySample] = []
         self.api_keys: dict[str, ApiKey] = {}
+        self.audit: dict[str, AuditEntry] = {}
         self.broken = False
 
 
@@ -114,6 +116,32 @@ class FakeApiKeyRepository:
         return len(self._all())
 
 
+class FakeAuditRepository:
+    def __init__(self, store: Store, staged: dict[str, AuditEntry]) -> None:
+        self._store = store
+        self._staged = staged
+
+    async def add(self, entry: AuditEntry) -> None:
+        if entry.id in self._store.audit or entry.id in self._staged:
+            raise Conflict("duplicate audit entry")
+        self._staged[entry.id] = entry
+
+    async def update(self, entry: AuditEntry) -> None:
+        self._staged[entry.id] = entry
+
+    async def query(self, query: AuditQuery) -> list[AuditEntry]:
+        matching = [
+            entry
+            for entry in {**self._store.audit, **self._staged}.values()
+            if (query.since is None or entry.at >= query.since)
+            and (query.actor is None or entry.actor == query.actor)
+            and (query.action is None or entry.action == query.action)
+        ]
+        matching.sort(key=lambda entry: entry.id)
+        matching.sort(key=lambda entry: entry.at, reverse=True)
+        return matching[: query.limit]
+
+
 class FakeUnitOfWork:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -121,9 +149,11 @@ class FakeUnitOfWork:
         self._agents: dict[str, Agent] = {}
         self._samples: list[TelemetrySample] = []
         self._keys: dict[str, ApiKey] = {}
+        self._audit: dict[str, AuditEntry] = {}
         self.agents: AgentRepository = FakeAgentRepository(store, self._agents)
         self.samples: SampleRepository = FakeSampleRepository(self._samples, store)
         self.api_keys: ApiKeyRepository = FakeApiKeyRepository(store, self._keys)
+        self.audit: AuditRepository = FakeAuditRepository(store, self._audit)
 
     async def __aenter__(self) -> Self:
         if self._store.broken:
@@ -139,6 +169,7 @@ class FakeUnitOfWork:
         self._agents.clear()
         self._samples.clear()
         self._keys.clear()
+        self._audit.clear()
 
     async def commit(self) -> None:
         if self._store.broken:
@@ -146,6 +177,7 @@ class FakeUnitOfWork:
         self._store.agents.update(self._agents)
         self._store.samples.extend(self._samples)
         self._store.api_keys.update(self._keys)
+        self._store.audit.update(self._audit)
         self.committed = True
 
 

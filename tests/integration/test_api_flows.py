@@ -332,6 +332,19 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
         "/api/v1/internal/heartbeat": {"post"},
         "/api/v1/apikeys": {"get", "post"},
         "/api/v1/apikeys/{key_id}": {"delete"},
+        "/api/v1/containers": {"get"},
+        "/api/v1/containers/{container_id}": {"get", "delete"},
+        "/api/v1/containers/{container_id}/logs": {"get"},
+        "/api/v1/containers/{container_id}/start": {"post"},
+        "/api/v1/containers/{container_id}/stop": {"post"},
+        "/api/v1/containers/{container_id}/restart": {"post"},
+        "/api/v1/images": {"get"},
+        "/api/v1/images/pull": {"post"},
+        "/api/v1/docker/prune": {"post"},
+        "/api/v1/docker/engines": {"get"},
+        "/api/v1/terminal/sessions": {"get"},
+        "/api/v1/audit": {"get"},
+        "/api/v1/events": {"get"},
     }
 
 

@@ -13,8 +13,20 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from worpen_api.controllers import AgentController, ApiKeyController, HeartbeatController, SystemController
+from worpen_api.controllers import (
+    AgentController,
+    ApiKeyController,
+    AuditController,
+    ContainerController,
+    DockerController,
+    EventController,
+    HeartbeatController,
+    ImageController,
+    SystemController,
+    TerminalController,
+)
 from worpen_api.controllers.agents import NEXT_CURSOR
+from worpen_api.controllers.containers import UNAVAILABLE_NODES
 from worpen_api.errors import EXCEPTION_HANDLERS
 from worpen_api.observability import Metrics, RequestObserver
 from worpen_api.runtime import Worpen
@@ -42,9 +54,23 @@ def create_app(worpen: Worpen) -> Litestar:
             await worpen.stop()
 
     return Litestar(
-        route_handlers=[SystemController, AgentController, HeartbeatController, ApiKeyController],
+        route_handlers=[
+            SystemController,
+            AgentController,
+            HeartbeatController,
+            ApiKeyController,
+            ContainerController,
+            ImageController,
+            DockerController,
+            TerminalController,
+            AuditController,
+            EventController,
+        ],
         dependencies={
             "fleet": _constant(worpen.fleet),
+            "containers": _constant(worpen.containers),
+            "audit": _constant(worpen.audit),
+            "feed": _constant(worpen.feed),
             "api_keys": _constant(worpen.api_keys),
             "authenticator": _constant(worpen.authenticator),
             "metrics": _constant(metrics),
@@ -58,7 +84,7 @@ def create_app(worpen: Worpen) -> Litestar:
             allow_origins=list(settings.cors_origins),
             allow_methods=["*"],
             allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
-            expose_headers=[NEXT_CURSOR, "X-Request-ID", "Retry-After"],
+            expose_headers=[NEXT_CURSOR, UNAVAILABLE_NODES, "X-Request-ID", "Retry-After"],
         ),
         openapi_config=OpenAPIConfig(
             title="Worpen",

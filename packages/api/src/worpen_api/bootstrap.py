@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from worpen_api.runtime import Hook, Worpen
-from worpen_api.settings import Settings
+from worpen_api.settings import DockerHost, Settings
 from worpen_core.access import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.engines import AuditTrail, Containers
+from worpen_core.feed import EventFeed
 from worpen_core.fleet import Fleet
-from worpen_core.ports import Clock, EventBus, UnitOfWorkFactory
+from worpen_core.ports import Clock, ContainerRuntime, EventBus, UnitOfWorkFactory
 from worpen_infra.database import create_engine, upgrade_database
+from worpen_infra.docker_runtime import DockerContainerRuntime, EngineAddress
 from worpen_infra.grpc_fleet_server import FleetServicer, GrpcFleetServer
 from worpen_infra.in_process_event_bus import InProcessEventBus
 from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -23,6 +27,7 @@ def bootstrap(
     uow: UnitOfWorkFactory | None = None,
     bus: EventBus | None = None,
     clock: Clock | None = None,
+    runtimes: Sequence[ContainerRuntime] | None = None,
 ) -> Worpen:
     """Build Worpen from settings with real adapters, unless a test passes its own."""
     clock = clock or SystemClock()
@@ -44,9 +49,11 @@ def bootstrap(
 
         close_database = None
 
+    feed = EventFeed()
     depth: Callable[[], int] = lambda: 0  # noqa: E731
     if bus is None:
         in_process = InProcessEventBus()
+        in_process.subscribe(feed.handle)
         bus = in_process
         depth = lambda: in_process.depth  # noqa: E731
 
@@ -59,11 +66,19 @@ def bootstrap(
     fleet = Fleet(uow, bus, clock, settings.policy)
     throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1))
     authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds), throttle)
+    if runtimes is None:
+        dockers = [_docker(host, settings) for host in settings.docker_hosts]
+        on_stop.extend(runtime.close for runtime in dockers)
+        runtimes = dockers
+    audit = AuditTrail(uow, clock)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
         api_keys=ApiKeys(uow, clock),
         authenticator=authenticator,
+        containers=Containers(runtimes, audit, clock, bus),
+        audit=audit,
+        feed=feed,
         event_queue_depth=depth,
         migrate=migrate,
         on_start=on_start,
@@ -81,3 +96,16 @@ def bootstrap(
     if close_database is not None:
         on_stop.append(close_database)
     return worpen
+
+
+def _docker(host: DockerHost, settings: Settings) -> DockerContainerRuntime:
+    tls = host.tls_dir
+    address = EngineAddress(
+        node=host.node,
+        url=host.url,
+        tls_ca=None if tls is None else os.path.join(tls, "ca.pem"),
+        tls_cert=None if tls is None else os.path.join(tls, "cert.pem"),
+        tls_key=None if tls is None else os.path.join(tls, "key.pem"),
+        tls_verify=settings.docker_tls_verify,
+    )
+    return DockerContainerRuntime(address, timeout=settings.docker_timeout)

@@ -13,6 +13,7 @@ from litestar.types import ExceptionHandlersMap
 from worpen_api.dto import ErrorOut
 from worpen_core.errors import (
     Conflict,
+    EngineFailed,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -31,6 +32,7 @@ STATUS_OF: dict[type[WorpenError], int] = {
     NotFound: 404,
     Conflict: 409,
     RateLimited: 429,
+    EngineFailed: 502,
     Unavailable: 503,
 }
 
@@ -46,7 +48,8 @@ def documented(*statuses: int) -> dict[int, ResponseSpec]:
         413: "Request body too large",
         422: "A value is invalid; `field` names it",
         429: "Too many failed authentications from this client; see Retry-After",
-        503: "A dependency (e.g. the database) is unavailable; `detail` names it",
+        502: "A Docker engine (or the registry behind it) answered with an error; `detail` carries it",
+        503: "A dependency (the database, a node's Docker engine) is unavailable; `detail` names it",
     }
     return {
         status: ResponseSpec(ErrorOut, description=reasons[status], generate_examples=False)

@@ -11,10 +11,14 @@ import structlog
 
 from worpen_api.settings import Settings
 from worpen_core.access import ApiKeys, Authenticator
+from worpen_core.engines import AuditTrail, Containers
 from worpen_core.errors import WorpenError
+from worpen_core.feed import EventFeed
 from worpen_core.fleet import Fleet
 
 Hook = Callable[[], Awaitable[None]]
+FIRST_ENGINE_RETRY = 0.5
+"""Seconds before the first retry of a lost Docker engine; each retry doubles it, up to a maximum."""
 log = structlog.get_logger("worpen")
 
 
@@ -26,6 +30,9 @@ class Worpen:
     fleet: Fleet
     api_keys: ApiKeys
     authenticator: Authenticator
+    containers: Containers
+    audit: AuditTrail
+    feed: EventFeed
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
     on_start: list[Hook] = field(default_factory=list)
@@ -59,6 +66,10 @@ class Worpen:
         self._tasks = [
             asyncio.create_task(self._every(self.settings.sweep_interval, self.fleet.sweep, "sweep")),
             asyncio.create_task(self._every(self.settings.flush_interval, self.fleet.flush, "flush")),
+            asyncio.create_task(self._every(self.settings.flush_interval, self.audit.flush, "audit.flush")),
+            asyncio.create_task(
+                self.containers.watch(self._stopping, FIRST_ENGINE_RETRY, self.settings.docker_retry_max)
+            ),
         ]
 
     async def stop(self) -> None:
@@ -73,6 +84,7 @@ class Worpen:
         try:
             written = await self.fleet.flush()
             log.info("telemetry.flushed", samples=written, reason="shutdown")
+            await self.audit.flush()
         finally:
             await self.close()
 

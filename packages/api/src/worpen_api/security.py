@@ -1,10 +1,16 @@
 """Authentication and authorisation in one ASGI middleware: a Bearer API key makes the Principal, and the
 permission each route declares (`opt=requires(...)`) decides. A route that declares none is admin-only,
-so a forgotten declaration fails closed. (Not Litestar guards: they copy the route handler per call.)"""
+so a forgotten declaration fails closed. (Not Litestar guards: they copy the route handler per call.)
+
+Browsers cannot set headers on a WebSocket or an EventSource, so WebSockets, and the routes that declare
+`opt=browser_streams(...)`, also take the key as the `access_token` query parameter or, on a WebSocket,
+as a `worpen.bearer.<key>` subprotocol. WebSockets from a browser must come from an allowed origin (the
+CORS setting)."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from litestar.connection import ASGIConnection, Request
 from litestar.enums import ScopeType
@@ -17,13 +23,32 @@ from worpen_core.errors import Forbidden, Unauthenticated, WorpenError
 
 PUBLIC_PATHS = frozenset({"/health"})
 PERMISSION = "permission"
+KEY_IN_QUERY = "key_in_query"
+BEARER_SUBPROTOCOL = "worpen.bearer."
+ORIGIN_REFUSED = 4403
+
+
+def _header(scope: Scope, wanted: bytes) -> str | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value.decode("latin-1")
+    return None
 
 
 def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return value.decode("latin-1")
-    return None
+    """The Authorization header, or where a browser's WebSocket or EventSource can put the key."""
+    header = _header(scope, b"authorization")
+    if header is not None:
+        return header
+    websocket = scope["type"] == ScopeType.WEBSOCKET
+    if not (websocket or scope["route_handler"].opt.get(KEY_IN_QUERY)):
+        return None
+    protocols: list[str] = list(scope.get("subprotocols", ())) if websocket else []  # type: ignore[call-overload]
+    for protocol in protocols:
+        if protocol.startswith(BEARER_SUBPROTOCOL):
+            return "Bearer " + protocol.removeprefix(BEARER_SUBPROTOCOL)
+    keys = parse_qs(scope["query_string"].decode("latin-1")).get("access_token")
+    return f"Bearer {keys[0]}" if keys else None
 
 
 class ApiKeyAuthMiddleware:
@@ -36,6 +61,9 @@ class ApiKeyAuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] in PUBLIC_PATHS or scope.get("method") == "OPTIONS":
             await self._app(scope, receive, send)
+            return
+        if scope["type"] == ScopeType.WEBSOCKET and not self._origin_allowed(scope):
+            await send({"type": "websocket.close", "code": ORIGIN_REFUSED, "reason": "origin not allowed"})
             return
         if not self._worpen.settings.auth:
             scope["user"] = ANONYMOUS_ADMIN
@@ -57,6 +85,12 @@ class ApiKeyAuthMiddleware:
                 return
         await self._app(scope, receive, send)
 
+    def _origin_allowed(self, scope: Scope) -> bool:
+        """Clients other than browsers send no Origin; a browser's must be one CORS allows."""
+        origin = _header(scope, b"origin")
+        allowed = self._worpen.settings.cors_origins
+        return origin is None or "*" in allowed or origin in allowed
+
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     principal = connection.scope.get("user")
@@ -65,6 +99,12 @@ def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     return principal
 
 
-def requires(permission: Permission) -> dict[str, Permission]:
+def requires(permission: Permission) -> dict[str, Any]:
     """A route's `opt`: the permission a caller needs. A route that declares none needs ADMIN."""
     return {PERMISSION: permission}
+
+
+def browser_streams(permission: Permission) -> dict[str, Any]:
+    """`requires(permission)` for a route a browser follows with EventSource, which cannot send headers:
+    the key may come as the `access_token` query parameter too."""
+    return {PERMISSION: permission, KEY_IN_QUERY: True}

@@ -4,18 +4,69 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, cast
 
 from worpen_core.agents import FleetPolicy
+from worpen_core.commands import AGENT_ID_PATTERN
 
 LogFormat = Literal["auto", "json", "console"]
 
 
 class SettingsError(ValueError):
     """A setting has a value Worpen cannot use."""
+
+
+DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
+DOCKER_SCHEMES = ("unix://", "tcp://", "http://", "https://")
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """A node's Docker engine: the node's name (its agent id, when it also heartbeats) and URL.
+    TCP engines use TLS when `tls_dir` holds ca.pem, cert.pem and key.pem."""
+
+    node: str
+    url: str
+    tls_dir: str | None = None
+
+
+def parse_docker_hosts(raw: str, tls_dir: str | None) -> tuple[DockerHost, ...]:
+    """`name=url` pairs separated by commas; `none` for no engine at all."""
+    if raw.strip().lower() == "none":
+        return ()
+    hosts: list[DockerHost] = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        node, sep, url = (text.strip() for text in item.partition("="))
+        if not sep or not re.fullmatch(AGENT_ID_PATTERN, node) or len(node) > 128:
+            raise SettingsError(
+                f"WORPEN_DOCKER_HOSTS: {item!r} is not name=url with a name of letters, digits, '.', '_', "
+                "':' and '-'"
+            )
+        if not url.startswith(DOCKER_SCHEMES):
+            raise SettingsError(
+                f"WORPEN_DOCKER_HOSTS: the URL of {node!r} must start with one of {', '.join(DOCKER_SCHEMES)}"
+            )
+        if any(host.node == node for host in hosts):
+            raise SettingsError(f"WORPEN_DOCKER_HOSTS: node {node!r} is named twice")
+        node_tls = None
+        if tls_dir is not None and not url.startswith("unix://"):
+            own = os.path.join(tls_dir, node)
+            node_tls = own if os.path.isdir(own) else tls_dir
+        hosts.append(DockerHost(node, url, node_tls))
+    return tuple(hosts)
+
+
+def local_node_name() -> str:
+    """This host's name as a node name (an agent id)."""
+    name = re.sub(r"[^A-Za-z0-9._:-]", "-", socket.gethostname())[:128].strip("-.")
+    return name or "local"
 
 
 @dataclass(frozen=True)
@@ -35,6 +86,10 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
     log_format: LogFormat = "auto"
+    docker_hosts: tuple[DockerHost, ...] = ()
+    docker_timeout: float = 10.0
+    docker_retry_max: float = 30.0
+    docker_tls_verify: bool = True
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -74,6 +129,16 @@ class Settings:
             log_format=cast(
                 LogFormat, read.choice("WORPEN_LOG_FORMAT", cls.log_format, ("auto", "json", "console"))
             ),
+            docker_hosts=parse_docker_hosts(
+                read.text(
+                    "WORPEN_DOCKER_HOSTS",
+                    f"{local_node_name()}={read.text('DOCKER_HOST', DEFAULT_DOCKER_URL)}",
+                ),
+                read.text("WORPEN_DOCKER_TLS_DIR", "") or None,
+            ),
+            docker_timeout=read.number("WORPEN_DOCKER_TIMEOUT", cls.docker_timeout, 0.1, 600),
+            docker_retry_max=read.number("WORPEN_DOCKER_RETRY_MAX", cls.docker_retry_max, 0.1, 3600),
+            docker_tls_verify=read.switch("WORPEN_DOCKER_TLS_VERIFY", default=True),
         )
 
 

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta
 from worpen_core.commands import RecordHeartbeat
 from worpen_core.events import (
     AgentBecameCritical,
+    AgentEvent,
     AgentRecovered,
     AgentRegistered,
     AgentWentOffline,
-    Event,
 )
 from worpen_core.status import AgentStatus
 
@@ -70,7 +70,7 @@ class Agent:
     calm_streak: int = 0
 
     @classmethod
-    def register(cls, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> tuple[Agent, Event]:
+    def register(cls, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> tuple[Agent, AgentEvent]:
         agent = cls(
             id=beat.agent_id,
             name=beat.name or beat.agent_id,
@@ -103,7 +103,7 @@ class Agent:
     def is_overdue(self, now: datetime, policy: FleetPolicy) -> bool:
         return now - self.last_seen > policy.offline_after
 
-    def expire(self, now: datetime, policy: FleetPolicy) -> list[Event]:
+    def expire(self, now: datetime, policy: FleetPolicy) -> list[AgentEvent]:
         """Mark the agent OFFLINE if its last heartbeat is older than the TTL."""
         if self.status is AgentStatus.OFFLINE or not self.is_overdue(now, policy):
             return []
@@ -111,7 +111,7 @@ class Agent:
         self.pressure_streak = self.calm_streak = 0
         return [AgentWentOffline(self.id, now, self.last_seen)]
 
-    def beat(self, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> list[Event]:
+    def beat(self, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> list[AgentEvent]:
         """Take in a heartbeat; return the events of the transitions it caused (none, most of the time)."""
         events = self.expire(at, policy)
         previous = self.status

@@ -30,6 +30,16 @@ class Conflict(WorpenError):
     """The request clashes with the current state."""
 
 
+class Ambiguous(Conflict):
+    """A reference (an id prefix, a name) matches more than one thing; `candidates` lists them."""
+
+    def __init__(self, reference: str, candidates: tuple[str, ...] = (), hint: str = "") -> None:
+        listed = f": {', '.join(candidates)}" if candidates else ""
+        super().__init__(f"{reference!r} matches more than one container{listed}{hint}")
+        self.reference = reference
+        self.candidates = candidates
+
+
 class Unauthenticated(WorpenError):
     """No credential, or one that is unknown, expired or revoked."""
 
@@ -49,4 +59,13 @@ class Unavailable(WorpenError):
 
     def __init__(self, dependency: str, detail: str) -> None:
         super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency
+
+
+class EngineFailed(WorpenError):
+    """A dependency Worpen drives (a Docker engine, a registry behind it) answered with an error;
+    `detail` carries its own message."""
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency}: {detail}")
         self.dependency = dependency

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from worpen_core.agents import Agent, FleetPolicy, TelemetrySample
 from worpen_core.commands import RecordHeartbeat
 from worpen_core.errors import NotFound
-from worpen_core.events import Event
+from worpen_core.events import AgentEvent
 from worpen_core.ports import Clock, EventBus, UnitOfWorkFactory
 from worpen_core.status import AgentStatus
 
@@ -32,7 +32,7 @@ class Fleet:
         self._locks: dict[str, asyncio.Lock] = {}
         self._samples: list[TelemetrySample] = []
         self._dirty: set[str] = set()
-        self._pending: list[tuple[Sequence[Agent], Sequence[Event], asyncio.Future[None]]] = []
+        self._pending: list[tuple[Sequence[Agent], Sequence[AgentEvent], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._write = asyncio.Lock()
         self.heartbeats_ingested = 0
@@ -51,7 +51,7 @@ class Fleet:
         async with lock:
             now = self._clock.now()
             current = self._agents.get(beat.agent_id)
-            events: list[Event]
+            events: list[AgentEvent]
             if current is None:
                 agent, registered = Agent.register(beat, now, self.policy)
                 events = [registered]
@@ -67,7 +67,7 @@ class Fleet:
             self.heartbeats_ingested += 1
         return HeartbeatAck(agent.status, self.policy.next_heartbeat_seconds(len(self._agents)))
 
-    async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[Event]:
+    async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[AgentEvent]:
         """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue."""
         now = self._clock.now()
         candidates = self._agents.values() if agent_ids is None else self._lookup(agent_ids)
@@ -82,7 +82,7 @@ class Fleet:
             for agent_id in overdue:
                 await stack.enter_async_context(self._locks.setdefault(agent_id, asyncio.Lock()))
             changed: list[Agent] = []
-            events: list[Event] = []
+            events: list[AgentEvent] = []
             for agent_id in overdue:
                 agent = self._agents[agent_id].copy()
                 expired = agent.expire(self._clock.now(), self.policy)
@@ -155,7 +155,7 @@ class Fleet:
     def _lookup(self, agent_ids: Iterable[str]) -> list[Agent]:
         return [self.get(agent_id) for agent_id in agent_ids]
 
-    async def _persist(self, agents: Sequence[Agent], events: Sequence[Event]) -> None:
+    async def _persist(self, agents: Sequence[Agent], events: Sequence[AgentEvent]) -> None:
         """Commit these agents, then publish the events. Concurrent callers share one transaction
         (group commit): a burst of registrations costs one fsync, not one each."""
         done = asyncio.get_running_loop().create_future()

@@ -45,7 +45,7 @@ class InProcessEventBus:
         while True:
             event = await self._queue.get()
             try:
-                log.info("event", kind=type(event).__name__, agent_id=event.agent_id)
+                log.info("event", kind=type(event).__name__, subject=event.subject)
                 for handler in self._handlers:
                     try:
                         await handler(event)

@@ -9,9 +9,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from worpen_core.errors import Conflict, Unavailable, WorpenError
-from worpen_core.ports import AgentRepository, ApiKeyRepository, SampleRepository
+from worpen_core.ports import AgentRepository, ApiKeyRepository, AuditRepository, SampleRepository
 from worpen_infra.sqlalchemy_agent_repository import SqlAlchemyAgentRepository
 from worpen_infra.sqlalchemy_api_key_repository import SqlAlchemyApiKeyRepository
+from worpen_infra.sqlalchemy_audit_repository import SqlAlchemyAuditRepository
 from worpen_infra.sqlalchemy_sample_repository import SqlAlchemySampleRepository
 
 
@@ -26,6 +27,7 @@ class SqlAlchemyUnitOfWork:
     agents: AgentRepository
     samples: SampleRepository
     api_keys: ApiKeyRepository
+    audit: AuditRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -42,6 +44,7 @@ class SqlAlchemyUnitOfWork:
         self.agents = SqlAlchemyAgentRepository(self._connection)
         self.samples = SqlAlchemySampleRepository(self._connection)
         self.api_keys = SqlAlchemyApiKeyRepository(self._connection)
+        self.audit = SqlAlchemyAuditRepository(self._connection)
         return self
 
     async def __aexit__(

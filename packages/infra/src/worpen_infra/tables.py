@@ -88,3 +88,19 @@ api_keys = Table(
     Column("expires_at", UtcDateTime),
     Column("revoked_at", UtcDateTime),
 )
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("actor_key_id", String(32), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(600), nullable=False),
+    Column("node", String(128)),
+    Column("outcome", String(16), nullable=False),
+    Column("error", String(4000)),
+    Column("finished_at", UtcDateTime),
+    Index("ix_audit_log_at", "at"),
+)

@@ -1,0 +1,81 @@
+"""The audit trail and the live feed of domain events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from worpen_api.docker_dto import AuditOut, event_out
+from worpen_api.errors import documented
+from worpen_api.security import browser_streams, requires
+from worpen_core.audit import AuditQuery
+from worpen_core.auth import Permission
+from worpen_core.engines import AuditTrail
+from worpen_core.feed import EventFeed
+
+_encode = msgspec.json.Encoder().encode
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["audit"]
+
+    @get(
+        operation_id="readAudit",
+        responses=documented(422, 503),
+        opt=requires(Permission.ADMIN),
+        summary="The audit trail, newest first",
+        description="Every change made through Worpen (container start, stop, restart and remove, prune, "
+        "image pull, terminal open): who (the key's name), what, on which target and node, when, and how "
+        "it ended (SUCCEEDED, FAILED with the error, or PENDING while it runs).",
+    )
+    async def read(
+        self,
+        audit: NamedDependency[AuditTrail],
+        since: FromQuery[datetime | None] = None,
+        actor: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        action: Annotated[str | None, QueryParameter(max_length=64, examples=[])] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> list[AuditOut]:
+        entries = await audit.query(AuditQuery(since=since, actor=actor, action=action, limit=limit))
+        return [AuditOut.of(entry) for entry in entries]
+
+
+class EventController(Controller):
+    path = "/api/v1/events"
+    tags = ["events"]
+
+    @get(
+        operation_id="domainEvents",
+        opt=browser_streams(Permission.READ),
+        responses=documented(422),
+        summary="Domain events: agents, containers, images and engines",
+        description="The latest events numbered above `after` (`seq`), as JSON. With `follow=true`, a "
+        "Server-Sent Events stream of them as they happen (each event's SSE id is its `seq`; a reconnect "
+        "with Last-Event-ID resumes after it).",
+    )
+    async def events(
+        self,
+        request: Request[Any, Any, Any],
+        feed: NamedDependency[EventFeed],
+        after: Annotated[int | None, QueryParameter(ge=0)] = None,
+        follow: FromQuery[bool] = False,
+    ) -> Response[Any]:
+        if not follow:
+            return Response([event_out(n, e) for n, e in feed.since(after or 0)])
+        resume = request.headers.get("last-event-id", "")
+        start = int(resume) if resume.isdigit() else after
+        return ServerSentEvent(_follow(feed, start))
+
+
+async def _follow(feed: EventFeed, after: int | None) -> AsyncIterator[ServerSentEventMessage]:
+    async for number, event in feed.follow(after):
+        body = event_out(number, event)
+        yield ServerSentEventMessage(data=_encode(body).decode(), event=body["type"], id=str(number))

@@ -1,0 +1,330 @@
+"""Containers and images across the fleet's Docker engines, pruning, and the engines' state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.openapi.spec import Example
+from litestar.params import Body, FromQuery, PathParameter, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
+
+from worpen_api.docker_dto import (
+    ActionIn,
+    ContainerDetailOut,
+    ContainerOut,
+    EngineOut,
+    ImageOut,
+    LogLineOut,
+    NodeName,
+    PruneIn,
+    PruneOut,
+    PullIn,
+    PullOut,
+    RemovedOut,
+)
+from worpen_api.errors import documented
+from worpen_api.security import browser_streams, principal_of, requires
+from worpen_core.auth import Permission
+from worpen_core.containers import ContainerState, LogLine, LogQuery, PruneRequest, PullProgress
+from worpen_core.engines import Containers
+from worpen_core.errors import WorpenError
+
+UNAVAILABLE_NODES = "X-Unavailable-Nodes"
+"""Response header of the fleet-wide lists: the nodes whose engine could not be asked, comma-separated."""
+NDJSON = "application/x-ndjson"
+ContainerRef = Annotated[
+    str,
+    PathParameter(
+        min_length=1,
+        max_length=255,
+        description="A full container id, a unique id prefix (4 characters or more) or a name",
+    ),
+]
+Node = Annotated[
+    NodeName | None, QueryParameter(description="Only this node (required where a reference is ambiguous)")
+]
+_encode = msgspec.json.Encoder().encode
+
+
+def _unavailable_header(unavailable: dict[str, str]) -> dict[str, str]:
+    return {UNAVAILABLE_NODES: ", ".join(sorted(unavailable))} if unavailable else {}
+
+
+def _wants_stream(request: Request[Any, Any, Any]) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+class ContainerController(Controller):
+    path = "/api/v1/containers"
+    tags = ["containers"]
+
+    @get(
+        operation_id="listContainers",
+        responses=documented(404, 422, 503),
+        opt=requires(Permission.READ),
+        summary="List the containers of every node",
+        description="A bare array, by node then name, of containers running or not. A node whose engine "
+        f"cannot be asked is left out and named in the {UNAVAILABLE_NODES} header (see "
+        "/api/v1/docker/engines for why); asking for that node alone answers 503.",
+    )
+    async def list_containers(
+        self,
+        containers: NamedDependency[Containers],
+        node: Node = None,
+        container_state: Annotated[ContainerState | None, QueryParameter(name="state")] = None,
+        name: Annotated[str | None, QueryParameter(max_length=255, description="Part of the name")] = None,
+    ) -> Response[list[ContainerOut]]:
+        listing = await containers.list_containers(node, container_state, name)
+        return Response(
+            [ContainerOut.of(c) for c in listing.items], headers=_unavailable_header(listing.unavailable)
+        )
+
+    @get(
+        "/{container_id:str}",
+        operation_id="inspectContainer",
+        responses=documented(404, 409, 422, 502, 503),
+        opt=requires(Permission.READ),
+        summary="Inspect a container",
+    )
+    async def inspect(
+        self, containers: NamedDependency[Containers], container_id: ContainerRef, node: Node = None
+    ) -> ContainerDetailOut:
+        return ContainerDetailOut.of_detail(await containers.inspect(container_id, node))
+
+    @get(
+        "/{container_id:str}/logs",
+        operation_id="containerLogs",
+        responses=documented(404, 409, 422, 502, 503),
+        opt=browser_streams(Permission.READ),
+        summary="A container's logs",
+        description="JSON lines (application/x-ndjson), one `{stream, line, ts}` object per line, streamed "
+        "as read. With `follow=true`, a Server-Sent Events stream instead: a `log` event per line (its data "
+        "the same object) until the container stops (an `end` event) or the client leaves.",
+        media_type=NDJSON,
+    )
+    async def logs(
+        self,
+        containers: NamedDependency[Containers],
+        container_id: ContainerRef,
+        node: Node = None,
+        tail: Annotated[
+            str, QueryParameter(pattern=r"^(all|[0-9]{1,6})$", description="Last lines, or 'all'")
+        ] = "100",
+        since: FromQuery[datetime | None] = None,
+        timestamps: FromQuery[bool] = True,
+        stream: FromQuery[Literal["stdout", "stderr", "both"]] = "both",
+        follow: FromQuery[bool] = False,
+    ) -> Response[Any]:
+        query = LogQuery(
+            tail=None if tail == "all" else int(tail),
+            since=since,
+            timestamps=timestamps,
+            stdout=stream != "stderr",
+            stderr=stream != "stdout",
+            follow=follow,
+        )
+        batches = await containers.logs(container_id, query, node)
+        if follow:
+            return ServerSentEvent(_log_events(batches, timestamps))
+        return Stream(_log_lines(batches, timestamps), media_type=NDJSON)
+
+    @post(
+        "/{container_id:str}/start",
+        operation_id="startContainer",
+        responses=documented(400, 404, 409, 422, 502, 503),
+        opt=requires(Permission.OPERATE),
+        status_code=200,
+        summary="Start a container",
+    )
+    async def start(
+        self,
+        request: Request[Any, Any, Any],
+        containers: NamedDependency[Containers],
+        container_id: ContainerRef,
+        node: Node = None,
+    ) -> ContainerOut:
+        return ContainerOut.of(await containers.start(principal_of(request), container_id, node))
+
+    @post(
+        "/{container_id:str}/stop",
+        operation_id="stopContainer",
+        responses=documented(400, 404, 409, 422, 502, 503),
+        opt=requires(Permission.OPERATE),
+        status_code=200,
+        summary="Stop a container",
+        description="SIGTERM, then SIGKILL after `timeout` seconds (10 by default).",
+    )
+    async def stop(
+        self,
+        request: Request[Any, Any, Any],
+        containers: NamedDependency[Containers],
+        container_id: ContainerRef,
+        node: Node = None,
+        data: Annotated[ActionIn, Body(examples=[Example(value={"timeout": 10})])] = ActionIn(),  # noqa: B008
+    ) -> ContainerOut:
+        stopped = await containers.stop(principal_of(request), container_id, node, data.timeout)
+        return ContainerOut.of(stopped)
+
+    @post(
+        "/{container_id:str}/restart",
+        operation_id="restartContainer",
+        responses=documented(400, 404, 409, 422, 502, 503),
+        opt=requires(Permission.OPERATE),
+        status_code=200,
+        summary="Restart a container",
+        description="Stop (SIGKILL after `timeout` seconds, 10 by default), then start.",
+    )
+    async def restart(
+        self,
+        request: Request[Any, Any, Any],
+        containers: NamedDependency[Containers],
+        container_id: ContainerRef,
+        node: Node = None,
+        data: Annotated[ActionIn, Body(examples=[Example(value={"timeout": 10})])] = ActionIn(),  # noqa: B008
+    ) -> ContainerOut:
+        restarted = await containers.restart(principal_of(request), container_id, node, data.timeout)
+        return ContainerOut.of(restarted)
+
+    @delete(
+        "/{container_id:str}",
+        operation_id="removeContainer",
+        responses=documented(404, 409, 422, 502, 503),
+        opt=requires(Permission.ADMIN),
+        status_code=200,
+        summary="Remove a container",
+        description="A running container is only removed with `force=true` (409 otherwise).",
+    )
+    async def remove(
+        self,
+        request: Request[Any, Any, Any],
+        containers: NamedDependency[Containers],
+        container_id: ContainerRef,
+        node: Node = None,
+        force: FromQuery[bool] = False,
+        volumes: Annotated[bool, QueryParameter(description="Remove its anonymous volumes too")] = False,
+    ) -> RemovedOut:
+        removed = await containers.remove(
+            principal_of(request), container_id, node, force=force, volumes=volumes
+        )
+        return RemovedOut(removed.id, removed.name, removed.node)
+
+
+class ImageController(Controller):
+    path = "/api/v1/images"
+    tags = ["images"]
+
+    @get(
+        operation_id="listImages",
+        responses=documented(404, 422, 502, 503),
+        opt=requires(Permission.READ),
+        summary="List the images of every node, with their layers",
+        description=f"One entry per tag, as `docker images` shows. Nodes that cannot be asked are named "
+        f"in the {UNAVAILABLE_NODES} header.",
+    )
+    async def list_images(
+        self, containers: NamedDependency[Containers], node: Node = None
+    ) -> Response[list[ImageOut]]:
+        listing = await containers.images(node)
+        return Response(
+            [ImageOut.of(i) for i in listing.items], headers=_unavailable_header(listing.unavailable)
+        )
+
+    @post(
+        "/pull",
+        operation_id="pullImage",
+        responses=documented(400, 404, 422, 502, 503),
+        opt=requires(Permission.OPERATE),
+        status_code=200,
+        summary="Pull an image on a node",
+        description="With `Accept: text/event-stream`, the engine's progress as Server-Sent Events "
+        "(`progress`, then `done` or `error`); otherwise the final result as JSON once pulled. A registry "
+        "that cannot be reached answers 502.",
+    )
+    async def pull(
+        self,
+        request: Request[Any, Any, Any],
+        containers: NamedDependency[Containers],
+        data: Annotated[PullIn, Body(examples=[Example(value={"image": "nginx:1.27", "node": "edge-7"})])],
+    ) -> Response[Any]:
+        progress = await containers.pull(principal_of(request), data.image, data.node)
+        node = data.node or containers.nodes[0]
+        if _wants_stream(request):
+            return ServerSentEvent(_pull_events(progress, data.image, node))
+        last = PullProgress(status="")
+        async for last in progress:  # noqa: B007 (only the last word is kept)
+            pass
+        return Response(PullOut(data.image, node, last.status))
+
+
+class DockerController(Controller):
+    path = "/api/v1/docker"
+    tags = ["docker"]
+
+    @post(
+        "/prune",
+        operation_id="pruneDocker",
+        responses=documented(400, 404, 422, 502, 503),
+        opt=requires(Permission.ADMIN),
+        status_code=200,
+        summary="Prune a node: stopped containers, unused images, networks and build cache",
+        description="With `dryRun`, reports what would be removed and the bytes it would free, removing "
+        "nothing. `all` removes every unused image, not only dangling ones.",
+    )
+    async def prune(
+        self,
+        request: Request[Any, Any, Any],
+        containers: NamedDependency[Containers],
+        data: Annotated[
+            PruneIn,
+            Body(examples=[Example(value={"all": True, "node": "edge-7", "dryRun": True})]),
+        ] = PruneIn(),  # noqa: B008
+    ) -> PruneOut:
+        request_ = PruneRequest(all=data.all, dry_run=data.dry_run)
+        return PruneOut.of(await containers.prune(principal_of(request), data.node, request_))
+
+    @get(
+        "/engines",
+        operation_id="listEngines",
+        opt=requires(Permission.READ),
+        summary="The Docker engine of every node: reachable or not, since when, and why",
+        sync_to_thread=False,
+    )
+    def engines(self, containers: NamedDependency[Containers]) -> list[EngineOut]:
+        return [EngineOut.of(status) for status in containers.engines()]
+
+
+def _lines_json(batch: Sequence[LogLine], timestamps: bool) -> bytes:
+    return b"".join(_encode(LogLineOut.of(line, timestamps)) + b"\n" for line in batch)
+
+
+async def _log_lines(batches: AsyncIterator[Sequence[LogLine]], timestamps: bool) -> AsyncIterator[bytes]:
+    async for batch in batches:
+        yield _lines_json(batch, timestamps)
+
+
+async def _log_events(
+    batches: AsyncIterator[Sequence[LogLine]], timestamps: bool
+) -> AsyncIterator[ServerSentEventMessage]:
+    async for batch in batches:
+        for line in batch:
+            yield ServerSentEventMessage(data=_encode(LogLineOut.of(line, timestamps)).decode(), event="log")
+    yield ServerSentEventMessage(data='{"reason":"the log ended: the container stopped"}', event="end")
+
+
+async def _pull_events(
+    progress: AsyncIterator[PullProgress], image: str, node: str
+) -> AsyncIterator[ServerSentEventMessage]:
+    last = ""
+    try:
+        async for step in progress:
+            last = step.status
+            yield ServerSentEventMessage(data=_encode(step).decode(), event="progress")
+    except WorpenError as exc:
+        yield ServerSentEventMessage(data=_encode({"detail": exc.detail}).decode(), event="error")
+        return
+    yield ServerSentEventMessage(data=_encode(PullOut(image, node, last)).decode(), event="done")

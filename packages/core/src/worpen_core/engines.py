@@ -1,0 +1,520 @@
+"""Use cases on the fleet's container engines: one view of every node's containers and images, actions
+on them recorded in the audit trail, interactive terminals, and the watch that turns each engine's
+event stream into domain events."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from worpen_core.audit import AuditEntry, AuditQuery
+from worpen_core.auth import Principal
+from worpen_core.containers import (
+    Container,
+    ContainerDetail,
+    ContainerState,
+    EngineEvent,
+    EngineInfo,
+    Image,
+    LogLine,
+    LogQuery,
+    PruneReport,
+    PruneRequest,
+    PullProgress,
+)
+from worpen_core.errors import Ambiguous, InvalidInput, NotFound, Unavailable, WorpenError
+from worpen_core.events import (
+    ContainerDied,
+    ContainerHealthChanged,
+    ContainerOomKilled,
+    ContainerRemoved,
+    ContainerStarted,
+    ContainerStopped,
+    EngineAvailable,
+    EngineUnavailable,
+    Event,
+    ImagePulled,
+)
+from worpen_core.ports import Clock, ContainerRuntime, EventBus, TerminalChannel, UnitOfWorkFactory
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+
+MIN_PREFIX = 4
+"""Like the docker CLI, an id prefix must have at least this many characters."""
+REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,253}$"
+"""A container reference: a full id, an id prefix or a name (Docker's name rule)."""
+IMAGE_PATTERN = r"^[a-z0-9]+(?:[._/:@-][A-Za-z0-9_.+-]+)*$"
+"""A loose image reference: [registry[:port]/]name[:tag][@digest]."""
+_reference = re.compile(REFERENCE_PATTERN)
+_image = re.compile(IMAGE_PATTERN)
+_hex = re.compile(r"^[0-9a-f]+$")
+
+
+def check_reference(ref: str) -> str:
+    ref = ref.removeprefix("/")
+    if not _reference.match(ref):
+        raise InvalidInput("must be a container id, an id prefix or a name", "id")
+    return ref
+
+
+def check_image(image: str) -> str:
+    if len(image) > 512 or not _image.match(image):
+        raise InvalidInput("must be an image reference such as 'repo/name:tag'", "image")
+    return image
+
+
+class AuditTrail:
+    """Writes an entry before an operation runs and its outcome after, so the trail never says an
+    operation did not happen when it did: if the entry cannot be written, the operation is not run; if
+    the outcome cannot be written yet, it is kept and written by `flush()`."""
+
+    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow
+        self._clock = clock
+        self._unwritten: list[AuditEntry] = []
+
+    async def begin(self, principal: Principal, action: str, target: str, node: str | None) -> AuditEntry:
+        """Write the entry of an operation about to run; if this fails, the operation must not run."""
+        entry = AuditEntry.begin(self._clock.now(), principal.name, principal.key_id, action, target, node)
+        async with self._uow() as tx:
+            await tx.audit.add(entry)
+            await tx.commit()
+        return entry
+
+    async def end(self, entry: AuditEntry, error: str | None = None) -> None:
+        """Record how the operation ended (kept for `flush()` if it cannot be written now)."""
+        finished = entry.finish(self._clock.now(), error)
+        try:
+            async with self._uow() as tx:
+                await tx.audit.update(finished)
+                await tx.commit()
+        except WorpenError:
+            self._unwritten.append(finished)
+
+    async def run(
+        self,
+        principal: Principal,
+        action: str,
+        target: str,
+        node: str | None,
+        operation: Callable[[], Awaitable[T]],
+    ) -> T:
+        entry = await self.begin(principal, action, target, node)
+        try:
+            result = await operation()
+        except BaseException as exc:
+            await self.end(entry, _reason(exc))
+            raise
+        await self.end(entry)
+        return result
+
+    async def query(self, query: AuditQuery) -> list[AuditEntry]:
+        async with self._uow() as tx:
+            return await tx.audit.query(query)
+
+    async def flush(self) -> int:
+        """Write the outcomes that could not be written when their operation ended."""
+        if not self._unwritten:
+            return 0
+        pending, self._unwritten = self._unwritten, []
+        try:
+            async with self._uow() as tx:
+                for entry in pending:
+                    await tx.audit.update(entry)
+                await tx.commit()
+        except BaseException:
+            self._unwritten[:0] = pending
+            raise
+        return len(pending)
+
+
+@dataclass(slots=True)
+class EngineStatus:
+    node: str
+    available: bool | None = None
+    """None until Worpen has tried to reach the engine."""
+    since: datetime | None = None
+    detail: str | None = None
+    info: EngineInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[Item]):
+    items: list[Item]
+    unavailable: dict[str, str]
+    """Nodes whose engine could not be listed, with why."""
+
+
+@dataclass(slots=True)
+class TerminalSession:
+    id: str
+    node: str
+    container_id: str
+    container_name: str
+    actor: str
+    command: tuple[str, ...]
+    opened_at: datetime
+    channel: TerminalChannel = field(repr=False)
+
+
+class Containers:
+    """Every node's containers and images as one fleet. Container references are resolved across the
+    nodes (or on the one given): a full id, a unique prefix of at least four characters, or a name."""
+
+    def __init__(
+        self, runtimes: Sequence[ContainerRuntime], audit: AuditTrail, clock: Clock, bus: EventBus
+    ) -> None:
+        self._runtimes = {runtime.node: runtime for runtime in runtimes}
+        self._audit = audit
+        self._clock = clock
+        self._bus = bus
+        self._status = {runtime.node: EngineStatus(runtime.node) for runtime in runtimes}
+        self._terminals: dict[str, TerminalSession] = {}
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self._runtimes)
+
+    def runtime(self, node: str) -> ContainerRuntime:
+        try:
+            return self._runtimes[node]
+        except KeyError:
+            raise NotFound("node", node) from None
+
+    def engines(self) -> list[EngineStatus]:
+        return list(self._status.values())
+
+    def _targets(self, node: str | None) -> list[ContainerRuntime]:
+        return [self.runtime(node)] if node is not None else list(self._runtimes.values())
+
+    async def list_containers(
+        self, node: str | None = None, state: ContainerState | None = None, name: str | None = None
+    ) -> Listing[Container]:
+        """Containers of every node (or of one), by node then name; see `_from_each` for failures."""
+        listing: Listing[Container] = await self._from_each(node, lambda runtime: runtime.list_containers())
+        kept = [
+            c
+            for c in listing.items
+            if (state is None or c.state is state) and (name is None or name in c.name)
+        ]
+        kept.sort(key=lambda c: (c.node, c.name))
+        return Listing(kept, listing.unavailable)
+
+    async def inspect(self, ref: str, node: str | None = None) -> ContainerDetail:
+        return (await self._locate(ref, node))[1]
+
+    async def logs(
+        self, ref: str, query: LogQuery, node: str | None = None
+    ) -> AsyncIterator[Sequence[LogLine]]:
+        """Open the container's log (errors are raised here, before any line) and return its lines."""
+        ref = check_reference(ref)
+        targets = self._targets(node)
+        if len(targets) == 1 and len(ref) >= MIN_PREFIX:
+            # One engine to ask: it resolves the reference itself, which saves a round trip.
+            try:
+                return await targets[0].logs(ref, query)
+            except Ambiguous:
+                await self._ambiguous(ref, targets)
+        runtime, detail = await self._locate(ref, node)
+        return await runtime.logs(detail.container.id, query)
+
+    async def start(self, principal: Principal, ref: str, node: str | None = None) -> Container:
+        runtime, detail = await self._locate(ref, node)
+        return await self._act(principal, "container.start", runtime, detail, runtime.start)
+
+    async def stop(
+        self, principal: Principal, ref: str, node: str | None = None, grace_seconds: int | None = None
+    ) -> Container:
+        runtime, detail = await self._locate(ref, node)
+        return await self._act(
+            principal, "container.stop", runtime, detail, lambda cid: runtime.stop(cid, grace_seconds)
+        )
+
+    async def restart(
+        self, principal: Principal, ref: str, node: str | None = None, grace_seconds: int | None = None
+    ) -> Container:
+        runtime, detail = await self._locate(ref, node)
+        return await self._act(
+            principal, "container.restart", runtime, detail, lambda cid: runtime.restart(cid, grace_seconds)
+        )
+
+    async def remove(
+        self, principal: Principal, ref: str, node: str | None = None, *, force: bool, volumes: bool
+    ) -> Container:
+        runtime, detail = await self._locate(ref, node)
+        container = detail.container
+        await self._audit.run(
+            principal,
+            "container.remove",
+            _describe(container),
+            runtime.node,
+            lambda: runtime.remove(container.id, force=force, volumes=volumes),
+        )
+        return container
+
+    async def prune(self, principal: Principal, node: str | None, request: PruneRequest) -> PruneReport:
+        node = self._one_node(node, "to prune")
+        runtime = self.runtime(node)
+        if request.dry_run:
+            return await runtime.prune(request)
+        action = "docker.prune.all" if request.all else "docker.prune"
+        return await self._audit.run(principal, action, node, node, lambda: runtime.prune(request))
+
+    async def images(self, node: str | None = None) -> Listing[Image]:
+        listing: Listing[Image] = await self._from_each(node, lambda runtime: runtime.list_images())
+        listing.items.sort(key=lambda i: (i.node, i.name, i.tag))
+        return listing
+
+    async def _from_each(
+        self, node: str | None, fetch: Callable[[ContainerRuntime], Awaitable[list[Item]]]
+    ) -> Listing[Item]:
+        """What `fetch` gets from every node concurrently (or from one). A node whose engine fails is
+        left out and named in `unavailable`; when that node alone was asked for, its error is raised."""
+        targets = self._targets(node)
+        results = await asyncio.gather(*(fetch(runtime) for runtime in targets), return_exceptions=True)
+        items: list[Item] = []
+        unavailable: dict[str, str] = {}
+        for runtime, result in zip(targets, results, strict=True):
+            if isinstance(result, WorpenError) and node is None:
+                unavailable[runtime.node] = result.detail
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                items.extend(result)
+        return Listing(items, unavailable)
+
+    async def pull(self, principal: Principal, image: str, node: str | None) -> AsyncIterator[PullProgress]:
+        """Start a pull on one node (the only one, when there is one) and return its progress. An engine
+        that refuses the pull raises here; the audit entry ends with the stream."""
+        image = check_image(image)
+        runtime = self.runtime(self._one_node(node, "pulls"))
+        entry = await self._audit.begin(principal, "image.pull", image, runtime.node)
+        try:
+            stream = await runtime.pull(image)
+        except BaseException as exc:
+            await self._audit.end(entry, _reason(exc))
+            raise
+        return self._audited(entry, stream)
+
+    async def _audited(self, entry: AuditEntry, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+        error: str | None = "the client left before the operation ended"
+        try:
+            async for item in stream:
+                yield item
+            error = None
+        except BaseException as exc:
+            error = _reason(exc)
+            raise
+        finally:
+            await self._audit.end(entry, error)
+
+    def _one_node(self, node: str | None, verb: str) -> str:
+        if node is not None:
+            return node
+        if len(self._runtimes) != 1:
+            raise InvalidInput(f"say which node {verb} (one of {', '.join(sorted(self._runtimes))})", "node")
+        return next(iter(self._runtimes))
+
+    async def open_terminal(
+        self, principal: Principal, ref: str, node: str | None, command: Sequence[str]
+    ) -> TerminalSession:
+        runtime, detail = await self._locate(ref, node)
+        container = detail.container
+        channel = await self._audit.run(
+            principal,
+            "terminal.open",
+            _describe(container),
+            runtime.node,
+            lambda: runtime.exec(container.id, command),
+        )
+        session = TerminalSession(
+            id=secrets.token_hex(8),
+            node=runtime.node,
+            container_id=container.id,
+            container_name=container.name,
+            actor=principal.name,
+            command=tuple(command),
+            opened_at=self._clock.now(),
+            channel=channel,
+        )
+        self._terminals[session.id] = session
+        return session
+
+    async def close_terminal(self, session: TerminalSession) -> None:
+        self._terminals.pop(session.id, None)
+        await session.channel.close()
+
+    def terminals(self) -> list[TerminalSession]:
+        return sorted(self._terminals.values(), key=lambda s: s.opened_at)
+
+    async def watch(self, stopping: asyncio.Event, first_retry: float, max_retry: float) -> None:
+        """Follow every engine's events until `stopping` is set (see `_watch_one`)."""
+        await asyncio.gather(
+            *(self._watch_one(r, stopping, first_retry, max_retry) for r in self._runtimes.values())
+        )
+
+    async def _watch_one(
+        self, runtime: ContainerRuntime, stopping: asyncio.Event, first_retry: float, max_retry: float
+    ) -> None:
+        """Publish the engine's events as domain events. When the engine goes away, mark it unavailable
+        and retry with exponential backoff; on reconnect, resume from the last event seen."""
+        status = self._status[runtime.node]
+        since: int | None = None
+        delay = first_retry
+        while not stopping.is_set():
+            try:
+                status.info = await runtime.info()
+                if since is None:
+                    since = int(self._clock.now().timestamp() * 1e9)
+                stream = await runtime.events(since)
+                await self._mark(status, available=True)
+                delay = first_retry
+                async for raw in _until(stream, stopping):
+                    since = raw.time_nanos + 1
+                    event = domain_event(runtime.node, raw)
+                    if event is not None:
+                        await self._bus.publish([event])
+                if stopping.is_set():
+                    return
+                raise Unavailable(f"node {runtime.node} docker engine", "the event stream ended")
+            except WorpenError as exc:
+                await self._mark(status, available=False, detail=exc.detail)
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+            except TimeoutError:
+                delay = min(delay * 2, max_retry)
+
+    async def _mark(self, status: EngineStatus, *, available: bool, detail: str | None = None) -> None:
+        changed = status.available is not available
+        status.detail = detail
+        if not changed:
+            return
+        status.available = available
+        status.since = self._clock.now()
+        event: Event = (
+            EngineAvailable(status.node, status.since)
+            if available
+            else EngineUnavailable(status.node, detail or "", status.since)
+        )
+        await self._bus.publish([event])
+
+    async def _act(
+        self,
+        principal: Principal,
+        action: str,
+        runtime: ContainerRuntime,
+        detail: ContainerDetail,
+        operation: Callable[[str], Awaitable[None]],
+    ) -> Container:
+        container = detail.container
+        await self._audit.run(
+            principal, action, _describe(container), runtime.node, lambda: operation(container.id)
+        )
+        return (await runtime.inspect(container.id)).container
+
+    async def _locate(self, ref: str, node: str | None) -> tuple[ContainerRuntime, ContainerDetail]:
+        """Find the one container `ref` names, on `node` or on any node."""
+        ref = check_reference(ref)
+        targets = self._targets(node)
+        results = await asyncio.gather(*(r.inspect(ref) for r in targets), return_exceptions=True)
+        found: list[tuple[ContainerRuntime, ContainerDetail]] = []
+        failed: list[WorpenError] = []
+        for runtime, result in zip(targets, results, strict=True):
+            if isinstance(result, Ambiguous):
+                await self._ambiguous(ref, [runtime])
+            elif isinstance(result, NotFound):
+                continue
+            elif isinstance(result, WorpenError):
+                failed.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                found.append((runtime, result))
+        if len(found) > 1:
+            candidates = tuple(f"{r.node}/{d.container.name} ({d.container.id[:12]})" for r, d in found)
+            raise Ambiguous(ref, candidates, "; add ?node= to choose")
+        if found:
+            runtime, detail = found[0]
+            container = detail.container
+            if len(ref) < MIN_PREFIX and ref not in (container.name, container.id):
+                raise InvalidInput(f"an id prefix needs at least {MIN_PREFIX} characters", "id")
+            return runtime, detail
+        if failed:
+            raise failed[0]
+        raise NotFound("container", ref)
+
+    async def _ambiguous(self, ref: str, targets: Sequence[ContainerRuntime]) -> None:
+        listings = await asyncio.gather(*(r.list_containers() for r in targets))
+        candidates = tuple(
+            f"{c.node}/{c.name} ({c.id[:12]})"
+            for listing in listings
+            for c in listing
+            if c.id.startswith(ref) or c.name == ref
+        )
+        raise Ambiguous(ref, candidates)
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.detail if isinstance(exc, WorpenError) else f"{type(exc).__name__}: {exc}"
+
+
+def _describe(container: Container) -> str:
+    return f"{container.name} ({container.id[:12]})"
+
+
+async def _until(stream: AsyncIterator[EngineEvent], stopping: asyncio.Event) -> AsyncIterator[EngineEvent]:
+    """The stream's items until it ends or `stopping` is set."""
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(stream))
+            await asyncio.wait([step, stop], return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+                return
+            try:
+                yield step.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stop.cancel()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+HEALTH_OF = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY", "starting": "STARTING"}
+
+
+def domain_event(node: str, raw: EngineEvent) -> Event | None:
+    """The domain event an engine event means, if any."""
+    at = datetime.fromtimestamp(raw.time_nanos / 1e9, tz=UTC)
+    if raw.type == "image" and raw.action == "pull":
+        return ImagePulled(node, raw.actor_id, at)
+    if raw.type != "container":
+        return None
+    name = raw.attributes.get("name", "")
+    image = raw.attributes.get("image", "")
+    common = (node, raw.actor_id, name, image, at)
+    match raw.action.partition(":"):
+        case ("start", _, _):
+            return ContainerStarted(*common)
+        case ("stop", _, _):
+            return ContainerStopped(*common)
+        case ("die", _, _):
+            code = raw.attributes.get("exitCode", "")
+            return ContainerDied(*common, int(code) if code.lstrip("-").isdigit() else None)
+        case ("oom", _, _):
+            return ContainerOomKilled(*common)
+        case ("health_status", _, health) if health.strip() in HEALTH_OF:
+            return ContainerHealthChanged(*common, HEALTH_OF[health.strip()])
+        case ("destroy", _, _):
+            return ContainerRemoved(*common)
+    return None

@@ -1,0 +1,704 @@
+"""ContainerRuntime on a Docker engine, through the docker SDK's low-level APIClient.
+
+The SDK blocks, so every call runs on this node's thread pool, never on the event loop, and has a
+timeout: the SDK's socket timeout, and above it a deadline on the awaiting side. Streams (logs, events,
+pulls, terminals) use a second client without a socket timeout, since they may stay quiet for long;
+closing one shuts its socket down, which frees the thread that reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, create_api_error_from_http_exception
+from docker.tls import TLSConfig
+from docker.types.daemon import CancellableStream
+from docker.utils import parse_repository_tag
+
+from worpen_core.containers import (
+    Container,
+    ContainerDetail,
+    ContainerState,
+    EngineEvent,
+    EngineInfo,
+    Health,
+    HealthCheckResult,
+    Image,
+    ImageLayer,
+    LogLine,
+    LogQuery,
+    LogStream,
+    Mount,
+    PortBinding,
+    Pruned,
+    PruneReport,
+    PruneRequest,
+    PullProgress,
+)
+from worpen_core.errors import (
+    Ambiguous,
+    Conflict,
+    EngineFailed,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+    WorpenError,
+)
+
+T = TypeVar("T")
+
+LOG_BATCH_LINES = 1000
+"""At most this many log lines cross from the reading thread to the event loop at once."""
+SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
+REDACTED = "********"
+NEVER = "0001-01-01T00:00:00Z"
+_HEALTH_IN_STATUS = (
+    ("(healthy)", Health.HEALTHY),
+    ("(unhealthy)", Health.UNHEALTHY),
+    ("(health: starting)", Health.STARTING),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineAddress:
+    """Where a node's engine listens: a docker URL (unix://, tcp://, https://) and TLS files if any."""
+
+    node: str
+    url: str
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_verify: bool = True
+
+    def tls(self) -> TLSConfig | bool:
+        if self.tls_cert is None and self.tls_ca is None:
+            return self.url.startswith("https://")
+        client_cert = (self.tls_cert, self.tls_key) if self.tls_cert and self.tls_key else None
+        return TLSConfig(client_cert=client_cert, ca_cert=self.tls_ca, verify=self.tls_verify)
+
+
+class DockerContainerRuntime:
+    def __init__(self, address: EngineAddress, *, timeout: float, threads: int = 64) -> None:
+        self.node = address.node
+        self._address = address
+        self._timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"docker-{address.node}")
+        self._clients: dict[bool, docker.APIClient] = {}
+        self._lock = threading.Lock()
+        self._dependency = f"node {address.node} docker engine"
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _client(self, streaming: bool = False) -> docker.APIClient:
+        """The SDK client (created on first use, in a pool thread: it asks the engine for its API
+        version); the streaming one has no socket timeout."""
+        with self._lock:
+            client = self._clients.get(streaming)
+            if client is None:
+                client = docker.APIClient(
+                    base_url=self._address.url,
+                    version="auto",
+                    timeout=None if streaming else self._timeout,  # type: ignore[arg-type]
+                    tls=self._address.tls(),
+                )
+                self._clients[streaming] = client
+            return client
+
+    async def _run(
+        self,
+        call: Callable[[], T],
+        *,
+        kind: str = "container",
+        ref: str = "",
+        slack: float = 0,
+        late: WorpenError | None = None,
+    ) -> T:
+        """Run a blocking SDK call on the pool, translating its failures, for at most the timeout
+        (plus `slack`, for calls that wait on purpose, like a stop's grace period); past it, raise
+        `late` (by default: the engine is unavailable)."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, self._translating(call, kind, ref))
+        deadline = self._timeout + slack + 1
+        try:
+            return await asyncio.wait_for(future, timeout=deadline)
+        except TimeoutError:
+            raise late or Unavailable(self._dependency, f"no answer within {deadline:g} s") from None
+
+    def _translating(self, call: Callable[[], T], kind: str, ref: str) -> Callable[[], T]:
+        def run() -> T:
+            try:
+                return call()
+            except APIError as exc:
+                raise self._api_error(exc, kind, ref) from exc
+            except (requests.exceptions.RequestException, DockerException, OSError) as exc:
+                raise Unavailable(self._dependency, _reason(exc)) from exc
+
+        return run
+
+    def _api_error(self, exc: APIError, kind: str, ref: str) -> WorpenError:
+        message = str(exc.explanation or exc)
+        status = exc.status_code or 500
+        if "multiple ids found" in message.lower():
+            return Ambiguous(ref)
+        if status == 404:
+            return NotFound(kind, ref) if ref else EngineFailed(self._dependency, message)
+        if status == 409:
+            return Conflict(message)
+        if status == 400:
+            return InvalidInput(message)
+        return EngineFailed(self._dependency, message)
+
+    async def info(self) -> EngineInfo:
+        raw = await self._run(lambda: self._client().version())
+        counts = await self._run(lambda: self._client().info())
+        return EngineInfo(
+            version=str(raw.get("Version", "")),
+            api_version=str(raw.get("ApiVersion", "")),
+            os=f"{raw.get('Os', '')}/{raw.get('Arch', '')}",
+            containers=int(counts.get("Containers", 0)),
+            images=int(counts.get("Images", 0)),
+        )
+
+    async def list_containers(self) -> list[Container]:
+        raw = await self._run(lambda: self._client().containers(all=True))
+        return [self._summary(item) for item in raw]
+
+    def _summary(self, item: dict[str, Any]) -> Container:
+        status = str(item.get("Status", ""))
+        names = item.get("Names") or [""]
+        ports = {
+            PortBinding(int(p["PrivatePort"]), p.get("Type", "tcp"), p.get("PublicPort"))
+            for p in item.get("Ports") or []
+        }
+        return Container(
+            id=item["Id"],
+            name=names[0].removeprefix("/"),
+            image=str(item.get("Image", "")),
+            state=_state(str(item.get("State", ""))),
+            status=status,
+            node=self.node,
+            created_at=datetime.fromtimestamp(int(item.get("Created", 0)), tz=UTC),
+            ports=_sorted_ports(ports),
+            labels=dict(item.get("Labels") or {}),
+            health=next((health for text, health in _HEALTH_IN_STATUS if text in status), Health.NONE),
+        )
+
+    async def inspect(self, ref: str) -> ContainerDetail:
+        raw = await self._run(lambda: self._client().inspect_container(ref), ref=ref)
+        return self._detail(raw)
+
+    def _detail(self, raw: dict[str, Any]) -> ContainerDetail:
+        state = raw.get("State") or {}
+        config = raw.get("Config") or {}
+        host = raw.get("HostConfig") or {}
+        network = raw.get("NetworkSettings") or {}
+        health = state.get("Health") or {}
+        restart = host.get("RestartPolicy") or {}
+        ports = {
+            PortBinding(int(spec.split("/")[0]), spec.partition("/")[2] or "tcp", _int(b.get("HostPort")))
+            for spec, bindings in (network.get("Ports") or {}).items()
+            for b in (bindings or [{}])
+        }
+        started, finished = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
+        container_state = _state(str(state.get("Status", "")))
+        container = Container(
+            id=raw["Id"],
+            name=str(raw.get("Name", "")).removeprefix("/"),
+            image=str(config.get("Image", "")),
+            state=container_state,
+            status=_human_status(container_state, state, started, finished),
+            node=self.node,
+            created_at=_time(raw.get("Created")) or datetime.fromtimestamp(0, tz=UTC),
+            ports=_sorted_ports(ports),
+            labels=dict(config.get("Labels") or {}),
+            health=Health(str(health["Status"]).upper()) if health.get("Status") else Health.NONE,
+        )
+        restart_name = str(restart.get("Name") or "no")
+        retries = int(restart.get("MaximumRetryCount") or 0)
+        return ContainerDetail(
+            container=container,
+            command=tuple(config.get("Cmd") or ()),
+            entrypoint=tuple(config.get("Entrypoint") or ()),
+            env=dict(_redacted(item) for item in config.get("Env") or ()),
+            working_dir=str(config.get("WorkingDir") or ""),
+            user=str(config.get("User") or ""),
+            hostname=str(config.get("Hostname") or ""),
+            restart_policy=f"{restart_name}:{retries}" if retries else restart_name,
+            mounts=tuple(
+                Mount(
+                    type=str(m.get("Type", "")),
+                    source=str(m.get("Source", "")),
+                    destination=str(m.get("Destination", "")),
+                    read_write=bool(m.get("RW", True)),
+                    mode=str(m.get("Mode", "")),
+                )
+                for m in raw.get("Mounts") or ()
+            ),
+            networks={
+                name: str(net.get("IPAddress") or "") for name, net in (network.get("Networks") or {}).items()
+            },
+            restart_count=int(raw.get("RestartCount") or 0),
+            exit_code=None if container_state is ContainerState.CREATED else int(state.get("ExitCode") or 0),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=str(state.get("Error") or ""),
+            pid=int(state["Pid"]) if state.get("Pid") else None,
+            started_at=started,
+            finished_at=finished,
+            health_log=tuple(
+                HealthCheckResult(
+                    start=_time(entry.get("Start")),
+                    end=_time(entry.get("End")),
+                    exit_code=int(entry.get("ExitCode") or 0),
+                    output=str(entry.get("Output") or ""),
+                )
+                for entry in health.get("Log") or ()
+            ),
+        )
+
+    async def logs(self, ref: str, query: LogQuery) -> AsyncIterator[Sequence[LogLine]]:
+        params: dict[str, Any] = {
+            "stdout": int(query.stdout),
+            "stderr": int(query.stderr),
+            "timestamps": 1,
+            "follow": int(query.follow),
+            "tail": "all" if query.tail is None else str(query.tail),
+        }
+        if query.since is not None:
+            params["since"] = f"{query.since.timestamp():.9f}"
+
+        def open_log() -> CancellableStream[bytes]:
+            client = self._client(streaming=True)
+            url = f"{client.base_url}/v{client.api_version}/containers/{quote(ref, safe='')}/logs"
+            response = client.get(url, params=params, stream=True, timeout=(self._timeout, None))
+            try:
+                response.raise_for_status()
+            except requests.exceptions.HTTPError as exc:
+                raise create_api_error_from_http_exception(exc) from exc
+            return CancellableStream(response.iter_content(chunk_size=None), response)
+
+        stream = await self._run(open_log, ref=ref)
+        return self._read_log(stream, follow=query.follow)
+
+    async def _read_log(
+        self, stream: CancellableStream[bytes], *, follow: bool
+    ) -> AsyncIterator[Sequence[LogLine]]:
+        parser = _LogParser()
+
+        def next_batch() -> list[LogLine] | None:
+            batch: list[LogLine] = []
+            for chunk in stream:
+                batch.extend(parser.feed(chunk))
+                if len(batch) >= LOG_BATCH_LINES or (follow and batch):
+                    return batch
+            batch.extend(parser.end())
+            return batch or None
+
+        loop = asyncio.get_running_loop()
+        try:
+            while (batch := await loop.run_in_executor(self._pool, next_batch)) is not None:
+                yield batch
+        finally:
+            stream.close()
+
+    async def start(self, ref: str) -> None:
+        await self._run(lambda: self._client().start(ref), ref=ref)
+
+    async def stop(self, ref: str, grace_seconds: int | None) -> None:
+        grace = 10 if grace_seconds is None else grace_seconds
+        await self._run(lambda: self._client().stop(ref, timeout=grace), ref=ref, slack=grace)
+
+    async def restart(self, ref: str, grace_seconds: int | None) -> None:
+        grace = 10 if grace_seconds is None else grace_seconds
+        await self._run(lambda: self._client().restart(ref, timeout=grace), ref=ref, slack=grace)
+
+    async def remove(self, ref: str, *, force: bool, volumes: bool) -> None:
+        await self._run(lambda: self._client().remove_container(ref, v=volumes, force=force), ref=ref)
+
+    async def prune(self, request: PruneRequest) -> PruneReport:
+        if request.dry_run:
+            return await self._run(lambda: self._prune_plan(request), slack=self._timeout)
+        client = self._client()
+        # Each prune may walk the whole engine's storage: give them the timeout each.
+        containers = await self._run(client.prune_containers, slack=self._timeout)
+        images: dict[str, Any] = await self._run(
+            lambda: client.prune_images(  # type: ignore[no-untyped-call]  # (missing from types-docker)
+                filters={"dangling": not request.all}
+            ),
+            slack=self._timeout,
+        )
+        networks = await self._run(client.prune_networks, slack=self._timeout)
+        builds = await self._run(lambda: client.prune_builds(all=request.all), slack=self._timeout)
+        return PruneReport(
+            node=self.node,
+            dry_run=False,
+            containers=Pruned(
+                tuple(containers.get("ContainersDeleted") or ()), int(containers.get("SpaceReclaimed") or 0)
+            ),
+            images=Pruned(
+                tuple(
+                    entry.get("Deleted") or entry.get("Untagged", "")
+                    for entry in images.get("ImagesDeleted") or ()
+                ),
+                int(images.get("SpaceReclaimed") or 0),
+            ),
+            networks=Pruned(tuple(networks.get("NetworksDeleted") or ()), 0),
+            build_cache=Pruned(
+                tuple(builds.get("CachesDeleted") or ()), int(builds.get("SpaceReclaimed") or 0)
+            ),
+        )
+
+    def _prune_plan(self, request: PruneRequest) -> PruneReport:
+        """What a prune would remove, worked out as the engine does, without removing anything."""
+        client = self._client()
+        usage = client.df()
+        containers = [
+            c for c in usage.get("Containers") or () if c.get("State") in ("exited", "created", "dead")
+        ]
+        kept = [c for c in usage.get("Containers") or () if c not in containers]
+        used_images = {c.get("ImageID") for c in kept}
+        images = [
+            i
+            for i in usage.get("Images") or ()
+            if i["Id"] not in used_images
+            and (request.all or not i.get("RepoTags") or i.get("RepoTags") == ["<none>:<none>"])
+        ]
+        networks = [
+            n
+            for n in client.networks()
+            if n.get("Name") not in ("bridge", "host", "none")
+            and not n.get("Containers")
+            and not (n.get("Labels") or {}).get("com.docker.swarm.internal")
+        ]
+        in_use_networks = {
+            name for c in kept for name in ((c.get("NetworkSettings") or {}).get("Networks") or {})
+        }
+        networks = [n for n in networks if n.get("Name") not in in_use_networks]
+        caches = [
+            b
+            for b in usage.get("BuildCache") or ()
+            if not b.get("InUse") and (request.all or not b.get("Shared"))
+        ]
+        return PruneReport(
+            node=self.node,
+            dry_run=True,
+            containers=Pruned(
+                tuple(c["Id"] for c in containers), sum(int(c.get("SizeRw") or 0) for c in containers)
+            ),
+            images=Pruned(
+                tuple(i["Id"] for i in images),
+                sum(int(i.get("Size") or 0) - int(i.get("SharedSize") or 0) for i in images),
+            ),
+            networks=Pruned(tuple(n["Id"] for n in networks), 0),
+            build_cache=Pruned(tuple(b["ID"] for b in caches), sum(int(b.get("Size") or 0) for b in caches)),
+        )
+
+    async def list_images(self) -> list[Image]:
+        summaries: list[dict[str, Any]] = await self._run(lambda: self._client().images(all=False))
+        containers: list[dict[str, Any]] = await self._run(lambda: self._client().containers(all=True))
+        histories: list[list[dict[str, Any]]] = await asyncio.gather(
+            *(
+                self._run(partial(self._history, image["Id"]), kind="image", ref=image["Id"])
+                for image in summaries
+            )
+        )
+        users = Counter(str(c.get("ImageID", "")) for c in containers)
+        images: list[Image] = []
+        for summary, history in zip(summaries, histories, strict=True):
+            layers = tuple(
+                ImageLayer(
+                    hash=str(step.get("Id", "<missing>")),
+                    instruction=str(step.get("CreatedBy", "")),
+                    size=int(step.get("Size") or 0),
+                )
+                for step in history
+            )
+            for name, tag in _tags(summary):
+                images.append(
+                    Image(
+                        id=summary["Id"],
+                        name=name,
+                        tag=tag,
+                        total_size=int(summary.get("Size") or 0),
+                        node=self.node,
+                        containers=users[summary["Id"]],
+                        created_at=datetime.fromtimestamp(int(summary.get("Created") or 0), tz=UTC),
+                        layers=layers,
+                    )
+                )
+        return images
+
+    def _history(self, image_id: str) -> list[dict[str, Any]]:
+        layers: list[dict[str, Any]] = self._client().history(image_id)  # type: ignore[no-untyped-call]
+        return layers
+
+    async def pull(self, image: str) -> AsyncIterator[PullProgress]:
+        repository, tag = parse_repository_tag(image)
+
+        def open_pull() -> Iterator[dict[str, Any]]:
+            stream: Iterator[dict[str, Any]] = self._client(streaming=True).pull(
+                repository, tag=tag or "latest", stream=True, decode=True
+            )
+            return stream
+
+        registry = f"registry of {image!r} (via node {self.node})"
+        # Reaching a registry may legitimately take longer than an engine call.
+        slack = 2 * self._timeout
+        late = EngineFailed(registry, f"no answer within {self._timeout + slack + 1:g} s")
+        try:
+            stream = await self._run(open_pull, kind="image", ref=image, slack=slack, late=late)
+        except EngineFailed as exc:
+            raise EngineFailed(registry, str(exc.detail).removeprefix(f"{self._dependency}: ")) from exc
+        return self._progress(stream, registry)
+
+    async def _progress(self, stream: Iterator[dict[str, Any]], registry: str) -> AsyncIterator[PullProgress]:
+        loop = asyncio.get_running_loop()
+        done = object()
+        while True:
+            message = await loop.run_in_executor(self._pool, lambda: next(stream, done))
+            if message is done:
+                return
+            assert isinstance(message, dict)
+            if message.get("error"):
+                raise EngineFailed(registry, str(message["error"]))
+            detail = message.get("progressDetail") or {}
+            yield PullProgress(
+                status=str(message.get("status", "")),
+                layer=message.get("id"),
+                current=detail.get("current"),
+                total=detail.get("total"),
+            )
+
+    async def exec(self, ref: str, command: Sequence[str]) -> DockerTerminal:
+        def open_exec() -> Any:
+            client = self._client(streaming=True)
+            created = client.exec_create(
+                ref, list(command), stdin=True, tty=True, environment={"TERM": "xterm"}
+            )
+            raw = client.exec_start(created["Id"], tty=True, socket=True)
+            return raw
+
+        raw = await self._run(open_exec, ref=ref)
+        return DockerTerminal(raw, self._pool)
+
+    async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
+        # The SDK takes whole seconds: ask from the second, and skip what came before the nanosecond.
+        since = None if since_nanos is None else since_nanos // 10**9
+        stream = await self._run(lambda: self._client(streaming=True).events(since=since, decode=True))
+        return self._read_events(stream, since_nanos or 0)
+
+    async def _read_events(
+        self, stream: CancellableStream[dict[str, Any]], since_nanos: int
+    ) -> AsyncIterator[EngineEvent]:
+        loop = asyncio.get_running_loop()
+        done = object()
+        try:
+            while True:
+                raw = await loop.run_in_executor(self._pool, lambda: next(stream, done))
+                if raw is done:
+                    return
+                assert isinstance(raw, dict)
+                actor = raw.get("Actor") or {}
+                event = EngineEvent(
+                    type=str(raw.get("Type", "")),
+                    action=str(raw.get("Action", "")),
+                    actor_id=str(actor.get("ID", "")),
+                    attributes={str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()},
+                    time_nanos=int(raw.get("timeNano") or int(raw.get("time", 0)) * 10**9),
+                )
+                if event.time_nanos >= since_nanos:
+                    yield event
+        finally:
+            stream.close()
+
+
+class DockerTerminal:
+    """A TTY exec session: the hijacked socket of `exec start`, read and written on the pool."""
+
+    def __init__(self, raw: Any, pool: ThreadPoolExecutor) -> None:
+        # On a unix socket the SDK hands back the socket's SocketIO (kept, with the response it holds,
+        # so neither is collected and closes the socket); on TLS, the socket itself.
+        self._raw = raw
+        self._sock: socket.socket = getattr(raw, "_sock", raw)
+        self._pool = pool
+        self._closed = False
+
+    async def read(self) -> bytes:
+        if self._closed:
+            return b""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._sock.recv, 65536)
+        except OSError:
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._sock.sendall, data)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+class _LogParser:
+    """Docker's log stream: 8-byte frame headers (stream, size) unless the container has a TTY; each
+    line starts with its RFC 3339 timestamp (we always ask for them)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._framed: bool | None = None
+        self._partial: dict[LogStream, bytes] = {LogStream.STDOUT: b"", LogStream.STDERR: b""}
+
+    def feed(self, chunk: bytes) -> list[LogLine]:
+        self._buffer += chunk
+        if self._framed is None:
+            if len(self._buffer) < 8 and not self._buffer.endswith(b"\n"):
+                return []
+            head = self._buffer[:8]
+            self._framed = len(head) == 8 and head[0] in (0, 1, 2) and head[1:4] == b"\0\0\0"
+        lines: list[LogLine] = []
+        if not self._framed:
+            data, self._buffer = self._buffer, b""
+            return self._lines(LogStream.STDOUT, data)
+        while len(self._buffer) >= 8:
+            size = int.from_bytes(self._buffer[4:8], "big")
+            if len(self._buffer) < 8 + size:
+                break
+            stream = LogStream.STDERR if self._buffer[0] == 2 else LogStream.STDOUT
+            payload = self._buffer[8 : 8 + size]
+            self._buffer = self._buffer[8 + size :]
+            lines.extend(self._lines(stream, payload))
+        return lines
+
+    def end(self) -> list[LogLine]:
+        lines: list[LogLine] = []
+        for stream, rest in self._partial.items():
+            if rest:
+                lines.append(_line(stream, rest))
+        self._partial = {stream: b"" for stream in self._partial}
+        return lines
+
+    def _lines(self, stream: LogStream, data: bytes) -> list[LogLine]:
+        *complete, rest = (self._partial[stream] + data).split(b"\n")
+        self._partial[stream] = rest
+        return [_line(stream, raw) for raw in complete]
+
+
+def _line(stream: LogStream, raw: bytes) -> LogLine:
+    stamp, _, text = raw.partition(b" ")
+    return LogLine(stream, text.decode("utf-8", "replace").removesuffix("\r"), _time(stamp.decode()))
+
+
+def _state(raw: str) -> ContainerState:
+    try:
+        return ContainerState(raw.upper())
+    except ValueError:
+        return ContainerState.DEAD
+
+
+def _sorted_ports(ports: set[PortBinding]) -> tuple[PortBinding, ...]:
+    return tuple(sorted(ports, key=lambda p: (p.private, p.protocol, p.public or 0)))
+
+
+def _int(raw: object) -> int | None:
+    return int(raw) if isinstance(raw, str | int) and str(raw).isdigit() else None
+
+
+def _time(raw: object) -> datetime | None:
+    """Docker's RFC 3339 times with nanoseconds; None for its zero time or anything unreadable."""
+    if not isinstance(raw, str) or not raw or raw == NEVER:
+        return None
+    main, _, fraction = raw.rstrip("Z").partition(".")
+    zone = "+00:00"
+    for sign in "+-":
+        if sign in fraction:
+            fraction, _, offset = fraction.partition(sign)
+            zone = sign + offset
+    try:
+        parsed = datetime.fromisoformat(f"{main}.{(fraction or '0')[:6]:0<6}{zone}")
+    except ValueError:
+        return None
+    return None if parsed.year == 1 else parsed.astimezone(UTC)
+
+
+def _redacted(item: str) -> tuple[str, str]:
+    name, _, value = item.partition("=")
+    return name, REDACTED if SECRET_NAME.search(name) else value
+
+
+def _tags(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    tags = [t for t in summary.get("RepoTags") or () if t != "<none>:<none>"]
+    if not tags:
+        return [("<none>", "<none>")]
+    return [(name, tag) for name, _, tag in (t.rpartition(":") for t in tags)]
+
+
+def _human_status(
+    state: ContainerState, raw: dict[str, Any], started: datetime | None, finished: datetime | None
+) -> str:
+    """The status text `docker ps` shows, from an inspect (which does not carry it)."""
+    now = datetime.now(UTC)
+    code = int(raw.get("ExitCode") or 0)
+    if state is ContainerState.RUNNING and started is not None:
+        return f"Up {_human(now - started)}"
+    if state is ContainerState.PAUSED and started is not None:
+        return f"Up {_human(now - started)} (Paused)"
+    if state is ContainerState.RESTARTING and finished is not None:
+        return f"Restarting ({code}) {_human(now - finished)} ago"
+    if state is ContainerState.EXITED and finished is not None:
+        return f"Exited ({code}) {_human(now - finished)} ago"
+    return state.value.capitalize()
+
+
+def _human(elapsed: timedelta) -> str:
+    """go-units' HumanDuration, which docker uses for its status texts."""
+    seconds = int(elapsed.total_seconds())
+    if seconds < 1:
+        return "Less than a second"
+    if seconds == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{seconds} seconds"
+    minutes = seconds // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if "Connection refused" in text or "FileNotFoundError" in text or "No such file" in text:
+        return f"cannot connect ({text})"
+    return text or type(exc).__name__
