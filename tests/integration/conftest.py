@@ -13,9 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import docker
 import httpx
 import pytest
 
+from tests.integration.docker_support import Containers, engine, ensure_test_image
 from tests.integration.support import (
     SERVERS,
     Invocation,
@@ -124,3 +126,34 @@ def admin(fleet_server: WorpenServer, keys: Keys) -> Iterator[httpx.Client]:
     """An HTTP client on `fleet_server` with the initial admin key."""
     with fleet_server.client(keys.admin) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def twin_server(servers: Servers) -> WorpenServer:
+    """Three nodes: `local` and `twin` on the same local engine, and `ghost`, whose socket does not exist."""
+    return servers.ready("twin_server")
+
+
+@pytest.fixture(scope="session")
+def flaky_server(servers: Servers) -> WorpenServer:
+    """One node, `flaky`, reached through support.FLAKY_SOCKET (a proxy the tests start and stop),
+    retried every half second at most."""
+    return servers.ready("flaky_server")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = engine()
+    ensure_test_image(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def containers(docker_client: docker.DockerClient) -> Iterator[Containers]:
+    """Makes this session's labelled containers; removes them after the test, whatever its outcome."""
+    made = Containers(docker_client)
+    try:
+        yield made
+    finally:
+        made.remove_all()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.integration.docker_support import ENGINE_URL
+
 DEADLINE_SECONDS = 60.0
 """Upper bound for a process to start, answer or stop; never reached when things work."""
 
@@ -204,7 +206,10 @@ FLEET_SETTINGS = {
     "WORPEN_KEY_CACHE_SECONDS": "3600",
     # Tests on this server send bad credentials on purpose; the throttle has its own server.
     "WORPEN_AUTH_FAILURES_PER_MINUTE": "100000",
+    "WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL}",
 }
+FLAKY_SOCKET = Path(tempfile.gettempdir()) / f"worpen-flaky-engine-{os.getpid()}.sock"
+"""Where `flaky_server` finds its engine: a proxy the tests stop and start (docker_support.EngineProxy)."""
 BUFFERING = {"WORPEN_FLUSH_INTERVAL": "60"}
 """Telemetry stays buffered for a minute: what reaches the database before then got there another way."""
 
@@ -216,6 +221,12 @@ SERVERS: dict[str, ServerSpec] = {
     "no_auth_public_server": ServerSpec({"WORPEN_AUTH": "off"}, ["--host", "0.0.0.0"], serves=False),
     "crash_server": ServerSpec(BUFFERING),
     "buffering_server": ServerSpec(BUFFERING),
+    "twin_server": ServerSpec(
+        {"WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL},twin={ENGINE_URL},ghost=unix:///nonexistent/ghost.sock"}
+    ),
+    "flaky_server": ServerSpec(
+        {"WORPEN_DOCKER_HOSTS": f"flaky=unix://{FLAKY_SOCKET}", "WORPEN_DOCKER_RETRY_MAX": "0.5"}
+    ),
 }
 """The servers of the integration tests, by the name of the fixture that provides each."""
 

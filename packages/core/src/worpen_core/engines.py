@@ -427,6 +427,8 @@ class Containers:
         failed: list[WorpenError] = []
         for runtime, result in zip(targets, results, strict=True):
             if isinstance(result, Ambiguous):
+                if len(ref) < MIN_PREFIX:
+                    raise InvalidInput(f"an id prefix needs at least {MIN_PREFIX} characters", "id")
                 await self._ambiguous(ref, [runtime])
             elif isinstance(result, NotFound):
                 continue

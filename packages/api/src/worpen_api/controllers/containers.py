@@ -105,7 +105,6 @@ class ContainerController(Controller):
         description="JSON lines (application/x-ndjson), one `{stream, line, ts}` object per line, streamed "
         "as read. With `follow=true`, a Server-Sent Events stream instead: a `log` event per line (its data "
         "the same object) until the container stops (an `end` event) or the client leaves.",
-        media_type=NDJSON,
     )
     async def logs(
         self,

@@ -1,0 +1,172 @@
+"""Helpers of the Docker tests: the local engine (never skipped: scripts/test starts one), the test image,
+containers labelled for this session and always removed, an SSE reader, and a proxy in front of the
+engine's socket that tests stop and start to make an engine go away and come back."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+from docker.models.containers import Container
+
+ENGINE_SOCKET = "/var/run/docker.sock"
+ENGINE_URL = f"unix://{ENGINE_SOCKET}"
+TEST_IMAGE = os.environ.get("WORPEN_TEST_IMAGE", "worpen-test/busybox:1")
+DOCKERFILE = Path(__file__).parent.parent / "docker" / "Dockerfile"
+SESSION_LABEL = "worpen.test.session"
+SESSION = uuid.uuid4().hex[:12]
+"""The value of SESSION_LABEL on every container this test session creates."""
+
+
+def engine() -> docker.DockerClient:
+    """The local engine, or a failure that says how to get one (tests that need Docker never skip)."""
+    client = docker.DockerClient(base_url=ENGINE_URL, timeout=60)
+    try:
+        client.ping()
+    except Exception as exc:
+        raise AssertionError(
+            f"no Docker engine answers on {ENGINE_SOCKET} ({exc}): run the tests with scripts/test, "
+            "which installs and starts one"
+        ) from exc
+    return client
+
+
+def ensure_test_image(client: docker.DockerClient) -> None:
+    """Build the FROM-scratch busybox image if scripts/test has not (no registry is reachable)."""
+    try:
+        client.images.get(TEST_IMAGE)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    with tempfile.TemporaryDirectory() as context:
+        shutil.copy(busybox, Path(context) / "busybox")
+        shutil.copy(DOCKERFILE, Path(context) / "Dockerfile")
+        client.images.build(path=context, tag=TEST_IMAGE, rm=True)
+
+
+class Containers:
+    """Creates containers labelled with this session (and a name prefix of its own), removed by
+    `remove_all` even when a test fails."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+
+    def run(self, script: str, *, name: str | None = None, **options: Any) -> Container:
+        labels = {SESSION_LABEL: SESSION, **options.pop("labels", {})}
+        container: Container = self.client.containers.run(
+            TEST_IMAGE,
+            ["sh", "-c", script],
+            name=name or f"wt-{SESSION}-{uuid.uuid4().hex[:8]}",
+            labels=labels,
+            detach=True,
+            stop_signal="SIGKILL",
+            **options,
+        )
+        return container
+
+    def create(self, *, name: str | None = None) -> Container:
+        container: Container = self.client.containers.create(
+            TEST_IMAGE,
+            ["sh", "-c", "true"],
+            name=name or f"wt-{SESSION}-{uuid.uuid4().hex[:8]}",
+            labels={SESSION_LABEL: SESSION},
+        )
+        return container
+
+    def remove_all(self) -> None:
+        for container in self.client.containers.list(
+            all=True, filters={"label": f"{SESSION_LABEL}={SESSION}"}
+        ):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True)
+
+
+def wait_for(condition: Any, what: str, seconds: float = 30.0) -> Any:
+    """Poll `condition()` until it returns something truthy; a bound on a hang, not a timing test."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a Server-Sent Events response, as they arrive."""
+    event, data = "message", ""
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            event = line.partition(":")[2].strip()
+        elif line.startswith("data:"):
+            data += line.partition(":")[2].strip()
+        elif not line and data:
+            yield event, json.loads(data)
+            event, data = "message", ""
+
+
+class EngineProxy:
+    """A unix socket that forwards to the engine's while running: stopping it drops every connection
+    and refuses new ones, as an engine that went away would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._listener: socket.socket | None = None
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        self.path.unlink(missing_ok=True)
+        with self._lock:
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+                connection.close()
+            self._connections.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(ENGINE_SOCKET)
+            with self._lock:
+                self._connections += [client, upstream]
+            for source, target in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
