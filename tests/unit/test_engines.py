@@ -1,0 +1,275 @@
+"""Unit tests of the container use cases with fake engines: reference resolution across nodes, the audit
+trail's promise (never says an operation did not happen when it did), and the engine watch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
+from worpen_core.audit import AuditQuery, Outcome
+from worpen_core.auth import Principal, Role
+from worpen_core.containers import (
+    Container,
+    ContainerDetail,
+    ContainerState,
+    EngineEvent,
+    EngineInfo,
+    Image,
+    LogLine,
+    LogQuery,
+    PruneReport,
+    PruneRequest,
+    PullProgress,
+)
+from worpen_core.engines import AuditTrail, Containers, domain_event
+from worpen_core.errors import Ambiguous, Conflict, InvalidInput, NotFound, Unavailable
+from worpen_core.events import ContainerDied, ContainerHealthChanged, EngineAvailable, EngineUnavailable
+from worpen_core.ports import TerminalChannel
+
+OPERATOR = Principal("key-1", "ops", Role.OPERATOR)
+ID = "a1b2c3d4" + "0" * 56
+
+
+def container(node: str, cid: str = ID, name: str = "web") -> Container:
+    return Container(cid, name, "img:1", ContainerState.RUNNING, "Up", node, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def detail(c: Container) -> ContainerDetail:
+    return ContainerDetail(c, (), (), {}, "", "", "", "no", (), {}, 0, 0, False, "", None, None, None)
+
+
+class FakeRuntime:
+    """An engine holding `held` containers, resolving references the way Docker does."""
+
+    def __init__(self, node: str, held: Sequence[Container] = (), *, down: bool = False) -> None:
+        self.node = node
+        self.held = list(held)
+        self.down = down
+        self.started: list[str] = []
+        self.events_from: list[int | None] = []
+        self.streams: list[list[EngineEvent]] = []
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unavailable(f"node {self.node} docker engine", "cannot connect")
+
+    async def info(self) -> EngineInfo:
+        self._check()
+        return EngineInfo("1", "1.41", "linux", len(self.held), 0)
+
+    async def list_containers(self) -> list[Container]:
+        self._check()
+        return list(self.held)
+
+    async def inspect(self, ref: str) -> ContainerDetail:
+        self._check()
+        exact = [c for c in self.held if ref in (c.id, c.name)]
+        matches = exact or [c for c in self.held if c.id.startswith(ref)]
+        if len(matches) > 1:
+            raise Ambiguous(ref)
+        if not matches:
+            raise NotFound("container", ref)
+        return detail(matches[0])
+
+    async def logs(self, ref: str, query: LogQuery) -> AsyncIterator[Sequence[LogLine]]:
+        raise NotImplementedError
+
+    async def start(self, ref: str) -> None:
+        self._check()
+        self.started.append(ref)
+
+    async def stop(self, ref: str, grace_seconds: int | None) -> None:
+        raise Conflict("the engine refuses")
+
+    async def restart(self, ref: str, grace_seconds: int | None) -> None:
+        raise NotImplementedError
+
+    async def remove(self, ref: str, *, force: bool, volumes: bool) -> None:
+        raise NotImplementedError
+
+    async def prune(self, request: PruneRequest) -> PruneReport:
+        raise NotImplementedError
+
+    async def list_images(self) -> list[Image]:
+        raise NotImplementedError
+
+    async def pull(self, image: str) -> AsyncIterator[PullProgress]:
+        raise NotImplementedError
+
+    async def exec(self, ref: str, command: Sequence[str]) -> TerminalChannel:
+        raise NotImplementedError
+
+    async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
+        self._check()
+        self.events_from.append(since_nanos)
+        batch = self.streams.pop(0) if self.streams else []
+        return _stream(batch)
+
+
+async def _stream(events: list[EngineEvent]) -> AsyncIterator[EngineEvent]:
+    for event in events:
+        yield event
+
+
+def fleet(
+    runtimes: Sequence[FakeRuntime], uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> Containers:
+    return Containers(runtimes, AuditTrail(uow, clock), clock, bus)
+
+
+async def test_a_reference_is_a_full_id_a_prefix_of_four_or_more_or_a_name(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    containers = fleet([FakeRuntime("a", [container("a")])], uow, clock, bus)
+
+    for ref in (ID, ID[:4], "web", "/web"):
+        assert (await containers.inspect(ref)).container.id == ID
+    with pytest.raises(InvalidInput, match="at least 4"):
+        await containers.inspect(ID[:3])
+    with pytest.raises(NotFound):
+        await containers.inspect("nothing")
+    with pytest.raises(InvalidInput):
+        await containers.inspect("not a name")
+
+
+async def test_a_reference_found_on_two_nodes_is_ambiguous_unless_a_node_is_given(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    containers = fleet(
+        [FakeRuntime("a", [container("a")]), FakeRuntime("b", [container("b")])], uow, clock, bus
+    )
+
+    with pytest.raises(Ambiguous) as ambiguous:
+        await containers.inspect("web")
+    assert ambiguous.value.candidates == ("a/web (a1b2c3d40000)", "b/web (a1b2c3d40000)")
+    assert (await containers.inspect("web", "b")).container.node == "b"
+
+
+async def test_an_ambiguous_prefix_lists_its_candidates(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    twins = [container("a", ID, "one"), container("a", ID[:6] + "f" * 58, "two")]
+    containers = fleet([FakeRuntime("a", twins)], uow, clock, bus)
+
+    with pytest.raises(Ambiguous) as ambiguous:
+        await containers.inspect(ID[:5])
+    assert {candidate.split(" ")[0] for candidate in ambiguous.value.candidates} == {"a/one", "a/two"}
+
+
+async def test_a_container_not_found_while_a_node_is_down_is_that_nodes_outage(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    containers = fleet([FakeRuntime("a"), FakeRuntime("b", down=True)], uow, clock, bus)
+
+    with pytest.raises(Unavailable, match="node b"):
+        await containers.inspect("web")
+    listing = await containers.list_containers()
+    assert listing.items == []
+    assert list(listing.unavailable) == ["b"]
+    with pytest.raises(Unavailable):
+        await containers.list_containers(node="b")
+
+
+async def test_an_operation_is_audited_before_it_runs_and_its_outcome_after(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    runtime = FakeRuntime("a", [container("a")])
+    containers = fleet([runtime], uow, clock, bus)
+
+    await containers.start(OPERATOR, "web")
+    with pytest.raises(Conflict):
+        await containers.stop(OPERATOR, "web")
+
+    entries = await AuditTrail(uow, clock).query(AuditQuery())
+    by_action = {entry.action: entry for entry in entries}
+    assert by_action["container.start"].outcome is Outcome.SUCCEEDED
+    assert by_action["container.start"].actor == "ops"
+    assert by_action["container.start"].target == "web (a1b2c3d40000)"
+    assert by_action["container.stop"].outcome is Outcome.FAILED
+    assert by_action["container.stop"].error == "the engine refuses"
+
+
+async def test_no_operation_runs_when_its_audit_entry_cannot_be_written(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    runtime = FakeRuntime("a", [container("a")])
+    containers = fleet([runtime], uow, clock, bus)
+    uow.store.broken = True
+
+    with pytest.raises(Unavailable, match="database"):
+        await containers.start(OPERATOR, "web")
+    assert runtime.started == []
+
+
+async def test_an_outcome_that_cannot_be_written_at_once_is_written_later(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    audit = AuditTrail(uow, clock)
+
+    async def outage_midway() -> str:
+        uow.store.broken = True
+        return "done"
+
+    assert await audit.run(OPERATOR, "container.start", "web", "a", outage_midway) == "done"
+    [pending] = uow.store.audit.values()
+    assert pending.outcome is Outcome.PENDING
+    with pytest.raises(Unavailable):
+        await audit.flush()
+
+    uow.store.broken = False
+    assert await audit.flush() == 1
+    [written] = uow.store.audit.values()
+    assert written.outcome is Outcome.SUCCEEDED
+
+
+def raw(action: str, **attributes: str) -> EngineEvent:
+    return EngineEvent(
+        "container", action, ID, {"name": "web", "image": "img:1", **attributes}, 1_700_000_000 * 10**9
+    )
+
+
+def test_engine_events_become_domain_events() -> None:
+    died = domain_event("a", raw("die", exitCode="137"))
+    health = domain_event("a", raw("health_status: unhealthy"))
+
+    assert isinstance(died, ContainerDied)
+    assert (died.node, died.container_id, died.name, died.exit_code) == ("a", ID, "web", 137)
+    assert died.at == datetime.fromtimestamp(1_700_000_000, tz=UTC)
+    assert isinstance(health, ContainerHealthChanged)
+    assert health.health == "UNHEALTHY"
+    assert domain_event("a", raw("exec_start: sh")) is None
+    assert domain_event("a", EngineEvent("network", "connect", "n", {}, 0)) is None
+
+
+async def test_the_watch_marks_a_lost_engine_and_resumes_after_the_last_event(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    runtime = FakeRuntime("a")
+    runtime.streams = [[raw("start"), raw("die", exitCode="1")]]
+    containers = fleet([runtime], uow, clock, bus)
+    stopping = asyncio.Event()
+    watch = asyncio.create_task(containers.watch(stopping, first_retry=0.01, max_retry=0.02))
+
+    async def published(kind: type, count: int = 1) -> None:
+        while sum(isinstance(event, kind) for event in bus.published) < count:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(published(ContainerDied), 5)
+    runtime.down = True  # the stream has ended: the engine is gone
+    await asyncio.wait_for(published(EngineUnavailable), 5)
+    await asyncio.sleep(0.05)  # a few retries, all failing
+    [status] = containers.engines()
+    assert status.available is False
+    runtime.down = False
+    await asyncio.wait_for(published(EngineAvailable, 2), 5)
+    stopping.set()
+    await asyncio.wait_for(watch, 5)
+
+    assert runtime.events_from[0] == int(clock.now().timestamp() * 1e9)
+    assert runtime.events_from[1] == raw("die").time_nanos + 1
+    kinds = [type(event).__name__ for event in bus.published]
+    assert kinds[:3] == ["EngineAvailable", "ContainerStarted", "ContainerDied"]
