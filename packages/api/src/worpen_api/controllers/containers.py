@@ -130,7 +130,12 @@ class ContainerController(Controller):
         batches = await containers.logs(container_id, query, node)
         if follow:
             return ServerSentEvent(_log_events(batches, timestamps))
-        return Stream(_log_lines(batches, timestamps), media_type=NDJSON)
+        # A log that fits in one read is answered whole; a longer one is streamed as it is read.
+        first = await anext(batches, ())
+        second = await anext(batches, None)
+        if second is None:
+            return Response(_lines_json(first, timestamps), media_type=NDJSON)
+        return Stream(_log_lines(_chain(first, second, batches), timestamps), media_type=NDJSON)
 
     @post(
         "/{container_id:str}/start",
@@ -299,6 +304,15 @@ class DockerController(Controller):
 
 def _lines_json(batch: Sequence[LogLine], timestamps: bool) -> bytes:
     return b"".join(_encode(LogLineOut.of(line, timestamps)) + b"\n" for line in batch)
+
+
+async def _chain(
+    first: Sequence[LogLine], second: Sequence[LogLine], rest: AsyncIterator[Sequence[LogLine]]
+) -> AsyncIterator[Sequence[LogLine]]:
+    yield first
+    yield second
+    async for batch in rest:
+        yield batch
 
 
 async def _log_lines(batches: AsyncIterator[Sequence[LogLine]], timestamps: bool) -> AsyncIterator[bytes]:
