@@ -140,9 +140,7 @@ def main() -> None:
             )
             while b"line 1000 " not in logger.logs(tail=1):
                 time.sleep(0.1)
-            print(
-                f"engine API {version}; {args.rounds} rounds of {args.per_round} calls per side; medians in ms"
-            )
+            print(f"engine API {version}; {args.rounds} rounds of {args.per_round} calls a side; medians, ms")
             print(f"{'containers':>10} {'call':<22} {'worpen':>9} {'engine':>9} {'ratio':>7}")
             for size in args.sizes:
                 held = fill(client, size, run)
