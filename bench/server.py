@@ -32,9 +32,10 @@ async def bench_noop() -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings)
-    app = create_app(bootstrap(settings))
+    worpen = bootstrap(settings)
+    app = create_app(worpen)
     app.register(bench_noop)
-    serve(app, settings)
+    serve(app, settings, worpen.drain)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,11 @@ class WorpenServer:
             self.stop(signal.SIGKILL)
             raise AssertionError(f"worpen serve did not exit in {DEADLINE_SECONDS}s:\n{self.log()}") from None
 
+    def stop_async(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Send `sig` without waiting (see `wait_for_exit`)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """Send `sig` (SIGKILL if it does not stop in time) and return the exit status."""
         if self.process.poll() is None:

@@ -14,8 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.integration.docker_support import Containers, EngineProxy, sse_events, wait_for
-from tests.integration.support import FLAKY_SOCKET, Keys, WorpenServer
+from tests.integration.docker_support import ENGINE_URL, Containers, EngineProxy, sse_events, wait_for
+from tests.integration.support import FLAKY_SOCKET, Keys, WorpenServer, start_server
 
 pytestmark = pytest.mark.integration
 
@@ -287,3 +287,23 @@ def test_roles_decide_who_may_call_each_docker_route(
         assert anonymous.request(method, path, json=body).status_code == 401
     with fleet_server.client(keys.agent.secret) as agent:
         assert agent.request(method, path, json=body).status_code == 403
+
+
+def test_a_stopping_server_ends_the_streams_it_serves(tmp_path: Path, containers: Containers) -> None:
+    container = containers.run("while true; do echo tick; sleep 0.2; done")
+    server = start_server(tmp_path / "worpen.db", {"WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL}"})
+    try:
+        with (
+            server.client(server.initial_admin_key()) as client,
+            client.stream(
+                "GET", f"/api/v1/containers/{container.id}/logs", params={"follow": "true"}
+            ) as response,
+        ):
+            events = sse_events(response)
+            assert next(events)[0] == "log"
+            server.stop_async()
+            ended = next(data for event, data in events if event == "end")
+        assert ended == {"reason": "Worpen is shutting down"}
+        assert server.wait_for_exit() == 0
+    finally:
+        server.stop()

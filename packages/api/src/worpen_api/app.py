@@ -71,6 +71,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "containers": _constant(worpen.containers),
             "audit": _constant(worpen.audit),
             "feed": _constant(worpen.feed),
+            "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),
             "authenticator": _constant(worpen.authenticator),
             "metrics": _constant(metrics),

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
@@ -81,8 +82,19 @@ def _settings(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
-def serve(app: Litestar, settings: Settings) -> None:
-    """Serve `app` (and, through its lifespan, gRPC) until SIGTERM or SIGINT."""
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._drain = drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._drain()
+        await super().shutdown(sockets)
+
+
+def serve(app: Litestar, settings: Settings, drain: Callable[[], None]) -> None:
+    """Serve `app` (and, through its lifespan, gRPC) until SIGTERM or SIGINT; `drain` is called as the
+    server stops taking connections, to end the streams it serves."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -99,7 +111,7 @@ def serve(app: Litestar, settings: Settings) -> None:
     # so end the way a service manager expects from a clean stop: exit status 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
-    server = uvicorn.Server(config)
+    server = _Server(config, drain)
     server.run()
     if not server.started:
         sys.exit("worpen: the server did not start (see the log above)")
@@ -159,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = _settings(args)
         configure_logging(settings)
         if args.command == "serve":
-            serve(create_app(bootstrap(settings)), settings)
+            worpen = bootstrap(settings)
+            serve(create_app(worpen), settings, worpen.drain)
         elif args.command == "migrate":
             asyncio.run(_with_worpen(settings, lambda _: asyncio.sleep(0)))
             print("database is up to date")

@@ -41,6 +41,9 @@ class Worpen:
     """Run first on stop, so nothing new arrives while buffers are flushed (stop gRPC)."""
     on_stop: list[Hook] = field(default_factory=list)
     """Run in order after the last flush (drain the bus, close the database)."""
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server starts to shut down: the streams it serves (log follows, the event feed) end,
+    so clients are not held until the graceful-shutdown timeout."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -63,6 +66,7 @@ class Worpen:
         for hook in self.on_start:
             await hook()
         self._stopping.clear()
+        self.draining.clear()
         self._tasks = [
             asyncio.create_task(self._every(self.settings.sweep_interval, self.fleet.sweep, "sweep")),
             asyncio.create_task(self._every(self.settings.flush_interval, self.fleet.flush, "flush")),
@@ -71,6 +75,10 @@ class Worpen:
                 self.containers.watch(self._stopping, FIRST_ENGINE_RETRY, self.settings.docker_retry_max)
             ),
         ]
+
+    def drain(self) -> None:
+        """End the streams being served; called as the server stops taking connections."""
+        self.draining.set()
 
     async def stop(self) -> None:
         """Stop taking heartbeats and the loops, flush what is buffered, then close the bus and database."""

@@ -41,6 +41,7 @@ from worpen_core.events import (
     ImagePulled,
 )
 from worpen_core.ports import Clock, ContainerRuntime, EventBus, TerminalChannel, UnitOfWorkFactory
+from worpen_core.streams import until
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -375,7 +376,7 @@ class Containers:
                 stream = await runtime.events(since)
                 await self._mark(status, available=True)
                 delay = first_retry
-                async for raw in _until(stream, stopping):
+                async for raw in until(stream, stopping):
                     since = raw.time_nanos + 1
                     event = domain_event(runtime.node, raw)
                     if event is not None:
@@ -468,28 +469,6 @@ def _reason(exc: BaseException) -> str:
 
 def _describe(container: Container) -> str:
     return f"{container.name} ({container.id[:12]})"
-
-
-async def _until(stream: AsyncIterator[EngineEvent], stopping: asyncio.Event) -> AsyncIterator[EngineEvent]:
-    """The stream's items until it ends or `stopping` is set."""
-    stop = asyncio.ensure_future(stopping.wait())
-    try:
-        while True:
-            step = asyncio.ensure_future(anext(stream))
-            await asyncio.wait([step, stop], return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
-                step.cancel()
-                await asyncio.gather(step, return_exceptions=True)
-                return
-            try:
-                yield step.result()
-            except StopAsyncIteration:
-                return
-    finally:
-        stop.cancel()
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 HEALTH_OF = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY", "starting": "STARTING"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ from worpen_core.audit import AuditQuery
 from worpen_core.auth import Permission
 from worpen_core.engines import AuditTrail
 from worpen_core.feed import EventFeed
+from worpen_core.streams import until
 
 _encode = msgspec.json.Encoder().encode
 
@@ -65,6 +67,7 @@ class EventController(Controller):
         self,
         request: Request[Any, Any, Any],
         feed: NamedDependency[EventFeed],
+        draining: NamedDependency[asyncio.Event],
         after: Annotated[int | None, QueryParameter(ge=0)] = None,
         follow: FromQuery[bool] = False,
     ) -> Response[Any]:
@@ -72,10 +75,12 @@ class EventController(Controller):
             return Response([event_out(n, e) for n, e in feed.since(after or 0)])
         resume = request.headers.get("last-event-id", "")
         start = int(resume) if resume.isdigit() else after
-        return ServerSentEvent(_follow(feed, start))
+        return ServerSentEvent(_follow(feed, start, draining))
 
 
-async def _follow(feed: EventFeed, after: int | None) -> AsyncIterator[ServerSentEventMessage]:
-    async for number, event in feed.follow(after):
+async def _follow(
+    feed: EventFeed, after: int | None, draining: asyncio.Event
+) -> AsyncIterator[ServerSentEventMessage]:
+    async for number, event in until(feed.follow(after), draining):
         body = event_out(number, event)
         yield ServerSentEventMessage(data=_encode(body).decode(), event=body["type"], id=str(number))

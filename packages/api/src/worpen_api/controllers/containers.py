@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -33,6 +34,7 @@ from worpen_core.auth import Permission
 from worpen_core.containers import ContainerState, LogLine, LogQuery, PruneRequest, PullProgress
 from worpen_core.engines import Containers
 from worpen_core.errors import WorpenError
+from worpen_core.streams import until
 
 UNAVAILABLE_NODES = "X-Unavailable-Nodes"
 """Response header of the fleet-wide lists: the nodes whose engine could not be asked, comma-separated."""
@@ -109,6 +111,7 @@ class ContainerController(Controller):
     async def logs(
         self,
         containers: NamedDependency[Containers],
+        draining: NamedDependency[asyncio.Event],
         container_id: ContainerRef,
         node: Node = None,
         tail: Annotated[
@@ -129,7 +132,7 @@ class ContainerController(Controller):
         )
         batches = await containers.logs(container_id, query, node)
         if follow:
-            return ServerSentEvent(_log_events(batches, timestamps))
+            return ServerSentEvent(_log_events(batches, timestamps, draining))
         # A log that fits in one read is answered whole; a longer one is streamed as it is read.
         first = await anext(batches, ())
         second = await anext(batches, None)
@@ -321,12 +324,13 @@ async def _log_lines(batches: AsyncIterator[Sequence[LogLine]], timestamps: bool
 
 
 async def _log_events(
-    batches: AsyncIterator[Sequence[LogLine]], timestamps: bool
+    batches: AsyncIterator[Sequence[LogLine]], timestamps: bool, draining: asyncio.Event
 ) -> AsyncIterator[ServerSentEventMessage]:
-    async for batch in batches:
+    async for batch in until(batches, draining):
         for line in batch:
             yield ServerSentEventMessage(data=_encode(LogLineOut.of(line, timestamps)).decode(), event="log")
-    yield ServerSentEventMessage(data='{"reason":"the log ended: the container stopped"}', event="end")
+    reason = "Worpen is shutting down" if draining.is_set() else "the container stopped"
+    yield ServerSentEventMessage(data=_encode({"reason": reason}).decode(), event="end")
 
 
 async def _pull_events(
