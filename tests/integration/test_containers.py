@@ -108,6 +108,10 @@ def test_list_across_two_engine_connections_names_the_node_that_is_down(
     assert f"twin/{container.name}" in ambiguous.json()["detail"]
     assert chosen.status_code == 200
     assert chosen.json()["node"] == "twin"
+    with twin_server.client(twin_server.initial_admin_key()) as client:
+        metrics = client.get("/metrics").text
+    assert 'worpen_docker_engine_up{node="ghost"} 0.0' in metrics
+    assert 'worpen_docker_engine_up{node="local"} 1.0' in metrics
 
 
 def test_containers_are_found_by_id_unique_prefix_or_name(

@@ -87,6 +87,15 @@ class FleetCollector(Collector):
         buffered = GaugeMetricFamily("worpen_telemetry_buffered_samples", "Samples waiting to be written")
         buffered.add_metric([], fleet.buffered_samples)
         yield buffered
+        engines = GaugeMetricFamily(
+            "worpen_docker_engine_up", "1 when Worpen reaches the node's Docker engine", labels=["node"]
+        )
+        for engine in self._worpen.containers.engines():
+            engines.add_metric([engine.node], 1 if engine.available else 0)
+        yield engines
+        terminals = GaugeMetricFamily("worpen_terminal_sessions", "Open terminal sessions")
+        terminals.add_metric([], len(self._worpen.containers.terminals()))
+        yield terminals
 
 
 class Metrics:
