@@ -50,6 +50,7 @@ class FakeRuntime:
         self.held = list(held)
         self.down = down
         self.started: list[str] = []
+        self.listed = 0
         self.events_from: list[int | None] = []
         self.streams: list[list[EngineEvent]] = []
 
@@ -62,6 +63,7 @@ class FakeRuntime:
         return EngineInfo("1", "1.41", "linux", len(self.held), 0)
 
     async def list_containers(self) -> list[Container]:
+        self.listed += 1
         self._check()
         return list(self.held)
 
@@ -264,6 +266,10 @@ async def test_the_watch_marks_a_lost_engine_and_resumes_after_the_last_event(
     await asyncio.sleep(0.05)  # a few retries, all failing
     [status] = containers.engines()
     assert status.available is False
+    listed_before = runtime.listed
+    listing = await containers.list_containers()
+    assert "cannot connect" in listing.unavailable["a"]
+    assert runtime.listed == listed_before  # known down: not asked, no waiting on a hung engine
     runtime.down = False
     await asyncio.wait_for(published(EngineAvailable, 2), 5)
     stopping.set()

@@ -143,6 +143,8 @@ class EngineStatus:
     since: datetime | None = None
     detail: str | None = None
     info: EngineInfo | None = None
+    outage: Unavailable | None = None
+    """Why the engine is out of reach, while it is (calls to it fail at once with this)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,13 +274,25 @@ class Containers:
         listing.items.sort(key=lambda i: (i.node, i.name, i.tag))
         return listing
 
+    async def _unless_known_down(
+        self, runtime: ContainerRuntime, call: Callable[[ContainerRuntime], Awaitable[T]]
+    ) -> T:
+        """`call(runtime)`, unless the watch knows the engine is out of reach: then fail at once, rather
+        than let a hung engine hold every fleet-wide request for the whole timeout."""
+        outage = self._status[runtime.node].outage
+        if outage is not None:
+            raise Unavailable(outage.dependency, outage.reason)
+        return await call(runtime)
+
     async def _from_each(
         self, node: str | None, fetch: Callable[[ContainerRuntime], Awaitable[list[Item]]]
     ) -> Listing[Item]:
         """What `fetch` gets from every node concurrently (or from one). A node whose engine fails is
         left out and named in `unavailable`; when that node alone was asked for, its error is raised."""
         targets = self._targets(node)
-        results = await asyncio.gather(*(fetch(runtime) for runtime in targets), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._unless_known_down(runtime, fetch) for runtime in targets), return_exceptions=True
+        )
         items: list[Item] = []
         unavailable: dict[str, str] = {}
         for runtime, result in zip(targets, results, strict=True):
@@ -309,6 +323,8 @@ class Containers:
             async for item in stream:
                 yield item
             error = None
+        except GeneratorExit:
+            raise
         except BaseException as exc:
             error = _reason(exc)
             raise
@@ -375,6 +391,7 @@ class Containers:
                     since = int(self._clock.now().timestamp() * 1e9)
                 stream = await runtime.events(since)
                 await self._mark(status, available=True)
+                status.outage = None
                 delay = first_retry
                 async for raw in until(stream, stopping):
                     since = raw.time_nanos + 1
@@ -386,6 +403,7 @@ class Containers:
                 raise Unavailable(f"node {runtime.node} docker engine", "the event stream ended")
             except WorpenError as exc:
                 await self._mark(status, available=False, detail=exc.detail)
+                status.outage = exc if isinstance(exc, Unavailable) else None
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
             except TimeoutError:
@@ -423,7 +441,9 @@ class Containers:
         """Find the one container `ref` names, on `node` or on any node."""
         ref = check_reference(ref)
         targets = self._targets(node)
-        results = await asyncio.gather(*(r.inspect(ref) for r in targets), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._unless_known_down(r, lambda r: r.inspect(ref)) for r in targets), return_exceptions=True
+        )
         found: list[tuple[ContainerRuntime, ContainerDetail]] = []
         failed: list[WorpenError] = []
         for runtime, result in zip(targets, results, strict=True):

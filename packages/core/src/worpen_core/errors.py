@@ -60,6 +60,7 @@ class Unavailable(WorpenError):
     def __init__(self, dependency: str, detail: str) -> None:
         super().__init__(f"{dependency} unavailable: {detail}")
         self.dependency = dependency
+        self.reason = detail
 
 
 class EngineFailed(WorpenError):
