@@ -312,10 +312,10 @@ class DockerContainerRuntime:
             return CancellableStream(chunks, response)
 
         stream = await self._run(open_log, ref=ref)
-        return self._read_log(stream, follow=query.follow)
+        return self._read_log(stream, ref, follow=query.follow)
 
     async def _read_log(
-        self, stream: CancellableStream[bytes], *, follow: bool
+        self, stream: CancellableStream[bytes], ref: str, *, follow: bool
     ) -> AsyncIterator[Sequence[LogLine]]:
         parser = _LogParser()
 
@@ -330,7 +330,8 @@ class DockerContainerRuntime:
 
         loop = asyncio.get_running_loop()
         try:
-            while (batch := await loop.run_in_executor(self._pool, next_batch)) is not None:
+            read = self._translating(next_batch, "container", ref)
+            while (batch := await loop.run_in_executor(self._pool, read)) is not None:
                 yield batch
         finally:
             stream.close()
@@ -488,8 +489,9 @@ class DockerContainerRuntime:
     async def _progress(self, stream: Iterator[dict[str, Any]], registry: str) -> AsyncIterator[PullProgress]:
         loop = asyncio.get_running_loop()
         done = object()
+        read = self._translating(lambda: next(stream, done), "image", "")
         while True:
-            message = await loop.run_in_executor(self._pool, lambda: next(stream, done))
+            message = await loop.run_in_executor(self._pool, read)
             if message is done:
                 return
             assert isinstance(message, dict)
@@ -528,7 +530,9 @@ class DockerContainerRuntime:
         done = object()
         try:
             while True:
-                raw = await loop.run_in_executor(self._pool, lambda: next(stream, done))
+                raw = await loop.run_in_executor(
+                    self._pool, self._translating(lambda: next(stream, done), "", "")
+                )
                 if raw is done:
                     return
                 assert isinstance(raw, dict)

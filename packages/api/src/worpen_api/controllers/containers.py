@@ -106,7 +106,8 @@ class ContainerController(Controller):
         summary="A container's logs",
         description="JSON lines (application/x-ndjson), one `{stream, line, ts}` object per line, streamed "
         "as read. With `follow=true`, a Server-Sent Events stream instead: a `log` event per line (its data "
-        "the same object) until the container stops (an `end` event) or the client leaves.",
+        "the same object) until the container stops (an `end` event), the engine fails (an `error` event) or "
+        "the client leaves.",
     )
     async def logs(
         self,
@@ -326,9 +327,15 @@ async def _log_lines(batches: AsyncIterator[Sequence[LogLine]], timestamps: bool
 async def _log_events(
     batches: AsyncIterator[Sequence[LogLine]], timestamps: bool, draining: asyncio.Event
 ) -> AsyncIterator[ServerSentEventMessage]:
-    async for batch in until(batches, draining):
-        for line in batch:
-            yield ServerSentEventMessage(data=_encode(LogLineOut.of(line, timestamps)).decode(), event="log")
+    try:
+        async for batch in until(batches, draining):
+            for line in batch:
+                yield ServerSentEventMessage(
+                    data=_encode(LogLineOut.of(line, timestamps)).decode(), event="log"
+                )
+    except WorpenError as exc:  # e.g. the engine went away mid-stream
+        yield ServerSentEventMessage(data=_encode({"detail": exc.detail}).decode(), event="error")
+        return
     reason = "Worpen is shutting down" if draining.is_set() else "the container stopped"
     yield ServerSentEventMessage(data=_encode({"reason": reason}).decode(), event="end")
 
