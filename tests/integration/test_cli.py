@@ -26,6 +26,7 @@ class Commands:
     listing: subprocess.CompletedProcess[str]
     revoke: subprocess.CompletedProcess[str]
     revoke_unknown: subprocess.CompletedProcess[str]
+    bad_docker_hosts: subprocess.CompletedProcess[str]
 
     def listed(self) -> dict[str, list[str]]:
         """`worpen apikey list` as {key id: [id, name, role, prefix, agents, expires, revoked]}."""
@@ -38,16 +39,20 @@ class Commands:
 @pytest.fixture(scope="module")
 def commands(fleet_server: WorpenServer, keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Commands:
     """`worpen migrate` in an empty directory with no WORPEN_* variable set; `worpen apikey list`,
-    `worpen apikey revoke` of a key and of an id that does not exist, on the running server's database."""
+    `worpen apikey revoke` of a key and of an id that does not exist, on the running server's database;
+    `worpen serve` with an engine URL it cannot use."""
     empty = tmp_path_factory.mktemp("empty")
     bare_env = base_env()
-    migrate, listing, revoke, revoke_unknown = run_worpen(
+    migrate, listing, revoke, revoke_unknown, bad_docker_hosts = run_worpen(
         Invocation(["migrate"], bare_env, cwd=empty),
         Invocation(["apikey", "list"], fleet_server.env),
         Invocation(["apikey", "revoke", keys.to_revoke_with_cli.id], fleet_server.env),
         Invocation(["apikey", "revoke", "0123456789ab"], fleet_server.env),
+        Invocation(
+            ["serve", "--port", "0"], {**bare_env, "WORPEN_DOCKER_HOSTS": "edge-7=ftp://10.0.0.7"}, empty
+        ),
     )
-    return Commands(empty, migrate, listing, revoke, revoke_unknown)
+    return Commands(empty, migrate, listing, revoke, revoke_unknown, bad_docker_hosts)
 
 
 def test_migrate_in_an_empty_directory_creates_the_database_with_its_tables(commands: Commands) -> None:
@@ -105,3 +110,10 @@ def test_apikey_revoke_marks_the_key_revoked_and_the_running_server_refuses_it(
 def test_apikey_revoke_of_an_unknown_id_fails_with_a_message(commands: Commands) -> None:
     assert commands.revoke_unknown.returncode != 0
     assert "not found" in commands.revoke_unknown.stderr
+
+
+def test_serve_refuses_docker_hosts_it_cannot_use_and_says_why(commands: Commands) -> None:
+    refused = commands.bad_docker_hosts
+    assert refused.returncode != 0
+    assert "WORPEN_DOCKER_HOSTS" in refused.stderr
+    assert "'edge-7'" in refused.stderr
