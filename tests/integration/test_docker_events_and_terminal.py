@@ -307,3 +307,20 @@ def test_a_stopping_server_ends_the_streams_it_serves(tmp_path: Path, containers
         assert server.wait_for_exit() == 0
     finally:
         server.stop()
+
+
+def test_a_key_in_the_query_is_taken_only_where_a_browser_cannot_send_headers(
+    fleet_server: WorpenServer, keys: Keys
+) -> None:
+    with fleet_server.client() as anonymous:
+        events = anonymous.get("/api/v1/events", params={"access_token": keys.viewer.secret})
+        logs = anonymous.get(
+            "/api/v1/containers/wt-nobody-at-all/logs", params={"access_token": keys.viewer.secret}
+        )
+        agents = anonymous.get("/api/v1/agents", params={"access_token": keys.viewer.secret})
+        containers = anonymous.get("/api/v1/containers", params={"access_token": keys.viewer.secret})
+
+    assert events.status_code == 200
+    assert logs.status_code == 404  # authenticated; the container does not exist
+    assert agents.status_code == 401
+    assert containers.status_code == 401
