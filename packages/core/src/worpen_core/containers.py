@@ -112,7 +112,6 @@ class LogQuery:
     tail: int | None = 100
     """How many of the last lines; None for all of them."""
     since: datetime | None = None
-    timestamps: bool = True
     stdout: bool = True
     stderr: bool = True
     follow: bool = False

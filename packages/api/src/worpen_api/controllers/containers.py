@@ -126,7 +126,6 @@ class ContainerController(Controller):
         query = LogQuery(
             tail=None if tail == "all" else int(tail),
             since=since,
-            timestamps=timestamps,
             stdout=stream != "stderr",
             stderr=stream != "stdout",
             follow=follow,
