@@ -103,6 +103,8 @@ def test_list_across_two_engine_connections_names_the_node_that_is_down(
     assert engines["ghost"]["state"] == "UNAVAILABLE"
     assert "ghost" in engines["ghost"]["detail"]
     assert engines["local"]["state"] == engines["twin"]["state"] == "AVAILABLE"
+    assert engines["local"]["os"].startswith("linux/")
+    assert engines["local"]["apiVersion"]
     assert ambiguous.status_code == 409, ambiguous.text
     assert f"local/{container.name}" in ambiguous.json()["detail"]
     assert f"twin/{container.name}" in ambiguous.json()["detail"]

@@ -235,6 +235,10 @@ class EngineOut(Wire):
     detail: str | None
     version: str | None
     api_version: str | None
+    os: str | None
+    containers: int | None
+    images: int | None
+    """Counts when Worpen last (re)connected to the engine."""
 
     @classmethod
     def of(cls, status: EngineStatus) -> EngineOut:
@@ -249,6 +253,9 @@ class EngineOut(Wire):
             detail=status.detail,
             version=None if info is None else info.version,
             api_version=None if info is None else info.api_version,
+            os=None if info is None else info.os,
+            containers=None if info is None else info.containers,
+            images=None if info is None else info.images,
         )
 
 
