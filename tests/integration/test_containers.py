@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from tests.integration.docker_support import (
     sse_events,
     wait_for,
 )
+from tests.integration.registry import LocalRegistry
 from tests.integration.support import Keys, WorpenServer
 
 pytestmark = pytest.mark.integration
@@ -364,3 +366,45 @@ def test_a_pull_from_an_unreachable_registry_is_a_clear_502(admin: httpx.Client)
     assert audit[0]["target"] == image
     assert audit[0]["outcome"] == "FAILED"
     assert "127.0.0.1:9" in audit[0]["error"]
+
+
+def test_a_pull_streams_its_progress_and_is_published_and_audited(
+    admin: httpx.Client, docker_client: docker.DockerClient
+) -> None:
+    repository = f"worpen-test/pulled-{SESSION}"
+    with LocalRegistry(docker_client, TEST_IMAGE, repository, "1") as registry:
+        try:
+            with admin.stream(
+                "POST",
+                "/api/v1/images/pull",
+                json={"image": registry.image, "node": "local"},
+                headers={"Accept": "text/event-stream"},
+            ) as response:
+                assert response.status_code == 200, response.read()
+                events = list(sse_events(response))
+            again = admin.post("/api/v1/images/pull", json={"image": registry.image})
+
+            kinds = [kind for kind, _ in events]
+            assert kinds[-1] == "done", events
+            assert set(kinds[:-1]) == {"progress"}
+            assert events[0][1]["status"] == f"Pulling from {repository}"
+            done = events[-1][1]
+            assert done == {"image": registry.image, "node": "local", "status": events[-2][1]["status"]}
+            assert done["status"] == f"Status: Downloaded newer image for {registry.image}"
+            assert again.status_code == 200, again.text
+            assert again.json()["status"] == f"Status: Image is up to date for {registry.image}"
+            name = f"{registry.address}/{repository}"
+            listed = admin.get("/api/v1/images", params={"node": "local"}).json()
+            assert [i["tag"] for i in listed if i["name"] == name] == ["1"]
+
+            def pulls() -> list[dict[str, Any]]:
+                feed = admin.get("/api/v1/events").json()
+                return [e for e in feed if e["type"] == "ImagePulled" and e["image"] == registry.image]
+
+            assert wait_for(pulls, "the pull to be published")[0]["node"] == "local"
+            audit = admin.get("/api/v1/audit", params={"action": "image.pull"}).json()
+            outcomes = [entry["outcome"] for entry in audit if entry["target"] == registry.image]
+            assert outcomes == ["SUCCEEDED", "SUCCEEDED"]
+        finally:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(registry.image)
