@@ -50,7 +50,8 @@ ContainerRef = Annotated[
 Node = Annotated[
     NodeName | None, QueryParameter(description="Only this node (required where a reference is ambiguous)")
 ]
-_encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+_encode = _encoder.encode
 
 
 def _unavailable_header(unavailable: dict[str, str]) -> dict[str, str]:
@@ -306,7 +307,7 @@ class DockerController(Controller):
 
 
 def _lines_json(batch: Sequence[LogLine], timestamps: bool) -> bytes:
-    return b"".join(_encode(LogLineOut.of(line, timestamps)) + b"\n" for line in batch)
+    return _encoder.encode_lines([LogLineOut.of(line, timestamps) for line in batch])
 
 
 async def _chain(
