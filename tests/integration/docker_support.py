@@ -57,6 +57,10 @@ def ensure_test_image(client: docker.DockerClient) -> None:
         client.images.build(path=context, tag=TEST_IMAGE, rm=True)
 
 
+def _new_name() -> str:
+    return f"wt-{SESSION}-{uuid.uuid4().hex[:8]}"
+
+
 class Containers:
     """Creates containers labelled with this session (and a name prefix of its own), removed by
     `remove_all` even when a test fails."""
@@ -69,7 +73,7 @@ class Containers:
         container: Container = self.client.containers.run(
             TEST_IMAGE,
             ["sh", "-c", script],
-            name=name or f"wt-{SESSION}-{uuid.uuid4().hex[:8]}",
+            name=name or _new_name(),
             labels=labels,
             detach=True,
             stop_signal="SIGKILL",
@@ -81,7 +85,7 @@ class Containers:
         container: Container = self.client.containers.create(
             TEST_IMAGE,
             ["sh", "-c", "true"],
-            name=name or f"wt-{SESSION}-{uuid.uuid4().hex[:8]}",
+            name=name or _new_name(),
             labels={SESSION_LABEL: SESSION},
         )
         return container

@@ -180,10 +180,6 @@ class Containers:
         self._status = {runtime.node: EngineStatus(runtime.node) for runtime in runtimes}
         self._terminals: dict[str, TerminalSession] = {}
 
-    @property
-    def nodes(self) -> list[str]:
-        return list(self._runtimes)
-
     def runtime(self, node: str) -> ContainerRuntime:
         try:
             return self._runtimes[node]
@@ -262,7 +258,7 @@ class Containers:
         return container
 
     async def prune(self, principal: Principal, node: str | None, request: PruneRequest) -> PruneReport:
-        node = self._one_node(node, "to prune")
+        node = self.one_node(node, "to prune")
         runtime = self.runtime(node)
         if request.dry_run:
             return await runtime.prune(request)
@@ -308,7 +304,7 @@ class Containers:
         """Start a pull on one node (the only one, when there is one) and return its progress. An engine
         that refuses the pull raises here; the audit entry ends with the stream."""
         image = check_image(image)
-        runtime = self.runtime(self._one_node(node, "pulls"))
+        runtime = self.runtime(self.one_node(node, "pulls"))
         entry = await self._audit.begin(principal, "image.pull", image, runtime.node)
         try:
             stream = await runtime.pull(image)
@@ -331,7 +327,8 @@ class Containers:
         finally:
             await self._audit.end(entry, error)
 
-    def _one_node(self, node: str | None, verb: str) -> str:
+    def one_node(self, node: str | None, verb: str) -> str:
+        """`node`, or the only node there is; with several, the caller must say which `verb`."""
         if node is not None:
             return node
         if len(self._runtimes) != 1:

@@ -402,17 +402,15 @@ class DockerContainerRuntime:
             if i["Id"] not in used_images
             and (request.all or not i.get("RepoTags") or i.get("RepoTags") == ["<none>:<none>"])
         ]
-        networks = [
-            n
-            for n in client.networks()
-            if n.get("Name") not in ("bridge", "host", "none")
-            and not n.get("Containers")
-            and not (n.get("Labels") or {}).get("com.docker.swarm.internal")
-        ]
         in_use_networks = {
             name for c in kept for name in ((c.get("NetworkSettings") or {}).get("Networks") or {})
         }
-        networks = [n for n in networks if n.get("Name") not in in_use_networks]
+        networks = [
+            n
+            for n in client.networks()
+            if n.get("Name") not in ("bridge", "host", "none", *in_use_networks)
+            and not (n.get("Labels") or {}).get("com.docker.swarm.internal")
+        ]
         caches = [
             b
             for b in usage.get("BuildCache") or ()

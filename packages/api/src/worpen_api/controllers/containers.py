@@ -259,8 +259,8 @@ class ImageController(Controller):
         containers: NamedDependency[Containers],
         data: Annotated[PullIn, Body(examples=[Example(value={"image": "nginx:1.27", "node": "edge-7"})])],
     ) -> Response[Any]:
-        progress = await containers.pull(principal_of(request), data.image, data.node)
-        node = data.node or containers.nodes[0]
+        node = containers.one_node(data.node, "pulls")
+        progress = await containers.pull(principal_of(request), data.image, node)
         if _wants_stream(request):
             return ServerSentEvent(_pull_events(progress, data.image, node))
         last = PullProgress(status="")
