@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 server=""
 cleanup() {
-  [ -n "$server" ] && kill -INT -- "-$server" 2>/dev/null && wait "$server" 2>/dev/null
+  if [ -n "$server" ]; then
+    kill -INT -- "-$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
