@@ -1,18 +1,23 @@
 """What survives: an acknowledged registration or status change survives kill -9; SIGTERM writes the
 telemetry still buffered. Both servers buffer telemetry for a minute (support.BUFFERING), so nothing
-reaches the database through the periodic flush while these tests run."""
+reaches the database through the periodic flush while these tests run. While the database cannot be
+written, telemetry is held up to its bound and the oldest samples are dropped beyond it, said in the
+metrics and the log."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.docker_support import wait_for
 from tests.integration.support import SERVERS, WorpenServer, accepted, heartbeat, start_server
 
 pytestmark = pytest.mark.integration
@@ -100,3 +105,40 @@ def samples(server: WorpenServer) -> dict[str, list[float]]:
     for agent_id, cpu in rows:
         found.setdefault(agent_id, []).append(cpu)
     return found
+
+
+def test_telemetry_that_cannot_be_written_is_bounded_the_oldest_dropped_and_said_once(tmp_path: Path) -> None:
+    server = start_server(
+        tmp_path / "worpen.db", {"WORPEN_TELEMETRY_BUFFER": "5", "WORPEN_FLUSH_INTERVAL": "0.1"}
+    )
+    try:
+        with server.client(server.initial_admin_key()) as client:
+
+            def metric(name: str) -> float:
+                families = text_string_to_metric_families(client.get("/metrics").text)
+                return next(family.samples[0].value for family in families if family.name == name)
+
+            accepted(heartbeat(client, "bounded", cpu=0.5))
+            wait_for(lambda: samples(server) == {"bounded": [0.5]}, "the first sample to be written")
+            holder = sqlite3.connect(server.database, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                for cpu in range(1, 21):
+                    accepted(heartbeat(client, "bounded", cpu=cpu))
+                wait_for(lambda: metric("worpen_telemetry_dropped_samples") == 15, "15 samples dropped")
+                refused = heartbeat(client, "bounded-newcomer")  # a registration is refused, never dropped
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+
+            assert refused.status_code == 503, refused.text
+            wait_for(lambda: "telemetry.recovered" in server.log(), "the recovery to be logged")
+            history = client.get("/api/v1/agents/bounded/telemetry").json()
+            assert [sample["cpu"] for sample in history] == [20, 19, 18, 17, 16, 0.5]
+            assert metric("worpen_telemetry_dropped_samples") == 15
+            assert client.get("/api/v1/agents/bounded-newcomer").status_code == 404
+    finally:
+        server.stop()
+    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert len([r for r in records if r["event"] == "telemetry.dropping"]) == 1
+    assert [r["dropped"] for r in records if r["event"] == "telemetry.recovered"] == [15]

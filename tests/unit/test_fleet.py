@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -233,3 +234,27 @@ async def test_concurrent_registrations_share_one_transaction(
     assert len(uow.store.agents) == 50
     assert len(uow.made) == 1
     assert len(bus.published) == 50
+
+
+async def test_while_telemetry_cannot_be_written_the_oldest_samples_are_dropped_never_transitions(
+    uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock
+) -> None:
+    fleet = Fleet(uow, bus, clock, dataclasses.replace(POLICY, max_buffered_samples=3))
+    await fleet.record_heartbeat(beat(cpu=1))
+    uow.store.broken = True
+    for cpu in range(2, 8):
+        clock.advance(1)
+        await fleet.record_heartbeat(beat(cpu=cpu))
+    with pytest.raises(Unavailable):
+        await fleet.flush()
+    with pytest.raises(Unavailable):
+        await fleet.record_heartbeat(beat("bee-002"))
+
+    assert fleet.buffered_samples == 3
+    assert fleet.samples_dropped == 4
+    uow.store.broken = False
+    assert await fleet.flush() == 3
+    assert [sample.cpu for sample in uow.store.samples] == [5, 6, 7]
+    await fleet.record_heartbeat(beat("bee-002"))
+    assert sorted(uow.store.agents) == ["bee-001", "bee-002"]
+    assert [type(event) for event in bus.published] == [AgentRegistered, AgentRegistered]

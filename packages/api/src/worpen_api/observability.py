@@ -87,6 +87,11 @@ class FleetCollector(Collector):
         buffered = GaugeMetricFamily("worpen_telemetry_buffered_samples", "Samples waiting to be written")
         buffered.add_metric([], fleet.buffered_samples)
         yield buffered
+        dropped = CounterMetricFamily(
+            "worpen_telemetry_dropped_samples", "Samples dropped, oldest first, while the buffer was full"
+        )
+        dropped.add_metric([], fleet.samples_dropped)
+        yield dropped
         engines = GaugeMetricFamily(
             "worpen_docker_engine_up", "1 when Worpen reaches the node's Docker engine", labels=["node"]
         )

@@ -46,6 +46,10 @@ class Worpen:
     so clients are not held until the graceful-shutdown timeout."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _dropping: bool = False
+    """Telemetry samples are being dropped (their buffer is full) and it has been logged."""
+    _drops_reported: int = 0
+    """`fleet.samples_dropped` when the last outage that dropped samples ended."""
 
     async def start(self) -> None:
         """Migrate, restore the fleet, issue the first admin key if there is none, and start serving
@@ -69,7 +73,7 @@ class Worpen:
         self.draining.clear()
         self._tasks = [
             asyncio.create_task(self._every(self.settings.sweep_interval, self.fleet.sweep, "sweep")),
-            asyncio.create_task(self._every(self.settings.flush_interval, self.fleet.flush, "flush")),
+            asyncio.create_task(self._every(self.settings.flush_interval, self._flush_telemetry, "flush")),
             asyncio.create_task(self._every(self.settings.flush_interval, self.audit.flush, "audit.flush")),
             asyncio.create_task(
                 self.containers.watch(self._stopping, FIRST_ENGINE_RETRY, self.settings.docker_retry_max)
@@ -100,6 +104,25 @@ class Worpen:
         """Release what the adapters hold (the bus, the database); enough for one-shot CLI commands."""
         for hook in self.on_stop:
             await hook()
+
+    async def _flush_telemetry(self) -> None:
+        """Write the buffered telemetry. Samples dropped because the buffer was full are logged once per
+        outage: when a flush first finds some were dropped, and how many when a flush succeeds again."""
+        try:
+            await self.fleet.flush()
+        finally:
+            dropped = self.fleet.samples_dropped - self._drops_reported
+            if dropped and not self._dropping:
+                self._dropping = True
+                log.warning(
+                    "telemetry.dropping",
+                    max_buffered=self.settings.policy.max_buffered_samples,
+                    detail="telemetry cannot be written and its buffer is full: dropping the oldest samples",
+                )
+        if self._dropping:
+            self._dropping = False
+            self._drops_reported += dropped
+            log.warning("telemetry.recovered", dropped=dropped)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
         while True:

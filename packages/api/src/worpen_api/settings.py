@@ -117,6 +117,7 @@ class Settings:
                 hysteresis=read.integer("WORPEN_CRITICAL_HEARTBEATS", 3, 1, 1000),
                 heartbeat_interval=read.integer("WORPEN_HEARTBEAT_INTERVAL", 10, 1, 3600),
                 max_heartbeats_per_second=read.number("WORPEN_MAX_HEARTBEATS_PER_SECOND", 50, 0.1),
+                max_buffered_samples=read.integer("WORPEN_TELEMETRY_BUFFER", 100_000, 1, 100_000_000),
             ),
             flush_interval=read.number("WORPEN_FLUSH_INTERVAL", cls.flush_interval, 0.05, 60),
             sweep_interval=read.number("WORPEN_SWEEP_INTERVAL", cls.sweep_interval, 0.05, 60),

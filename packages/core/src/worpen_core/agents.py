@@ -27,6 +27,9 @@ class FleetPolicy:
     hysteresis: int = 3
     heartbeat_interval: int = 10
     max_heartbeats_per_second: float = 50.0
+    max_buffered_samples: int = 100_000
+    """Telemetry samples held while they cannot be written (about 150 bytes each); beyond it the oldest
+    are dropped. Registrations and transitions are never buffered: they are written before the ack."""
 
     def next_heartbeat_seconds(self, fleet_size: int) -> int:
         """Like Nomad: stretch the interval as the fleet grows so the server sees at most

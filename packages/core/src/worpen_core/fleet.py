@@ -4,6 +4,7 @@ telemetry written in batches (the design Nomad uses for its heartbeats)."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -30,12 +31,14 @@ class Fleet:
         self.policy = policy
         self._agents: dict[str, Agent] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._samples: list[TelemetrySample] = []
+        self._samples: deque[TelemetrySample] = deque(maxlen=policy.max_buffered_samples)
         self._dirty: set[str] = set()
         self._pending: list[tuple[Sequence[Agent], Sequence[AgentEvent], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._write = asyncio.Lock()
         self.heartbeats_ingested = 0
+        self.samples_dropped = 0
+        """Samples dropped, oldest first, because the buffer was full (the database was unavailable)."""
 
     async def restore(self) -> int:
         """Load the fleet as it was persisted; returns how many agents were restored."""
@@ -62,7 +65,7 @@ class Fleet:
                 await self._persist([agent], events)  # installs it in memory once committed
             else:
                 self._agents[agent.id] = agent
-            self._samples.append(agent.sample())
+            self._buffer(agent.sample())
             self._dirty.add(agent.id)
             self.heartbeats_ingested += 1
         return HeartbeatAck(agent.status, self.policy.next_heartbeat_seconds(len(self._agents)))
@@ -95,10 +98,11 @@ class Fleet:
 
     async def flush(self) -> int:
         """Write buffered telemetry and the latest state of agents that reported; returns samples written.
-        On failure everything stays buffered for the next flush."""
+        On failure everything stays buffered for the next flush, as far as the buffer's bound allows."""
         if not self._samples:
             return 0
-        samples, self._samples = self._samples, []
+        samples = list(self._samples)
+        self._samples.clear()
         dirty, self._dirty = self._dirty, set()
         try:
             async with self._write, self._uow() as uow:
@@ -106,7 +110,7 @@ class Fleet:
                 await uow.agents.save_readings([self._agents[agent_id] for agent_id in sorted(dirty)])
                 await uow.commit()
         except BaseException:
-            self._samples[:0] = samples
+            self._requeue(samples)
             self._dirty |= dirty
             raise
         return len(samples)
@@ -151,6 +155,19 @@ class Fleet:
     @property
     def buffered_samples(self) -> int:
         return len(self._samples)
+
+    def _buffer(self, sample: TelemetrySample) -> None:
+        if len(self._samples) == self._samples.maxlen:
+            self.samples_dropped += 1  # the deque drops the oldest
+        self._samples.append(sample)
+
+    def _requeue(self, unwritten: list[TelemetrySample]) -> None:
+        """Put samples a flush could not write back before those that came since, dropping the oldest
+        if they no longer all fit."""
+        merged = [*unwritten, *self._samples]
+        excess = max(0, len(merged) - self.policy.max_buffered_samples)
+        self.samples_dropped += excess
+        self._samples = deque(merged[excess:], maxlen=self.policy.max_buffered_samples)
 
     def _lookup(self, agent_ids: Iterable[str]) -> list[Agent]:
         return [self.get(agent_id) for agent_id in agent_ids]
