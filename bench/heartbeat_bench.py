@@ -1,8 +1,9 @@
 """Heartbeat throughput benchmark (run it through bench/heartbeat; see bench/README.md).
 
-One run: start bench/server.py (the real app + a no-op route) on loopback with a fresh SQLite file,
-register every agent id, then measure with wrk, alternately, a no-op authenticated POST and the real
-heartbeat route, and print per-round figures, medians and the ratio heartbeat/no-op.
+One run: start bench/server.py (the real app, a no-op Litestar route, a raw ASGI no-op and a gRPC no-op)
+on loopback with a fresh SQLite file, register every agent id, then measure with wrk, in turns, the raw
+ASGI no-op, the authenticated no-op and the real heartbeat route, then the gRPC heartbeat against the
+gRPC no-op, and print per-round figures, medians and the ratios.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ LUA = BENCH / "heartbeat.lua"
 SERVER = BENCH / "server.py"
 HEARTBEAT_PATH = "/api/v1/internal/heartbeat"
 NOOP_PATH = "/bench/noop"
+RAW_PATH = "/bench/raw"
+GRPC_LOAD = BENCH / "grpc_load.py"
+GRPC_HEARTBEAT = "/worpen.v1.FleetService/ReportHeartbeat"
+GRPC_NOOP = "/worpen.bench.v1.Bench/Noop"
+TARGET_RAW_RATIO = 0.5
 TARGET_RATIO = 0.75
 TARGET_HEARTBEATS = 5000.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -73,6 +79,13 @@ def _args() -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=5, help="seconds per measured run (default 5)")
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument(
+        "--grpc-rounds",
+        type=int,
+        default=3,
+        help="rounds of (gRPC no-op, gRPC heartbeat); 0: none (default 3)",
+    )
+    p.add_argument("--grpc-concurrency", type=int, default=64, help="gRPC calls in flight (default 64)")
     p.add_argument(
         "--register-timeout", type=float, default=240, help="max seconds to register every id (default 240)"
     )
@@ -144,6 +157,7 @@ def _ensure_wrk() -> str:
 class Server:
     def __init__(self, workdir: Path, port: int, agent_ttl: int, launcher: Path) -> None:
         self.port = port
+        self.grpc_port = _free_port()
         self.log_path = workdir / "server.log"
         self.db_path = workdir / "worpen.db"
         self._log: IO[bytes] = self.log_path.open("wb")
@@ -154,6 +168,7 @@ class Server:
             "WORPEN_PORT": str(port),
             "WORPEN_GRPC_HOST": "127.0.0.1",
             "WORPEN_GRPC_PORT": "0",
+            "WORPEN_BENCH_GRPC_PORT": str(self.grpc_port),
             "WORPEN_LOG_FORMAT": "json",
             "WORPEN_LOG_LEVEL": "info",
             "WORPEN_AUTH": "on",
@@ -284,6 +299,44 @@ def _wrk(wrk: str, server: Server, path: str, args: argparse.Namespace, seconds:
         socket_errors=fields["connect"] + fields["read"] + fields["write"] + fields["timeout"],
         p50_ms=fields["p50_us"] / 1000,
         p99_ms=fields["p99_us"] / 1000,
+        server_cpu_s=cpu,
+    )
+
+
+def _grpc(server: Server, method: str, args: argparse.Namespace, label: str) -> Run:
+    """One run of bench/grpc_load.py against the server's bench gRPC port."""
+    server.alive()
+    cmd = [
+        sys.executable,
+        str(GRPC_LOAD),
+        f"127.0.0.1:{server.grpc_port}",
+        method,
+        server.key,
+        str(args.ids),
+        str(args.grpc_concurrency),
+        str(args.duration),
+    ]
+    cpu_before = server.cpu_seconds()
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=args.duration + 60,
+        check=False,
+        preexec_fn=_die_with_parent,
+    )
+    cpu = server.cpu_seconds() - cpu_before
+    if done.returncode != 0:
+        raise BenchError(f"gRPC load failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    fields = json.loads(done.stdout.strip().splitlines()[-1])
+    return Run(
+        label=label,
+        requests=fields["requests"],
+        seconds=fields["seconds"],
+        non_2xx=fields["errors"],
+        socket_errors=0,
+        p50_ms=fields["p50_ms"],
+        p99_ms=fields["p99_ms"],
         server_cpu_s=cpu,
     )
 
@@ -424,69 +477,137 @@ def _statuses(counts: dict[str, float]) -> str:
     return ", ".join(parts)
 
 
-def _report(noops: list[Run], beats: list[Run]) -> tuple[float, float, float]:
-    print("\nper round (server CPU = user+sys of the server process during the run):")
+def _median(runs: list[Run], figure: str) -> float:
+    return statistics.median(float(getattr(run, figure)) for run in runs)
+
+
+def _table(title: str, runs: dict[str, list[Run]], ratios: list[tuple[str, str, str]]) -> None:
+    """Per-round lines of every route, then each round's ratios (name, numerator, denominator)."""
+    print(f"\n{title} (server CPU = user+sys of the server process during the run):")
     print(
-        f"  {'round':<6}{'route':<11}{'req/s':>10}{'requests':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"  {'round':<6}{'route':<16}{'req/s':>10}{'requests':>10}{'p50 ms':>9}{'p99 ms':>9}"
         f"{'non-2xx':>9}{'sock err':>9}{'srv CPU us/req':>16}"
     )
-    for i, (noop, beat) in enumerate(zip(noops, beats, strict=True), 1):
-        for run in (noop, beat):
+    for i, round_runs in enumerate(zip(*runs.values(), strict=True), 1):
+        for run in round_runs:
             print(
-                f"  {i:<6}{run.label:<11}{run.rps:>10,.0f}{run.requests:>10,}{run.p50_ms:>9.2f}"
+                f"  {i:<6}{run.label:<16}{run.rps:>10,.0f}{run.requests:>10,}{run.p50_ms:>9.2f}"
                 f"{run.p99_ms:>9.2f}{run.non_2xx:>9}{run.socket_errors:>9}{run.cpu_us_per_request:>16.0f}"
             )
-        print(f"  {i:<6}{'ratio':<11}{beat.rps / noop.rps:>10.3f}")
-    noop_rps = statistics.median(run.rps for run in noops)
-    beat_rps = statistics.median(run.rps for run in beats)
-    ratio = beat_rps / noop_rps
-    cpu_ratio = statistics.median(r.cpu_us_per_request for r in noops) / statistics.median(
-        r.cpu_us_per_request for r in beats
-    )
-    print("\nmedians:")
-    print(
-        f"  heartbeats/s          {beat_rps:>10,.0f}   (target >= {TARGET_HEARTBEATS:,.0f})  "
-        f"{'MET' if beat_rps >= TARGET_HEARTBEATS else 'MISSED'}"
-    )
-    print(f"  no-op requests/s      {noop_rps:>10,.0f}")
-    print(
-        f"  ratio heartbeat/no-op {ratio:>10.3f}   (target >= {TARGET_RATIO})  "
-        f"{'MET' if ratio >= TARGET_RATIO else 'MISSED'}"
-    )
-    print(f"  ratio by server CPU   {cpu_ratio:>10.3f}   (no-op CPU/request over heartbeat CPU/request)")
-    return beat_rps, noop_rps, ratio
+        by_label = {run.label: run for run in round_runs}
+        for name, over, under in ratios:
+            print(f"  {i:<6}{name:<16}{by_label[over].rps / by_label[under].rps:>10.3f}")
 
 
-def _rounds(wrk: str, server: Server, args: argparse.Namespace) -> tuple[list[Run], list[Run]]:
-    noops: list[Run] = []
-    beats: list[Run] = []
+def _met(value: float, target: float) -> str:
+    return "MET" if value >= target else "MISSED"
+
+
+def _report(http: dict[str, list[Run]], grpc_runs: dict[str, list[Run]]) -> tuple[dict[str, object], bool]:
+    """Prints the figures; returns the summary and whether a target was missed."""
+    _table(
+        "HTTP, per round",
+        http,
+        [("ratio hb/raw", "heartbeat", "raw"), ("ratio hb/noop", "heartbeat", "noop")],
+    )
+    beat, raw, noop = (_median(http[label], "rps") for label in ("heartbeat", "raw", "noop"))
+    cpu = {label: _median(runs, "cpu_us_per_request") for label, runs in http.items()}
+    print("\nmedians (HTTP):")
+    print(
+        f"  heartbeats/s              {beat:>10,.0f}   (target >= {TARGET_HEARTBEATS:,.0f})  "
+        f"{_met(beat, TARGET_HEARTBEATS)}"
+    )
+    print(f"  raw ASGI no-op req/s      {raw:>10,.0f}")
+    print(f"  Worpen no-op req/s        {noop:>10,.0f}")
+    print(
+        f"  ratio heartbeat/raw ASGI  {beat / raw:>10.3f}   (target >= {TARGET_RAW_RATIO})  "
+        f"{_met(beat / raw, TARGET_RAW_RATIO)}"
+    )
+    print(
+        f"  ratio heartbeat/no-op     {beat / noop:>10.3f}   (target >= {TARGET_RATIO})  "
+        f"{_met(beat / noop, TARGET_RATIO)}"
+    )
+    print(
+        "  server CPU us/request     "
+        + ", ".join(f"{label} {cpu[label]:.0f}" for label in ("heartbeat", "raw", "noop"))
+    )
+    summary: dict[str, object] = {
+        "heartbeats_per_s": round(beat),
+        "raw_asgi_per_s": round(raw),
+        "noop_per_s": round(noop),
+        "ratio_vs_raw": round(beat / raw, 3),
+        "ratio_vs_noop": round(beat / noop, 3),
+        **{f"{label}_rounds": [round(run.rps) for run in runs] for label, runs in http.items()},
+        **{f"{label}_cpu_us": round(value) for label, value in cpu.items()},
+    }
+    missed = beat < TARGET_HEARTBEATS or beat / raw < TARGET_RAW_RATIO or beat / noop < TARGET_RATIO
+    if grpc_runs["grpc heartbeat"]:
+        _table("gRPC, per round", grpc_runs, [("ratio hb/noop", "grpc heartbeat", "grpc noop")])
+        grpc_beat, grpc_noop = (_median(grpc_runs[label], "rps") for label in ("grpc heartbeat", "grpc noop"))
+        grpc_cpu = {label: _median(runs, "cpu_us_per_request") for label, runs in grpc_runs.items()}
+        print("\nmedians (gRPC):")
+        print(f"  ReportHeartbeat calls/s   {grpc_beat:>10,.0f}")
+        print(f"  no-op unary calls/s       {grpc_noop:>10,.0f}")
+        print(f"  ratio heartbeat/no-op     {grpc_beat / grpc_noop:>10.3f}")
+        print(
+            f"  server CPU us/call        heartbeat {grpc_cpu['grpc heartbeat']:.0f}, "
+            f"no-op {grpc_cpu['grpc noop']:.0f}"
+        )
+        summary |= {
+            "grpc_heartbeats_per_s": round(grpc_beat),
+            "grpc_noop_per_s": round(grpc_noop),
+            "grpc_ratio": round(grpc_beat / grpc_noop, 3),
+            "grpc_heartbeat_cpu_us": round(grpc_cpu["grpc heartbeat"]),
+            "grpc_noop_cpu_us": round(grpc_cpu["grpc noop"]),
+        }
+    return summary, missed
+
+
+def _print_run(i: int, run: Run) -> None:
+    print(
+        f"  round {i} {run.label:<15} {run.rps:>9,.0f} req/s  non-2xx {run.non_2xx}  "
+        f"socket errors {run.socket_errors}",
+        flush=True,
+    )
+
+
+def _rounds(wrk: str, server: Server, args: argparse.Namespace) -> dict[str, list[Run]]:
+    routes = [("raw", RAW_PATH), ("noop", NOOP_PATH), ("heartbeat", HEARTBEAT_PATH)]
+    runs: dict[str, list[Run]] = {label: [] for label, _ in routes}
     for i in range(1, args.rounds + 1):
-        # Alternate which route goes first, so a drift in the machine's load hits both alike.
-        order = [("noop", NOOP_PATH), ("heartbeat", HEARTBEAT_PATH)]
-        if i % 2 == 0:
-            order.reverse()
-        for label, path in order:
+        # Rotate which route goes first, so a drift in the machine's load hits all of them alike.
+        shift = (i - 1) % len(routes)
+        for label, path in routes[shift:] + routes[:shift]:
             run = _wrk(wrk, server, path, args, args.duration, label)
-            (noops if label == "noop" else beats).append(run)
-            print(
-                f"  round {i} {label:<9} {run.rps:>9,.0f} req/s  non-2xx {run.non_2xx}  "
-                f"socket errors {run.socket_errors}",
-                flush=True,
-            )
-    return noops, beats
+            runs[label].append(run)
+            _print_run(i, run)
+    return runs
+
+
+def _grpc_rounds(server: Server, args: argparse.Namespace) -> dict[str, list[Run]]:
+    methods = [("grpc noop", GRPC_NOOP), ("grpc heartbeat", GRPC_HEARTBEAT)]
+    runs: dict[str, list[Run]] = {label: [] for label, _ in methods}
+    for i in range(1, args.grpc_rounds + 1):
+        for label, method in methods if i % 2 else methods[::-1]:
+            run = _grpc(server, method, args, label)
+            runs[label].append(run)
+            _print_run(i, run)
+    return runs
 
 
 def main() -> int:
     args = _args()
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(signum, _on_signal)
-    bound = 120 + args.register_timeout + args.rounds * 2 * (args.duration + 35) + (120 if args.py_spy else 0)
+    runs = args.rounds * 3 + args.grpc_rounds * 2
+    bound = 120 + args.register_timeout + runs * (args.duration + 35) + (120 if args.py_spy else 0)
     signal.alarm(int(bound))
     wrk = _ensure_wrk()
     print(
         f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
         f"wrk -t{args.threads} -c{args.connections}, {args.ids:,} agent ids, "
-        f"{args.rounds} rounds x {args.duration}s per route; time bound {bound:.0f}s",
+        f"{args.rounds} rounds x {args.duration}s per route, {args.grpc_rounds} gRPC rounds with "
+        f"{args.grpc_concurrency} calls in flight; time bound {bound:.0f}s",
         flush=True,
     )
     failures: list[str] = []
@@ -503,16 +624,17 @@ def main() -> int:
                 f"({args.ids / took:,.0f}/s, {args.register_connections} connections)",
                 flush=True,
             )
-            _wrk(wrk, server, NOOP_PATH, args, 2, "warm-up")
-            _wrk(wrk, server, HEARTBEAT_PATH, args, 2, "warm-up")
+            for path in (RAW_PATH, NOOP_PATH, HEARTBEAT_PATH):
+                _wrk(wrk, server, path, args, 2, "warm-up")
             before = server.metrics()
-            noops, beats = _rounds(wrk, server, args)
+            http = _rounds(wrk, server, args)
             after = server.metrics()
+            grpc_runs = _grpc_rounds(server, args)
             if args.py_spy:
                 _py_spy(wrk, server, args, Path(args.py_spy))
             ingested_total = server.metrics()["worpen_heartbeats_ingested_total"]
             ingested = after["worpen_heartbeats_ingested_total"] - before["worpen_heartbeats_ingested_total"]
-            served = sum(run.requests for run in beats)
+            served = sum(run.requests for run in http["heartbeat"])
             server_statuses = {
                 k: v - before.get(k, 0)
                 for k, v in after.items()
@@ -520,14 +642,16 @@ def main() -> int:
             }
         finally:
             code = server.stop()
-        beat_rps, noop_rps, ratio = _report(noops, beats)
-        non_2xx = sum(run.non_2xx for run in noops + beats)
-        cut_off_bound = args.connections * len(noops + beats)
+        summary, missed = _report(http, grpc_runs)
+        every_http_run = [run for runs in http.values() for run in runs]
+        non_2xx = sum(run.non_2xx for run in every_http_run)
+        grpc_errors = sum(run.non_2xx for runs in grpc_runs.values() for run in runs)
+        cut_off_bound = args.connections * len(every_http_run)
         server_cut_off = sum(v for k, v in server_statuses.items() if 'status="499"' in k)
         server_other_non_2xx = sum(
             v for k, v in server_statuses.items() if not re.search(r'status="(2\d\d|499)"', k)
         )
-        socket_errors = sum(run.socket_errors for run in noops + beats)
+        socket_errors = sum(run.socket_errors for run in every_http_run)
         agents, samples, distinct = _check_persistence(server.db_path)
         log_mb = server.log_path.stat().st_size / 1e6
         checks = [
@@ -540,6 +664,7 @@ def main() -> int:
                 "are expected)",
             ),
             ("socket errors (wrk)", f"{socket_errors}"),
+            ("gRPC calls that failed", f"{grpc_errors}"),
             (
                 "heartbeats ingested by the server",
                 f"{ingested:,.0f} (wrk counted {served:,} completed; it leaves in-flight ones uncounted)",
@@ -561,6 +686,8 @@ def main() -> int:
             failures.append(f"{ingested_total - distinct:,.0f} ingested heartbeats have no telemetry row")
         if non_2xx:
             failures.append("non-2xx responses seen by wrk")
+        if grpc_errors:
+            failures.append("gRPC calls failed")
         if server_cut_off > cut_off_bound or server_other_non_2xx:
             failures.append("the server answered non-2xx beyond requests cut off by wrk")
         if agents != args.ids:
@@ -575,23 +702,11 @@ def main() -> int:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(
-        json.dumps(
-            {
-                "heartbeats_per_s": round(beat_rps),
-                "noop_per_s": round(noop_rps),
-                "ratio": round(ratio, 3),
-                "heartbeat_rounds": [round(r.rps) for r in beats],
-                "noop_rounds": [round(r.rps) for r in noops],
-                "heartbeat_cpu_us": round(statistics.median(r.cpu_us_per_request for r in beats)),
-                "noop_cpu_us": round(statistics.median(r.cpu_us_per_request for r in noops)),
-            }
-        )
-    )
+    print(json.dumps(summary))
     if failures:
         print("FAILED: " + "; ".join(failures), file=sys.stderr)
         return 1
-    if args.check and (ratio < TARGET_RATIO or beat_rps < TARGET_HEARTBEATS):
+    if args.check and missed:
         return 3
     return 0
 
