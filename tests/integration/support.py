@@ -222,6 +222,9 @@ SERVERS: dict[str, ServerSpec] = {
     "fleet_server": ServerSpec(FLEET_SETTINGS),
     "short_ttl_server": ServerSpec({"WORPEN_AGENT_TTL": "1", "WORPEN_SWEEP_INTERVAL": "0.1"}),
     "throttled_server": ServerSpec({"WORPEN_AUTH_FAILURES_PER_MINUTE": "5"}),
+    "proxied_server": ServerSpec(
+        {"WORPEN_AUTH_FAILURES_PER_MINUTE": "5", "WORPEN_TRUSTED_PROXIES": "127.0.0.1,::1"}
+    ),
     "no_auth_server": ServerSpec({"WORPEN_AUTH": "off"}),
     "no_auth_public_server": ServerSpec({"WORPEN_AUTH": "off"}, ["--host", "0.0.0.0"], serves=False),
     "crash_server": ServerSpec(BUFFERING),

@@ -192,6 +192,37 @@ def test_repeated_failed_authentication_from_one_client_is_throttled(throttled_s
     assert throttled.json()["status"] == 429
     with throttled_server.client() as anyone:
         assert anyone.get("/health").status_code == 200  # liveness is never throttled
+        # Guessing is slowed down, callers are not: a valid key from the same address still passes,
+        # and a request with no credential at all is told so (401), not throttled.
+        admin = bearer(throttled_server.initial_admin_key())
+        assert anyone.get("/api/v1/agents", headers=admin).status_code == 200
+        missing = anyone.get("/api/v1/agents")
+        assert missing.status_code == 401, missing.text
+        assert "missing credential" in missing.json()["detail"]
+        # No trusted proxy is configured, so X-Forwarded-For does not make a new client of a guesser.
+        for forwarded in ("203.0.113.1", "203.0.113.2"):
+            disguised = anyone.get(
+                "/api/v1/agents",
+                headers={
+                    **bearer("wpn_notAKeyThisServerKnowsAbout0000000000000"),
+                    "X-Forwarded-For": forwarded,
+                },
+            )
+            assert disguised.status_code == 429, disguised.text
+        assert anyone.get("/api/v1/agents", headers=admin).status_code == 200
+
+
+def test_behind_a_trusted_proxy_failures_count_per_forwarded_client(proxied_server: WorpenServer) -> None:
+    bad = bearer("wpn_notAKeyThisServerKnowsAbout0000000000000")
+    with proxied_server.client() as proxy:
+        first = [
+            proxy.get("/api/v1/agents", headers={**bad, "X-Forwarded-For": "203.0.113.1"}).status_code
+            for _ in range(6)
+        ]
+        other = proxy.get("/api/v1/agents", headers={**bad, "X-Forwarded-For": "203.0.113.2"})
+
+    assert first == [401] * 5 + [429]
+    assert other.status_code == 401, other.text
 
 
 def test_authentication_cannot_be_turned_off_on_a_public_address(no_auth_public_server: WorpenServer) -> None:

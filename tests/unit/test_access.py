@@ -135,6 +135,7 @@ def test_throttle_limits_failures_per_client_within_the_window(clock: FakeClock)
 
     with pytest.raises(RateLimited) as caught:
         throttle.check("10.0.0.1")
+    assert caught.value.retry_after is not None
     assert 1 <= caught.value.retry_after <= 61
     throttle.check("10.0.0.2")
 
@@ -142,15 +143,23 @@ def test_throttle_limits_failures_per_client_within_the_window(clock: FakeClock)
     throttle.check("10.0.0.1")
 
 
-async def test_admit_takes_a_bearer_value_and_throttles_a_client_that_keeps_failing(
+async def test_admit_takes_a_bearer_value_and_throttles_only_failed_attempts(
     keys: ApiKeys, authenticator: Authenticator
 ) -> None:
     issued = await keys.issue(CreateApiKey("ci", Role.VIEWER))
     assert (await authenticator.admit(f"Bearer {issued.secret}", "10.0.0.1")).role is Role.VIEWER
 
-    for bad in (None, "Basic abc", "Bearer wpn_nope"):
+    for bad in ("Basic abc", "Bearer wpn_nope", "Bearer wpn_nope2"):
         with pytest.raises(Unauthenticated):
             await authenticator.admit(bad, "10.0.0.9")
     with pytest.raises(RateLimited):
-        await authenticator.admit(f"Bearer {issued.secret}", "10.0.0.9")
-    assert (await authenticator.admit(f"bearer {issued.secret}", "10.0.0.1")).name == "ci"
+        await authenticator.admit("Bearer wpn_nope3", "10.0.0.9")
+
+    # A valid key from the throttled client still passes, and no credential at all is a 401, not a 429.
+    assert (await authenticator.admit(f"bearer {issued.secret}", "10.0.0.9")).name == "ci"
+    for missing in (None, "", "Bearer", "Bearer   "):
+        with pytest.raises(Unauthenticated, match="missing credential"):
+            await authenticator.admit(missing, "10.0.0.9")
+    with pytest.raises(RateLimited):
+        await authenticator.admit("Bearer wpn_nope3", "10.0.0.9")
+    assert (await authenticator.admit(f"Bearer {issued.secret}", "10.0.0.1")).name == "ci"

@@ -105,6 +105,10 @@ def serve(app: Litestar, settings: Settings, drain: Callable[[], None]) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        # The client address the failed-auth throttle counts: X-Forwarded-For only from the proxies the
+        # operator named (uvicorn would otherwise trust it from loopback, letting a local caller rotate it).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies),
         timeout_graceful_shutdown=10,
     )
     # uvicorn re-raises SIGTERM/SIGINT once it has shut down gracefully; by then everything is flushed,

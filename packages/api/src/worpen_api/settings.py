@@ -82,6 +82,7 @@ class Settings:
     flush_interval: float = 1.0
     sweep_interval: float = 1.0
     auth_failures_per_minute: int = 20
+    trusted_proxies: tuple[str, ...] = ()
     key_cache_seconds: float = 5.0
     max_body_bytes: int = 1024 * 1024
     log_level: str = "info"
@@ -124,6 +125,7 @@ class Settings:
             auth_failures_per_minute=read.integer(
                 "WORPEN_AUTH_FAILURES_PER_MINUTE", cls.auth_failures_per_minute, 1, 100_000
             ),
+            trusted_proxies=read.networks("WORPEN_TRUSTED_PROXIES"),
             key_cache_seconds=read.number("WORPEN_KEY_CACHE_SECONDS", cls.key_cache_seconds, 0, 3600),
             max_body_bytes=read.integer("WORPEN_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 1 << 30),
             log_level=read.choice("WORPEN_LOG_LEVEL", cls.log_level, ("debug", "info", "warning", "error")),
@@ -196,6 +198,20 @@ class _Reader:
     def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self._raw(name)
         return default if raw is None else tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def networks(self, name: str) -> tuple[str, ...]:
+        """Comma-separated addresses or networks (CIDR), or `*` for any."""
+        items = self.items(name, ())
+        for item in items:
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"{name}: {item!r} is not an IP address, a network (CIDR) or '*'"
+                ) from None
+        return items
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         raw = (self._raw(name) or default).lower()

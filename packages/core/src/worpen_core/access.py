@@ -66,6 +66,9 @@ class ApiKeys:
         return key
 
 
+MISSING_CREDENTIAL = "missing credential: send 'Authorization: Bearer <key>'"
+
+
 class Authenticator:
     """Turns a presented secret into a Principal. Known keys are cached for `cache_for`, so a key
     revoked by another process (the CLI) stops working within that time; revocations made through
@@ -82,14 +85,19 @@ class Authenticator:
 
     async def admit(self, authorization: str | None, client: str) -> Principal:
         """Authenticate an `Authorization: Bearer <key>` value (HTTP header or gRPC metadata) from
-        `client`, counting failures against it and refusing it once it has failed too often."""
-        self._throttle.check(client)
-        scheme, _, secret = (authorization or "").partition(" ")
+        `client`. The throttle slows down guessing, not callers: a valid key is always admitted, a request
+        with no credential at all is a plain 401, and only a bad credential counts as a failure; once
+        `client` has failed too often, its further failed attempts are refused with 429."""
+        scheme, _, secret = (authorization or "").strip().partition(" ")
+        secret = secret.strip()
+        if not scheme or (scheme.lower() == "bearer" and not secret):
+            raise Unauthenticated(MISSING_CREDENTIAL)
         try:
-            if scheme.lower() != "bearer" or not secret.strip():
-                raise Unauthenticated("missing credential: send 'Authorization: Bearer <key>'")
-            return await self.authenticate(secret.strip())
+            if scheme.lower() != "bearer":
+                raise Unauthenticated(f"unsupported scheme {scheme[:16]!r}: {MISSING_CREDENTIAL}")
+            return await self.authenticate(secret)
         except Unauthenticated:
+            self._throttle.check(client)
             self._throttle.record_failure(client)
             raise
 
