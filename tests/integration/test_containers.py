@@ -248,6 +248,25 @@ def test_follow_streams_new_lines_until_the_container_stops(
     assert len(seen) >= 3  # it followed lines written after the request, not only the tail
 
 
+def test_a_container_that_never_wrote_a_line_has_an_empty_log_that_can_be_followed(
+    admin: httpx.Client, containers: Containers
+) -> None:
+    container = containers.run("while [ ! -e /go ]; do sleep 0.1; done; echo first; sleep 600")
+    path = f"/api/v1/containers/{container.id}/logs"
+
+    empty = admin.get(path)
+    assert empty.status_code == 200, empty.text
+    assert empty.headers["content-type"].startswith("application/x-ndjson")
+    assert empty.content == b""
+    assert admin.get(path, params={"tail": "all", "stream": "stderr"}).status_code == 200
+
+    with admin.stream("GET", path, params={"follow": "true"}) as followed:
+        assert followed.status_code == 200
+        assert container.exec_run(["touch", "/go"]).exit_code == 0
+        event, data = next(sse_events(followed))
+    assert (event, data["line"]) == ("log", "first")
+
+
 def test_a_client_that_leaves_a_follow_stops_it(admin: httpx.Client, containers: Containers) -> None:
     container = containers.run(CHATTY)
     for _ in range(20):  # more follows than the engine pool would have threads, were they leaked

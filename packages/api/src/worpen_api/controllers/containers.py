@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
-from litestar.params import Body, FromQuery, PathParameter, QueryParameter
+from litestar.params import Body, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
 from worpen_api.docker_dto import (
@@ -21,7 +20,6 @@ from worpen_api.docker_dto import (
     EngineOut,
     ImageOut,
     LogLineOut,
-    NodeName,
     PruneIn,
     PruneOut,
     PullIn,
@@ -29,6 +27,8 @@ from worpen_api.docker_dto import (
     RemovedOut,
 )
 from worpen_api.errors import documented
+from worpen_api.openapi import MayStream, OptionalBody
+from worpen_api.parameters import ContainerRef, Node, Since
 from worpen_api.security import browser_streams, principal_of, requires
 from worpen_core.auth import Permission
 from worpen_core.containers import ContainerState, LogLine, LogQuery, PruneRequest, PullProgress
@@ -39,17 +39,6 @@ from worpen_core.streams import until
 UNAVAILABLE_NODES = "X-Unavailable-Nodes"
 """Response header of the fleet-wide lists: the nodes whose engine could not be asked, comma-separated."""
 NDJSON = "application/x-ndjson"
-ContainerRef = Annotated[
-    str,
-    PathParameter(
-        min_length=1,
-        max_length=255,
-        description="A full container id, a unique id prefix (4 characters or more) or a name",
-    ),
-]
-Node = Annotated[
-    NodeName | None, QueryParameter(description="Only this node (required where a reference is ambiguous)")
-]
 _encoder = msgspec.json.Encoder()
 _encode = _encoder.encode
 
@@ -104,6 +93,8 @@ class ContainerController(Controller):
         operation_id="containerLogs",
         responses=documented(404, 409, 422, 502, 503),
         opt=browser_streams(Permission.READ),
+        media_type=NDJSON,
+        operation_class=MayStream,
         summary="A container's logs",
         description="JSON lines (application/x-ndjson), one `{stream, line, ts}` object per line, streamed "
         "as read. With `follow=true`, a Server-Sent Events stream instead: a `log` event per line (its data "
@@ -119,7 +110,7 @@ class ContainerController(Controller):
         tail: Annotated[
             str, QueryParameter(pattern=r"^(all|[0-9]{1,6})$", description="Last lines, or 'all'")
         ] = "100",
-        since: FromQuery[datetime | None] = None,
+        since: Since = None,
         timestamps: FromQuery[bool] = True,
         stream: FromQuery[Literal["stdout", "stderr", "both"]] = "both",
         follow: FromQuery[bool] = False,
@@ -135,10 +126,12 @@ class ContainerController(Controller):
         if follow:
             return ServerSentEvent(_log_events(batches, timestamps, draining))
         # A log that fits in one read is answered whole; a longer one is streamed as it is read.
-        first = await anext(batches, ())
-        second = await anext(batches, None)
-        if second is None:
-            return Response(_lines_json(first, timestamps), media_type=NDJSON)
+        # The defaults are None, never a tuple: on CPython 3.11, anext() on an async generator that ends
+        # without yielding raises SystemError instead of returning a tuple default (gh-128078).
+        first = await anext(batches, None)
+        second = None if first is None else await anext(batches, None)
+        if first is None or second is None:
+            return Response(_lines_json(first or (), timestamps), media_type=NDJSON)
         return Stream(_log_lines(_chain(first, second, batches), timestamps), media_type=NDJSON)
 
     @post(
@@ -163,6 +156,7 @@ class ContainerController(Controller):
         operation_id="stopContainer",
         responses=documented(400, 404, 409, 422, 502, 503),
         opt=requires(Permission.OPERATE),
+        operation_class=OptionalBody,
         status_code=200,
         summary="Stop a container",
         description="SIGTERM, then SIGKILL after `timeout` seconds (10 by default).",
@@ -183,6 +177,7 @@ class ContainerController(Controller):
         operation_id="restartContainer",
         responses=documented(400, 404, 409, 422, 502, 503),
         opt=requires(Permission.OPERATE),
+        operation_class=OptionalBody,
         status_code=200,
         summary="Restart a container",
         description="Stop (SIGKILL after `timeout` seconds, 10 by default), then start.",
@@ -245,13 +240,15 @@ class ImageController(Controller):
     @post(
         "/pull",
         operation_id="pullImage",
-        responses=documented(400, 404, 422, 502, 503),
+        operation_class=MayStream,
+        responses=documented(400, 404, 422, 502, 503, 504),
         opt=requires(Permission.OPERATE),
         status_code=200,
         summary="Pull an image on a node",
         description="With `Accept: text/event-stream`, the engine's progress as Server-Sent Events "
         "(`progress`, then `done` or `error`); otherwise the final result as JSON once pulled. A registry "
-        "that cannot be reached answers 502.",
+        "that cannot be reached answers 502. A pull that makes no progress for WORPEN_PULL_STALL_TIMEOUT "
+        "seconds is abandoned: 504, or an `error` event saying it stalled once progress is streaming.",
     )
     async def pull(
         self,
@@ -298,6 +295,7 @@ class DockerController(Controller):
     @get(
         "/engines",
         operation_id="listEngines",
+        responses=documented(),
         opt=requires(Permission.READ),
         summary="The Docker engine of every node: reachable or not, since when, and why",
         sync_to_thread=False,
