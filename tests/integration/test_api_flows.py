@@ -162,6 +162,13 @@ def test_sync_of_all_agents_reports_how_many_it_looked_at(admin: httpx.Client) -
     assert response.json() == {"status": "SYNCED", "agents": len(listed_ids(admin)), "wentOffline": []}
 
 
+def test_sync_needs_no_body_since_it_is_harmless(admin: httpx.Client) -> None:
+    response = admin.post("/api/v1/agents/sync")  # what the cockpit sends
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "SYNCED"
+
+
 def test_sync_of_one_agent_reports_one(admin: httpx.Client) -> None:
     accepted(heartbeat(admin, "sync-single"))
 

@@ -342,14 +342,24 @@ def test_prune_dry_run_then_for_real(admin: httpx.Client, containers: Containers
     assert set(plan) == {"node", "dryRun", "containers", "images", "networks", "buildCache", "reclaimedBytes"}
     leftover.reload()  # still there
 
-    pruned = admin.post("/api/v1/docker/prune", json={"node": "local"})
+    pruned = admin.post("/api/v1/docker/prune", json={"node": "local", "dryRun": False})
     assert pruned.status_code == 200, pruned.text
     assert pruned.json()["dryRun"] is False
     assert leftover.id in pruned.json()["containers"]["removed"]
     with pytest.raises(docker.errors.NotFound):
         leftover.reload()
-    assert admin.post("/api/v1/docker/prune", json={"node": "nowhere"}).status_code == 404
+    assert admin.post("/api/v1/docker/prune", json={"node": "nowhere", "dryRun": True}).status_code == 404
     assert admin.post("/api/v1/docker/prune", json={"dry_run": True}).status_code == 422
+
+
+def test_prune_without_an_explicit_body_removes_nothing(admin: httpx.Client, containers: Containers) -> None:
+    leftover = containers.create()
+
+    for body in ({}, {"content": b""}, {"json": {}}, {"json": {"node": "local", "all": True}}):
+        refused = admin.post("/api/v1/docker/prune", **body)  # type: ignore[arg-type]
+        assert refused.status_code == 422, refused.text
+        assert "dryRun" in refused.json()["detail"], refused.text
+    leftover.reload()  # still there
 
 
 def test_images_are_listed_with_their_layers(admin: httpx.Client, containers: Containers) -> None:

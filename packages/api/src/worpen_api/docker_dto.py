@@ -147,11 +147,12 @@ class RemovedOut(Wire):
 
 
 class PruneIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
+    dry_run: bool
+    """Required, so that a request with no body removes nothing: `true` reports what would be removed."""
     all: bool = False
     """Remove every unused image, not only dangling ones."""
     node: NodeName | None = None
     """Required when Worpen manages several engines."""
-    dry_run: bool = False
 
 
 class PrunedOut(Wire):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -18,6 +19,7 @@ from worpen_core.errors import (
     InvalidInput,
     NotFound,
     RateLimited,
+    TimedOut,
     Unauthenticated,
     Unavailable,
     WorpenError,
@@ -34,6 +36,7 @@ STATUS_OF: dict[type[WorpenError], int] = {
     RateLimited: 429,
     EngineFailed: 502,
     Unavailable: 503,
+    TimedOut: 504,
 }
 
 
@@ -50,6 +53,7 @@ def documented(*statuses: int) -> dict[int, ResponseSpec]:
         429: "Too many failed authentications from this client; see Retry-After",
         502: "A Docker engine (or the registry behind it) answered with an error; `detail` carries it",
         503: "A dependency (the database, a node's Docker engine) is unavailable; `detail` names it",
+        504: "The operation started but stalled (no progress within its deadline) and was abandoned",
     }
     return {
         status: ResponseSpec(ErrorOut, description=reasons[status], generate_examples=False)
@@ -67,7 +71,8 @@ def response_for(exc: WorpenError) -> Response[ErrorOut]:
     status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 500)
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = 'Bearer realm="worpen"'
     elif isinstance(exc, Unavailable):
@@ -80,14 +85,31 @@ def _worpen_error(_: Request[Any, Any, Any], exc: WorpenError) -> Response[Error
     return response_for(exc)
 
 
-def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorOut]:
+def _empty_body(request: Request[Any, Any, Any]) -> Response[ErrorOut]:
+    """A route whose body is required got none: name the fields it must have."""
+    data = request.route_handler.parsed_data_field
+    body = None if data is None else data.annotation
+    required = (
+        [field.encode_name for field in msgspec.structs.fields(body) if field.required]
+        if isinstance(body, type) and issubclass(body, msgspec.Struct)
+        else []
+    )
+    if not required:
+        return error_response(422, "the request body is empty or null: expected a JSON object")
+    names = ", ".join(f"`{name}`" for name in required)
+    return error_response(
+        422, f"the request body is empty or null: expected a JSON object with {names}", required[0]
+    )
+
+
+def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorOut]:
     """Litestar's parse and validation failures: malformed JSON is 400, a valid JSON but invalid value 422."""
     problems = exc.extra if isinstance(exc.extra, list) else []
     first = problems[0] if problems and isinstance(problems[0], dict) else {}
     message = str(first.get("message") or exc.detail)
     field = first.get("key") or None
     if message == "'data'":  # Litestar's KeyError for a body that is empty or JSON null
-        return error_response(422, "the request body is empty or null: expected a JSON object")
+        return _empty_body(request)
     if field == "data":  # the body as a whole: name the missing field if there is one
         missing = message.partition("missing required field `")[2]
         field = missing.rstrip("`") or None

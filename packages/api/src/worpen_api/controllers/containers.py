@@ -277,8 +277,9 @@ class DockerController(Controller):
         opt=requires(Permission.ADMIN),
         status_code=200,
         summary="Prune a node: stopped containers, unused images, networks and build cache",
-        description="With `dryRun`, reports what would be removed and the bytes it would free, removing "
-        "nothing. `all` removes every unused image, not only dangling ones.",
+        description="The body is required and must say `dryRun`: with `true`, reports what would be removed "
+        "and the bytes it would free, removing nothing; with `false`, removes it. `all` removes every unused "
+        "image, not only dangling ones.",
     )
     async def prune(
         self,
@@ -287,7 +288,7 @@ class DockerController(Controller):
         data: Annotated[
             PruneIn,
             Body(examples=[Example(value={"all": True, "node": "edge-7", "dryRun": True})]),
-        ] = PruneIn(),  # noqa: B008
+        ],
     ) -> PruneOut:
         request_ = PruneRequest(all=data.all, dry_run=data.dry_run)
         return PruneOut.of(await containers.prune(principal_of(request), data.node, request_))
