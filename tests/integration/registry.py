@@ -1,6 +1,8 @@
 """A tiny image registry on loopback for pull tests (no real registry is reachable here): it serves one
 image, the test image as `docker save` gives it, through the Registry HTTP API v2 (manifest schema 2,
-gzipped layers). Docker pulls from 127.0.0.0/8 over plain HTTP without configuration."""
+gzipped layers). Docker pulls from 127.0.0.0/8 over plain HTTP without configuration. A registry made
+with `stall=True` serves the image with one more layer, new to the engine, of which it sends half and
+then nothing more until it is closed."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,14 +26,27 @@ def _digest(data: bytes) -> str:
 
 
 class LocalRegistry:
-    def __init__(self, client: docker.DockerClient, image: str, repository: str, tag: str) -> None:
+    def __init__(
+        self, client: docker.DockerClient, image: str, repository: str, tag: str, *, stall: bool = False
+    ) -> None:
         self.repository = repository
         self.tag = tag
+        self.closing = threading.Event()
         saved = io.BytesIO(b"".join(client.images.get(image).save()))
         with tarfile.open(fileobj=saved) as archive:
             [entry] = json.loads(_read(archive, "manifest.json"))
             config = _read(archive, entry["Config"])
             layers = [gzip.compress(_read(archive, name), mtime=0) for name in entry["Layers"]]
+        self.stalling: set[str] = set()
+        """Layers of which only half is sent (an engine that has every layer already would not ask)."""
+        if stall:
+            new_layer = _random_layer()
+            described = json.loads(config)
+            described["rootfs"]["diff_ids"].append(_digest(new_layer))
+            described.setdefault("history", []).append({"created_by": "a layer that stalls"})
+            config = json.dumps(described).encode()
+            layers.append(gzip.compress(new_layer, mtime=0))
+            self.stalling.add(_digest(layers[-1]))
         self.blobs = {_digest(blob): blob for blob in (config, *layers)}
         manifest = {
             "schemaVersion": 2,
@@ -62,6 +78,7 @@ class LocalRegistry:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -99,10 +116,27 @@ class LocalRegistry:
                 self.send_header("Docker-Content-Digest", _digest(data))
                 self.send_header("Docker-Distribution-API-Version", "registry/2.0")
                 self.end_headers()
-                if body:
-                    self.wfile.write(data)
+                if not body:
+                    return
+                if self.path[len(blob_path) :] in registry.stalling:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    registry.closing.wait()
+                    return
+                self.wfile.write(data)
 
         return Handler
+
+
+def _random_layer() -> bytes:
+    """A layer tar holding one file of random bytes (so that compressed, it is still 512 KiB)."""
+    content = os.urandom(512 * 1024)
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as archive:
+        info = tarfile.TarInfo("stalled")
+        info.size = len(content)
+        archive.addfile(info, io.BytesIO(content))
+    return layer.getvalue()
 
 
 def _read(archive: tarfile.TarFile, name: str) -> bytes:

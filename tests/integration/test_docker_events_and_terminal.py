@@ -1,20 +1,31 @@
 """Engine events as domain events, an engine that goes away and comes back, the terminal WebSocket and
-the audit trail, against the real local engine."""
+the audit trail, the limits on open terminals and stalled pulls, against the real local engine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.integration.docker_support import ENGINE_URL, Containers, EngineProxy, sse_events, wait_for
+from tests.integration.docker_support import (
+    ENGINE_URL,
+    SESSION,
+    TEST_IMAGE,
+    Containers,
+    EngineProxy,
+    sse_events,
+    wait_for,
+)
+from tests.integration.registry import LocalRegistry
 from tests.integration.support import FLAKY_SOCKET, Keys, WorpenServer, start_server
 
 pytestmark = pytest.mark.integration
@@ -324,3 +335,90 @@ def test_a_key_in_the_query_is_taken_only_where_a_browser_cannot_send_headers(
     assert logs.status_code == 404  # authenticated; the container does not exist
     assert agents.status_code == 401
     assert containers.status_code == 401
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorpenServer]:
+    """One terminal session per key and two in all; a pull with no progress for a second is abandoned."""
+    server = start_server(
+        tmp_path_factory.mktemp("limited") / "worpen.db",
+        {
+            "WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL}",
+            "WORPEN_TERMINAL_SESSIONS_PER_KEY": "1",
+            "WORPEN_TERMINAL_SESSIONS_MAX": "2",
+            "WORPEN_PULL_STALL_TIMEOUT": "1",
+        },
+    )
+    yield server
+    server.stop()
+
+
+def refused_terminal(ws: ClientConnection) -> str:
+    """The message of a terminal the server refused, once it has closed the connection."""
+    message = json.loads(ws.recv(timeout=30))
+    with pytest.raises(ConnectionClosedError):
+        ws.recv(timeout=30)
+    assert message["type"] == "disconnected", message
+    return str(message["message"])
+
+
+def test_terminal_sessions_are_capped_per_key_and_in_all(
+    limited_server: WorpenServer, containers: Containers
+) -> None:
+    container = containers.run("sleep 600")
+    path = f"/api/v1/terminal/container/{container.id}"
+    admin_key = limited_server.initial_admin_key()
+    with limited_server.client(admin_key) as admin:
+        ops, ci = (
+            admin.post("/api/v1/apikeys", json={"name": name, "role": "operator"}).json()["key"]
+            for name in ("ops", "ci")
+        )
+
+        with terminal(limited_server, path, ops) as first:
+            assert json.loads(first.recv(timeout=30))["type"] == "connected"
+            with terminal(limited_server, path, ops) as again:
+                beyond_key = refused_terminal(again)
+            with terminal(limited_server, path, ci) as second:
+                assert json.loads(second.recv(timeout=30))["type"] == "connected"
+                with terminal(limited_server, path, admin_key) as third:
+                    beyond_total = refused_terminal(third)
+        wait_for(lambda: admin.get("/api/v1/terminal/sessions").json() == [], "the sessions to close")
+        with terminal(limited_server, path, ops) as reopened:
+            assert json.loads(reopened.recv(timeout=30))["type"] == "connected"
+
+    assert again.close_code == 4429
+    assert beyond_key == "terminal sessions of this key: 1 open, the most it may have; close one first"
+    assert third.close_code == 4429
+    assert beyond_total == "terminal sessions: 2 open, the most this server allows; try again when one closes"
+
+
+def test_a_pull_that_stalls_is_abandoned_with_504_and_audited_as_failed(
+    limited_server: WorpenServer, docker_client: docker.DockerClient
+) -> None:
+    repository = f"worpen-test/stalled-{SESSION}"
+    with (
+        LocalRegistry(docker_client, TEST_IMAGE, repository, "1", stall=True) as registry,
+        limited_server.client(limited_server.initial_admin_key()) as admin,
+    ):
+        try:
+            with admin.stream(
+                "POST",
+                "/api/v1/images/pull",
+                json={"image": registry.image},
+                headers={"Accept": "text/event-stream"},
+            ) as response:
+                assert response.status_code == 200, response.read()
+                events = list(sse_events(response))
+            as_json = admin.post("/api/v1/images/pull", json={"image": registry.image})
+            audit = admin.get("/api/v1/audit", params={"action": "image.pull"}).json()
+        finally:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(registry.image)
+
+    stalled = f"the pull of {registry.image!r} on node local stalled: no progress for 1 s"
+    assert {kind for kind, _ in events[:-1]} == {"progress"}, events
+    assert events[-1] == ("error", {"detail": stalled})
+    assert as_json.status_code == 504, as_json.text
+    assert as_json.json() == {"status": 504, "detail": stalled, "field": None}
+    outcomes = [(entry["outcome"], entry["error"]) for entry in audit if entry["target"] == registry.image]
+    assert outcomes == [("FAILED", stalled), ("FAILED", stalled)]

@@ -25,8 +25,8 @@ from worpen_core.containers import (
     PruneRequest,
     PullProgress,
 )
-from worpen_core.engines import AuditTrail, Containers, domain_event
-from worpen_core.errors import Ambiguous, Conflict, InvalidInput, NotFound, Unavailable
+from worpen_core.engines import AuditTrail, ContainerLimits, Containers, domain_event
+from worpen_core.errors import Ambiguous, Conflict, InvalidInput, NotFound, RateLimited, TimedOut, Unavailable
 from worpen_core.events import ContainerDied, ContainerHealthChanged, EngineAvailable, EngineUnavailable
 from worpen_core.ports import TerminalChannel
 
@@ -53,6 +53,7 @@ class FakeRuntime:
         self.listed = 0
         self.events_from: list[int | None] = []
         self.streams: list[list[EngineEvent]] = []
+        self.pull_closed = False
 
     def _check(self) -> None:
         if self.down:
@@ -100,16 +101,36 @@ class FakeRuntime:
         raise NotImplementedError
 
     async def pull(self, image: str) -> AsyncIterator[PullProgress]:
-        raise NotImplementedError
+        return self._stalling_pull()
+
+    async def _stalling_pull(self) -> AsyncIterator[PullProgress]:
+        """Starts, then hangs (like a registry that stops sending a layer)."""
+        try:
+            yield PullProgress("Downloading", "layer-1", 512, 4096)
+            await asyncio.Event().wait()
+        finally:
+            self.pull_closed = True
 
     async def exec(self, ref: str, command: Sequence[str]) -> TerminalChannel:
-        raise NotImplementedError
+        self._check()
+        return FakeTerminal()
 
     async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
         self._check()
         self.events_from.append(since_nanos)
         batch = self.streams.pop(0) if self.streams else []
         return _stream(batch)
+
+
+class FakeTerminal:
+    async def read(self) -> bytes:
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 async def _stream(events: list[EngineEvent]) -> AsyncIterator[EngineEvent]:
@@ -120,7 +141,7 @@ async def _stream(events: list[EngineEvent]) -> AsyncIterator[EngineEvent]:
 def fleet(
     runtimes: Sequence[FakeRuntime], uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
 ) -> Containers:
-    return Containers(runtimes, AuditTrail(uow, clock), clock, bus)
+    return Containers(runtimes, AuditTrail(uow, clock), clock, bus, ContainerLimits())
 
 
 async def test_a_reference_is_a_full_id_a_prefix_of_four_or_more_or_a_name(
@@ -279,3 +300,50 @@ async def test_the_watch_marks_a_lost_engine_and_resumes_after_the_last_event(
     assert runtime.events_from[1] == raw("die").time_nanos + 1
     kinds = [type(event).__name__ for event in bus.published]
     assert kinds[:3] == ["EngineAvailable", "ContainerStarted", "ContainerDied"]
+
+
+async def test_terminal_sessions_are_capped_per_key_and_in_all(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    runtime = FakeRuntime("a", [container("a")])
+    limits = ContainerLimits(terminals_per_key=1, terminals=2)
+    containers = Containers([runtime], AuditTrail(uow, clock), clock, bus, limits)
+    other, third = Principal("key-2", "ci", Role.OPERATOR), Principal("key-3", "ci", Role.OPERATOR)
+
+    opened = await asyncio.gather(
+        *(containers.open_terminal(OPERATOR, "web", None, ["/bin/sh"]) for _ in range(2)),
+        return_exceptions=True,
+    )
+    with pytest.raises(NotFound):  # a session that fails to open holds no place
+        await containers.open_terminal(other, "nothing", None, ["/bin/sh"])
+    second = await containers.open_terminal(other, "web", None, ["/bin/sh"])
+    with pytest.raises(RateLimited, match="the most this server allows") as beyond_total:
+        await containers.open_terminal(third, "web", None, ["/bin/sh"])
+
+    [first] = [session for session in opened if not isinstance(session, BaseException)]
+    [refused] = [error for error in opened if isinstance(error, BaseException)]
+    assert isinstance(refused, RateLimited)
+    assert refused.detail == "terminal sessions of this key: 1 open, the most it may have; close one first"
+    assert beyond_total.value.retry_after is None
+    assert [s.id for s in containers.terminals()] == [first.id, second.id]
+    await containers.close_terminal(first)
+    assert (await containers.open_terminal(third, "web", None, ["/bin/sh"])).key_id == "key-3"
+
+
+async def test_a_pull_that_stops_making_progress_is_abandoned_and_audited_as_failed(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    runtime = FakeRuntime("a")
+    limits = ContainerLimits(pull_stall_seconds=0.05)
+    containers = Containers([runtime], AuditTrail(uow, clock), clock, bus, limits)
+
+    progress = await containers.pull(OPERATOR, "img:1", None)
+    first = await anext(progress)
+    with pytest.raises(TimedOut, match="the pull of 'img:1' on node a stalled"):
+        await anext(progress)
+
+    assert first.status == "Downloading"
+    assert runtime.pull_closed
+    [entry] = await AuditTrail(uow, clock).query(AuditQuery(action="image.pull"))
+    assert entry.outcome is Outcome.FAILED
+    assert entry.error == "the pull of 'img:1' on node a stalled: no progress for 0.05 s"

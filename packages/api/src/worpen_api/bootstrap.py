@@ -76,7 +76,7 @@ def bootstrap(
         fleet=fleet,
         api_keys=ApiKeys(uow, clock),
         authenticator=authenticator,
-        containers=Containers(runtimes, audit, clock, bus),
+        containers=Containers(runtimes, audit, clock, bus, settings.container_limits),
         audit=audit,
         feed=feed,
         event_queue_depth=depth,

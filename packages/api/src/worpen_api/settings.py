@@ -13,6 +13,7 @@ from typing import Literal, cast
 
 from worpen_core.agents import FleetPolicy
 from worpen_core.commands import AGENT_ID_PATTERN
+from worpen_core.engines import ContainerLimits
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -91,6 +92,7 @@ class Settings:
     docker_timeout: float = 10.0
     docker_retry_max: float = 30.0
     docker_tls_verify: bool = True
+    container_limits: ContainerLimits = field(default_factory=ContainerLimits)
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -142,6 +144,11 @@ class Settings:
             docker_timeout=read.number("WORPEN_DOCKER_TIMEOUT", cls.docker_timeout, 0.1, 600),
             docker_retry_max=read.number("WORPEN_DOCKER_RETRY_MAX", cls.docker_retry_max, 0.1, 3600),
             docker_tls_verify=read.switch("WORPEN_DOCKER_TLS_VERIFY", default=True),
+            container_limits=ContainerLimits(
+                terminals_per_key=read.integer("WORPEN_TERMINAL_SESSIONS_PER_KEY", 8, 1, 10_000),
+                terminals=read.integer("WORPEN_TERMINAL_SESSIONS_MAX", 32, 1, 10_000),
+                pull_stall_seconds=read.number("WORPEN_PULL_STALL_TIMEOUT", 60, 0.1, 86_400),
+            ),
         )
 
 

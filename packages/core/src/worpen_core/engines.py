@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from worpen_core.containers import (
     PruneRequest,
     PullProgress,
 )
-from worpen_core.errors import Ambiguous, InvalidInput, NotFound, Unavailable, WorpenError
+from worpen_core.errors import Ambiguous, InvalidInput, NotFound, RateLimited, Unavailable, WorpenError
 from worpen_core.events import (
     ContainerDied,
     ContainerHealthChanged,
@@ -41,7 +42,7 @@ from worpen_core.events import (
     ImagePulled,
 )
 from worpen_core.ports import Clock, ContainerRuntime, EventBus, TerminalChannel, UnitOfWorkFactory
-from worpen_core.streams import until
+from worpen_core.streams import stall_deadline, until
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -154,6 +155,18 @@ class Listing(Generic[Item]):
     """Nodes whose engine could not be listed, with why."""
 
 
+@dataclass(frozen=True, slots=True)
+class ContainerLimits:
+    """Bounds on what the container use cases hold open."""
+
+    terminals_per_key: int = 8
+    """Terminal sessions one API key may have open at once."""
+    terminals: int = 32
+    """Terminal sessions open at once in all (each holds one of its engine's worker threads)."""
+    pull_stall_seconds: float = 60.0
+    """A pull that makes no progress for this long is abandoned."""
+
+
 @dataclass(slots=True)
 class TerminalSession:
     id: str
@@ -161,6 +174,7 @@ class TerminalSession:
     container_id: str
     container_name: str
     actor: str
+    key_id: str
     command: tuple[str, ...]
     opened_at: datetime
     channel: TerminalChannel = field(repr=False)
@@ -171,14 +185,22 @@ class Containers:
     nodes (or on the one given): a full id, a unique prefix of at least four characters, or a name."""
 
     def __init__(
-        self, runtimes: Sequence[ContainerRuntime], audit: AuditTrail, clock: Clock, bus: EventBus
+        self,
+        runtimes: Sequence[ContainerRuntime],
+        audit: AuditTrail,
+        clock: Clock,
+        bus: EventBus,
+        limits: ContainerLimits,
     ) -> None:
         self._runtimes = {runtime.node: runtime for runtime in runtimes}
         self._audit = audit
         self._clock = clock
         self._bus = bus
+        self._limits = limits
         self._status = {runtime.node: EngineStatus(runtime.node) for runtime in runtimes}
         self._terminals: dict[str, TerminalSession] = {}
+        self._terminal_slots: Counter[str] = Counter()
+        """Terminal sessions open or being opened, by API key id."""
 
     def runtime(self, node: str) -> ContainerRuntime:
         try:
@@ -302,7 +324,8 @@ class Containers:
 
     async def pull(self, principal: Principal, image: str, node: str | None) -> AsyncIterator[PullProgress]:
         """Start a pull on one node (the only one, when there is one) and return its progress. An engine
-        that refuses the pull raises here; the audit entry ends with the stream."""
+        that refuses the pull raises here; a pull with no progress for the limit's time is abandoned
+        (TimedOut); the audit entry ends with the stream."""
         image = check_image(image)
         runtime = self.runtime(self.one_node(node, "pulls"))
         entry = await self._audit.begin(principal, "image.pull", image, runtime.node)
@@ -311,7 +334,8 @@ class Containers:
         except BaseException as exc:
             await self._audit.end(entry, _reason(exc))
             raise
-        return self._audited(entry, stream)
+        what = f"the pull of {image!r} on node {runtime.node}"
+        return self._audited(entry, stall_deadline(stream, self._limits.pull_stall_seconds, what))
 
     async def _audited(self, entry: AuditEntry, stream: AsyncIterator[T]) -> AsyncIterator[T]:
         error: str | None = "the client left before the operation ended"
@@ -338,21 +362,39 @@ class Containers:
     async def open_terminal(
         self, principal: Principal, ref: str, node: str | None, command: Sequence[str]
     ) -> TerminalSession:
-        runtime, detail = await self._locate(ref, node)
-        container = detail.container
-        channel = await self._audit.run(
-            principal,
-            "terminal.open",
-            _describe(container),
-            runtime.node,
-            lambda: runtime.exec(container.id, command),
-        )
+        """A shell in the container, within the limits on open sessions (RateLimited beyond them)."""
+        key = principal.key_id
+        if self._terminal_slots[key] >= self._limits.terminals_per_key:
+            raise RateLimited(
+                f"terminal sessions of this key: {self._terminal_slots[key]} open, the most it may have; "
+                "close one first"
+            )
+        if self._terminal_slots.total() >= self._limits.terminals:
+            raise RateLimited(
+                f"terminal sessions: {self._terminal_slots.total()} open, the most this server allows; "
+                "try again when one closes"
+            )
+        self._terminal_slots[key] += 1  # held while the session opens, so concurrent opens count too
+        try:
+            runtime, detail = await self._locate(ref, node)
+            container = detail.container
+            channel = await self._audit.run(
+                principal,
+                "terminal.open",
+                _describe(container),
+                runtime.node,
+                lambda: runtime.exec(container.id, command),
+            )
+        except BaseException:
+            self._release_terminal(key)
+            raise
         session = TerminalSession(
             id=secrets.token_hex(8),
             node=runtime.node,
             container_id=container.id,
             container_name=container.name,
             actor=principal.name,
+            key_id=key,
             command=tuple(command),
             opened_at=self._clock.now(),
             channel=channel,
@@ -361,8 +403,14 @@ class Containers:
         return session
 
     async def close_terminal(self, session: TerminalSession) -> None:
-        self._terminals.pop(session.id, None)
+        if self._terminals.pop(session.id, None) is not None:
+            self._release_terminal(session.key_id)
         await session.channel.close()
+
+    def _release_terminal(self, key: str) -> None:
+        self._terminal_slots[key] -= 1
+        if not self._terminal_slots[key]:
+            del self._terminal_slots[key]
 
     def terminals(self) -> list[TerminalSession]:
         return sorted(self._terminals.values(), key=lambda s: s.opened_at)

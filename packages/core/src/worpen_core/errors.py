@@ -49,7 +49,10 @@ class Forbidden(WorpenError):
 
 
 class RateLimited(WorpenError):
-    def __init__(self, detail: str, retry_after: int) -> None:
+    """Too many of something (failed authentications, open terminals); `retry_after` says in how many
+    seconds to try again, when that is known."""
+
+    def __init__(self, detail: str, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
 
@@ -61,6 +64,10 @@ class Unavailable(WorpenError):
         super().__init__(f"{dependency} unavailable: {detail}")
         self.dependency = dependency
         self.reason = detail
+
+
+class TimedOut(WorpenError):
+    """An operation that had started stopped making progress and was abandoned after its deadline."""
 
 
 class EngineFailed(WorpenError):

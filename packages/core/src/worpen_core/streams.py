@@ -1,10 +1,12 @@
-"""Helpers for the streams Worpen follows (engine events, logs, the event feed)."""
+"""Helpers for the streams Worpen follows (engine events, logs, the event feed, pulls)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 from typing import TypeVar
+
+from worpen_core.errors import TimedOut
 
 T = TypeVar("T")
 
@@ -26,6 +28,26 @@ async def until(stream: AsyncIterator[T], stopping: asyncio.Event) -> AsyncItera
                 return
     finally:
         stop.cancel()
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await _close(stream)
+
+
+async def stall_deadline(stream: AsyncIterator[T], seconds: float, what: str) -> AsyncIterator[T]:
+    """The stream's items; when none comes for `seconds` (from the start or the last one), the stream is
+    closed and TimedOut raised, saying that `what` stalled."""
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(stream), seconds)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise TimedOut(f"{what} stalled: no progress for {seconds:g} s") from None
+            yield item
+    finally:
+        await _close(stream)
+
+
+async def _close(stream: AsyncIterator[T]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -25,10 +25,12 @@ from urllib.parse import quote
 import docker
 import msgspec
 import requests
+from docker.auth import get_config_header, resolve_repository_name
 from docker.errors import APIError, DockerException, create_api_error_from_http_exception
 from docker.tls import TLSConfig
 from docker.types.daemon import CancellableStream
 from docker.utils import parse_repository_tag
+from docker.utils.json_stream import json_stream
 
 from worpen_core.containers import (
     Container,
@@ -472,40 +474,55 @@ class DockerContainerRuntime:
     async def pull(self, image: str) -> AsyncIterator[PullProgress]:
         repository, tag = parse_repository_tag(image)
 
-        def open_pull() -> Iterator[dict[str, Any]]:
-            stream: Iterator[dict[str, Any]] = self._client(streaming=True).pull(
-                repository, tag=tag or "latest", stream=True, decode=True
+        def open_pull() -> tuple[Iterator[object], requests.Response]:
+            # As the SDK's `pull`, but keeping the response, so that the pull can be abandoned.
+            client = self._client(streaming=True)
+            auth = get_config_header(client, resolve_repository_name(repository)[0])
+            response = client.post(
+                f"{client.base_url}/v{client.api_version}/images/create",
+                params={"fromImage": repository, "tag": tag or "latest"},
+                headers={"X-Registry-Auth": auth} if auth else {},
+                stream=True,
+                timeout=(self._timeout, None),
             )
-            return stream
+            _raise_for_status(response)
+            return json_stream(response.iter_content(chunk_size=None)), response
 
         registry = f"registry of {image!r} (via node {self.node})"
         # Reaching a registry may legitimately take longer than an engine call.
         slack = 2 * self._timeout
         late = EngineFailed(registry, f"no answer within {self._timeout + slack + 1:g} s")
         try:
-            stream = await self._run(open_pull, kind="image", ref=image, slack=slack, late=late)
+            stream, response = await self._run(open_pull, kind="image", ref=image, slack=slack, late=late)
         except EngineFailed as exc:
             raise EngineFailed(registry, str(exc.detail).removeprefix(f"{self._dependency}: ")) from exc
-        return self._progress(stream, registry)
+        return self._progress(stream, response, registry)
 
-    async def _progress(self, stream: Iterator[dict[str, Any]], registry: str) -> AsyncIterator[PullProgress]:
+    async def _progress(
+        self, stream: Iterator[object], response: requests.Response, registry: str
+    ) -> AsyncIterator[PullProgress]:
+        """The pull's progress. Left before its end (the client went away, the pull stalled), the
+        connection is shut down: the engine abandons the pull and the reading thread is freed."""
         loop = asyncio.get_running_loop()
         done = object()
         read = self._translating(lambda: next(stream, done), "image", "")
-        while True:
-            message = await loop.run_in_executor(self._pool, read)
-            if message is done:
-                return
-            assert isinstance(message, dict)
-            if message.get("error"):
-                raise EngineFailed(registry, str(message["error"]))
-            detail = message.get("progressDetail") or {}
-            yield PullProgress(
-                status=str(message.get("status", "")),
-                layer=message.get("id"),
-                current=detail.get("current"),
-                total=detail.get("total"),
-            )
+        try:
+            while True:
+                message = await loop.run_in_executor(self._pool, read)
+                if message is done:
+                    return
+                assert isinstance(message, dict)
+                if message.get("error"):
+                    raise EngineFailed(registry, str(message["error"]))
+                detail = message.get("progressDetail") or {}
+                yield PullProgress(
+                    status=str(message.get("status", "")),
+                    layer=message.get("id"),
+                    current=detail.get("current"),
+                    total=detail.get("total"),
+                )
+        finally:
+            CancellableStream(stream, response).close()
 
     async def exec(self, ref: str, command: Sequence[str]) -> DockerTerminal:
         def open_exec() -> Any:

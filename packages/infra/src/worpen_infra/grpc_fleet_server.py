@@ -16,6 +16,7 @@ from worpen_core.errors import (
     InvalidInput,
     NotFound,
     RateLimited,
+    TimedOut,
     Unauthenticated,
     Unavailable,
     WorpenError,
@@ -34,6 +35,7 @@ _STATUS_CODES: dict[type[WorpenError], grpc.StatusCode] = {
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    TimedOut: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 _FROM_PROTO = {
     fleet_pb2.AGENT_STATUS_UNSPECIFIED: AgentStatus.ONLINE,
