@@ -85,8 +85,10 @@ def test_a_reported_agent_is_listed_and_described_with_its_telemetry(admin: http
         "linux",
         "1.2.3",
     )
-    assert listed["uptime"] == 3600
-    assert listed["peers"] == ["flow-first"]
+    # The cockpit renders "{peers} peers" and shows uptime as text: a count and a short string, with the
+    # ids and the number beside them.
+    assert (listed["uptime"], listed["uptimeSeconds"]) == ("1h", 3600)
+    assert (listed["peers"], listed["peerIds"]) == (1, ["flow-first"])
     assert isinstance(listed["lastSeen"], str)
     assert "telemetry" not in listed
 
@@ -101,6 +103,19 @@ def test_a_reported_agent_is_listed_and_described_with_its_telemetry(admin: http
         "netTxBytes": 2000,
         "uptimeSeconds": 3600,
     }
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0, "0s"), (45, "45s"), (720, "12m"), (3700, "1h 1m"), (273_659, "3d 4h"), (1_728_000, "2w 6d")],
+)
+def test_uptime_is_shown_in_its_two_largest_units(admin: httpx.Client, seconds: int, shown: str) -> None:
+    accepted(heartbeat(admin, f"uptime-{seconds}", uptimeSeconds=seconds))
+
+    described = agent(admin, f"uptime-{seconds}")
+
+    assert (described["uptime"], described["uptimeSeconds"]) == (shown, seconds)
+    assert (described["peers"], described["peerIds"]) == (0, [])
 
 
 def test_the_status_filter_lists_only_agents_in_that_status(admin: httpx.Client) -> None:

@@ -103,6 +103,23 @@ class Telemetry(Wire):
         )
 
 
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+"""Durations as people write them, largest first: `expiresIn` is read in them, uptimes shown in them."""
+
+
+def human_duration(seconds: int) -> str:
+    """`3d 4h`, `1h`, `12m`, `45s`: the largest unit and the next one unless it is zero (as a cockpit
+    shows an uptime)."""
+    counts: list[tuple[int, str]] = []
+    rest = seconds
+    for unit, size in _UNITS.items():
+        count, rest = divmod(rest, size)
+        if count or counts:
+            counts.append((count, unit))
+    shown = counts[:2] if counts else [(0, "s")]
+    return " ".join(f"{count}{unit}" for count, unit in shown if count or len(shown) == 1)
+
+
 class AgentOut(Wire):
     id: str
     name: str
@@ -114,8 +131,12 @@ class AgentOut(Wire):
     cpu_load: float
     memory_load: float
     last_seen: datetime
-    uptime: int | None
-    peers: list[str]
+    uptime: Annotated[str | None, Meta(examples=["3d 4h", "12m"])]
+    """How long the node has been up, for people: its largest unit and the next one."""
+    uptime_seconds: int | None
+    peers: int
+    """How many peers the node reported; their ids are `peerIds`."""
+    peer_ids: list[str]
     registered_at: datetime
 
     @classmethod
@@ -131,8 +152,10 @@ class AgentOut(Wire):
             cpu_load=agent.cpu_load,
             memory_load=agent.memory_load,
             last_seen=agent.last_seen,
-            uptime=agent.uptime_seconds,
-            peers=list(agent.peers),
+            uptime=None if agent.uptime_seconds is None else human_duration(agent.uptime_seconds),
+            uptime_seconds=agent.uptime_seconds,
+            peers=len(agent.peers),
+            peer_ids=list(agent.peers),
             registered_at=agent.registered_at,
         )
 
@@ -208,9 +231,6 @@ class ErrorOut(Wire):
     status: int
     detail: str
     field: str | None = None
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> timedelta:
