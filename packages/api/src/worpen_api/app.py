@@ -29,6 +29,7 @@ from worpen_api.controllers.agents import NEXT_CURSOR
 from worpen_api.controllers.containers import UNAVAILABLE_NODES
 from worpen_api.errors import EXCEPTION_HANDLERS
 from worpen_api.observability import Metrics, RequestObserver
+from worpen_api.openapi import StructSchemaPlugin, answer_options
 from worpen_api.runtime import Worpen
 from worpen_api.security import ApiKeyAuthMiddleware, requires
 from worpen_core.auth import Permission
@@ -81,6 +82,8 @@ def create_app(worpen: Worpen) -> Litestar:
             DefineMiddleware(ApiKeyAuthMiddleware, worpen=worpen),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=answer_options,
+        plugins=[StructSchemaPlugin()],
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
             allow_methods=["*"],

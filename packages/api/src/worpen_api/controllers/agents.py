@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -13,14 +12,17 @@ from litestar.params import Body, FromQuery, PathParameter, QueryParameter
 
 from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut, Telemetry
 from worpen_api.errors import documented
+from worpen_api.openapi import OptionalBody
 from worpen_api.security import principal_of, requires
 from worpen_core.auth import Permission
 from worpen_core.commands import AGENT_ID_MAX_LENGTH
-from worpen_core.errors import Forbidden, InvalidInput
+from worpen_core.errors import Forbidden
 from worpen_core.fleet import Fleet
 from worpen_core.status import AgentStatus
 
 NEXT_CURSOR = "X-Next-Cursor"
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
+"""Unpadded base64url: what `_encode_cursor` hands out, and any text `_decode_cursor` takes."""
 
 
 def _encode_cursor(agent_id: str) -> str:
@@ -28,12 +30,9 @@ def _encode_cursor(agent_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> str:
-    try:
-        return base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(
-            f"is not a cursor this server handed out (see the {NEXT_CURSOR} header)", "cursor"
-        ) from None
+    """The id after which the page starts. Agent ids are ASCII, so a cursor this server handed out decodes
+    to one; the bytes of any other are read as Latin-1, which still orders agents."""
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("latin-1")
 
 
 class AgentController(Controller):
@@ -54,7 +53,12 @@ class AgentController(Controller):
         fleet: NamedDependency[Fleet],
         status: FromQuery[AgentStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 500,
-        cursor: Annotated[str | None, QueryParameter(max_length=256)] = None,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=256, pattern=CURSOR_PATTERN, description=f"The {NEXT_CURSOR} of the previous page"
+            ),
+        ] = None,
     ) -> Response[list[AgentOut]]:
         agents = fleet.query(status, None if cursor is None else _decode_cursor(cursor))
         page = agents[:limit]
@@ -94,6 +98,7 @@ class AgentController(Controller):
     @post(
         "/sync",
         operation_id="syncAgents",
+        operation_class=OptionalBody,
         responses=documented(400, 404, 422, 503),
         opt=requires(Permission.OPERATE),
         summary="Resynchronise agents",

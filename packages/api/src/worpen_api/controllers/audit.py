@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -15,6 +14,8 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from worpen_api.docker_dto import AuditOut, event_out
 from worpen_api.errors import documented
+from worpen_api.openapi import MayStream
+from worpen_api.parameters import Since
 from worpen_api.security import browser_streams, requires
 from worpen_core.audit import AuditQuery
 from worpen_core.auth import Permission
@@ -41,7 +42,7 @@ class AuditController(Controller):
     async def read(
         self,
         audit: NamedDependency[AuditTrail],
-        since: FromQuery[datetime | None] = None,
+        since: Since = None,
         actor: Annotated[str | None, QueryParameter(max_length=64)] = None,
         action: Annotated[str | None, QueryParameter(max_length=64, examples=[])] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
@@ -58,6 +59,7 @@ class EventController(Controller):
         operation_id="domainEvents",
         opt=browser_streams(Permission.READ),
         responses=documented(422),
+        operation_class=MayStream,
         summary="Domain events: agents, containers, images and engines",
         description="The latest events numbered above `after` (`seq`), as JSON. With `follow=true`, a "
         "Server-Sent Events stream of them as they happen (each event's SSE id is its `seq`; a reconnect "
@@ -68,7 +70,8 @@ class EventController(Controller):
         request: Request[Any, Any, Any],
         feed: NamedDependency[EventFeed],
         draining: NamedDependency[asyncio.Event],
-        after: Annotated[int | None, QueryParameter(ge=0)] = None,
+        # Litestar 2 leaves a minimum of 0 out of the schema: stated again.
+        after: Annotated[int | None, QueryParameter(ge=0, schema_extra={"minimum": 0})] = None,
         follow: FromQuery[bool] = False,
     ) -> Response[Any]:
         if not follow:

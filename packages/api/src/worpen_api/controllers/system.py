@@ -11,11 +11,19 @@ from worpen_api.observability import Metrics
 from worpen_api.security import requires
 from worpen_core.auth import Permission
 
+PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.removesuffix("; charset=utf-8")
+
 
 class SystemController(Controller):
     tags = ["system"]
 
-    @get("/health", operation_id="health", media_type=MediaType.TEXT, summary="Liveness (no credential)")
+    @get(
+        "/health",
+        operation_id="health",
+        media_type=MediaType.TEXT,
+        security=[{}],
+        summary="Liveness (no credential)",
+    )
     async def health(self) -> str:
         return "OK"
 
@@ -24,8 +32,10 @@ class SystemController(Controller):
         operation_id="metrics",
         responses=documented(),
         opt=requires(Permission.READ),
+        media_type=MediaType.TEXT,
         summary="Prometheus metrics (viewer and up)",
         sync_to_thread=False,
     )
     def metrics(self, metrics: NamedDependency[Metrics]) -> Response[bytes]:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # Litestar adds the charset of every text/* answer itself.
+        return Response(generate_latest(metrics.registry), media_type=PROMETHEUS_TEXT)

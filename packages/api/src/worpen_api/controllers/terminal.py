@@ -10,10 +10,11 @@ import structlog
 from litestar import Controller, WebSocket, get, websocket
 from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import QueryParameter
 
-from worpen_api.docker_dto import NodeName, TerminalSessionOut
+from worpen_api.docker_dto import TerminalSessionOut
 from worpen_api.errors import STATUS_OF, documented
+from worpen_api.parameters import ContainerRef, Node
 from worpen_api.security import principal_of, requires
 from worpen_core.auth import Permission
 from worpen_core.engines import Containers, TerminalSession
@@ -33,8 +34,8 @@ class TerminalController(Controller):
         self,
         socket: WebSocket[Any, Any, Any],
         containers: NamedDependency[Containers],
-        container_id: Annotated[str, PathParameter(min_length=1, max_length=255)],
-        node: Annotated[NodeName | None, QueryParameter()] = None,
+        container_id: ContainerRef,
+        node: Node = None,
         shell: Annotated[str, QueryParameter(min_length=1, max_length=255)] = DEFAULT_SHELL,
     ) -> None:
         """A shell (Docker exec with a TTY) in the container. Client to server: text frames, each a

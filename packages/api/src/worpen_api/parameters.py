@@ -1,0 +1,43 @@
+"""Path and query parameters that several routes take, declared once with what the server accepts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
+from litestar.params import PathParameter, QueryParameter
+
+from worpen_api.docker_dto import NodeName
+from worpen_core.engines import REFERENCE_PATTERN
+
+ContainerRef = Annotated[
+    str,
+    PathParameter(
+        pattern=REFERENCE_PATTERN,
+        description="A full container id, a unique id prefix (4 characters or more) or a name",
+    ),
+]
+Node = Annotated[
+    NodeName | None,
+    QueryParameter(
+        min_length=1, max_length=128, description="Only this node (required where a reference is ambiguous)"
+    ),
+]
+EARLIEST = -62_135_596_800
+"""0001-01-01T00:00:00Z as a unix time: the earliest `since` a datetime holds."""
+LATEST = 253_402_300_799
+"""9999-12-31T23:59:59Z as a unix time: the latest."""
+Since = Annotated[
+    datetime | None,
+    QueryParameter(
+        description="Only what happened at or after this time: an RFC 3339 date-time, or a unix time in "
+        "seconds (a fraction allowed), as Docker's `since`",
+        schema_extra={
+            "one_of": [
+                Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+                Schema(type=OpenAPIType.NUMBER, minimum=EARLIEST, maximum=LATEST),
+            ]
+        },
+    ),
+]
