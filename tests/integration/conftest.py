@@ -66,6 +66,12 @@ def throttled_server(servers: Servers) -> WorpenServer:
 
 
 @pytest.fixture(scope="session")
+def debug_server(servers: Servers) -> WorpenServer:
+    """WORPEN_LOG_LEVEL=debug: logs every request, routine heartbeats included."""
+    return servers.ready("debug_server")
+
+
+@pytest.fixture(scope="session")
 def proxied_server(servers: Servers) -> WorpenServer:
     """Behind a proxy on loopback (WORPEN_TRUSTED_PROXIES): counts failures by X-Forwarded-For, 5 a minute."""
     return servers.ready("proxied_server")

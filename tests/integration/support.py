@@ -6,6 +6,7 @@ Waits are bounded polls with generous deadlines: they bound a hang, they are not
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -226,6 +227,7 @@ SERVERS: dict[str, ServerSpec] = {
         {"WORPEN_AUTH_FAILURES_PER_MINUTE": "5", "WORPEN_TRUSTED_PROXIES": "127.0.0.1,::1"}
     ),
     "no_auth_server": ServerSpec({"WORPEN_AUTH": "off"}),
+    "debug_server": ServerSpec({"WORPEN_LOG_LEVEL": "debug"}),
     "no_auth_public_server": ServerSpec({"WORPEN_AUTH": "off"}, ["--host", "0.0.0.0"], serves=False),
     "crash_server": ServerSpec(BUFFERING),
     "buffering_server": ServerSpec(BUFFERING),
@@ -338,6 +340,24 @@ def heartbeat(
     client: httpx.Client, agent_id: str, cpu: float = 10.0, ram: float = 20.0, **fields: object
 ) -> httpx.Response:
     return client.post("/api/v1/internal/heartbeat", json={"id": agent_id, "cpu": cpu, "ram": ram, **fields})
+
+
+def request_lines(server: WorpenServer) -> list[dict[str, object]]:
+    """The request log lines the server has written so far."""
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == "request"]
+
+
+def logged(server: WorpenServer, request_id: str) -> dict[str, object]:
+    """The request log line of the request with this X-Request-ID, once the server has written it (it
+    logs a request after answering it, so a client may read the answer first)."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while True:
+        found = [line for line in request_lines(server) if line["request_id"] == request_id]
+        if found:
+            return found[-1]
+        assert time.monotonic() < deadline, f"no such request line in:\n{server.log()[-3000:]}"
+        time.sleep(0.05)
 
 
 def accepted(response: httpx.Response) -> dict[str, object]:

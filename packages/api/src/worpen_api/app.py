@@ -54,7 +54,7 @@ def create_app(worpen: Worpen) -> Litestar:
         finally:
             await worpen.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             SystemController,
             AgentController,
@@ -77,10 +77,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "authenticator": _constant(worpen.authenticator),
             "metrics": _constant(metrics),
         },
-        middleware=[
-            DefineMiddleware(RequestObserver, metrics=metrics),
-            DefineMiddleware(ApiKeyAuthMiddleware, worpen=worpen),
-        ],
+        middleware=[DefineMiddleware(ApiKeyAuthMiddleware, worpen=worpen)],
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=answer_options,
         plugins=[StructSchemaPlugin()],
@@ -111,3 +108,7 @@ def create_app(worpen: Worpen) -> Litestar:
         debug=False,
         logging_config=None,
     )
+    # Around everything Litestar does with a request (CORS, routing, exception handling), so that every
+    # request is observed, routed or not.
+    app.asgi_handler = RequestObserver(app.asgi_handler, metrics)
+    return app

@@ -22,6 +22,13 @@ from worpen_api.settings import Settings
 
 log = structlog.get_logger("worpen.http")
 
+UNMATCHED_ROUTE = "unmatched"
+"""The route label of every request that no route took (unknown paths, CORS preflights): one label however
+many paths a scanner tries, so the metrics' cardinality stays bounded."""
+WEBSOCKET = "WEBSOCKET"
+"""The method label of a WebSocket handshake."""
+ROUTINE = "worpen.routine"
+
 
 _encoder = msgspec.json.Encoder()
 
@@ -119,6 +126,23 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.registry.register(FleetCollector(worpen))
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Counts a request and observes its latency. Each label set is looked up once (methods, route
+        templates and statuses are bounded sets), as `labels()` costs more than the counting."""
+        series = self._series.get((method, route, status))
+        if series is None:
+            series = (self.requests.labels(method, route, str(status)), self.latency.labels(method, route))
+            self._series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+
+def mark_routine(scope: Scope) -> None:
+    """Says that this request changed nothing an operator needs to read about (a heartbeat that neither
+    registered an agent nor changed its status): its request log line is written at debug level."""
+    scope["state"][ROUTINE] = True
 
 
 class RequestIds:
@@ -136,7 +160,12 @@ class RequestIds:
 
 
 class RequestObserver:
-    """Gives every HTTP request an id (X-Request-ID), then logs it and records its metrics."""
+    """Gives every HTTP request an id (X-Request-ID), then logs it and records its metrics; a WebSocket
+    is observed once its handshake is decided (accepted: 101; refused: the close code, e.g. 4401).
+
+    It wraps the application's whole ASGI handler, outside Litestar's CORS, routing and exception handling,
+    so it also sees what never reaches a route: unknown paths (labelled UNMATCHED_ROUTE), CORS preflights
+    and refused WebSockets."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self._app = app
@@ -144,11 +173,11 @@ class RequestObserver:
         self._request_id = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP:
-            await self._app(scope, receive, send)
-            return
         started = time.perf_counter()
         request_id = self._request_id(scope)
+        if scope["type"] == ScopeType.WEBSOCKET:
+            await self._handshake(scope, receive, send, started, request_id)
+            return
         header = (b"x-request-id", request_id.encode())
         status = 500
 
@@ -162,16 +191,38 @@ class RequestObserver:
         try:
             await self._app(scope, receive, observed_send)
         finally:
-            duration = time.perf_counter() - started
-            route = scope.get("path_template") or "unmatched"
-            method = scope["method"]
-            self._metrics.requests.labels(method, route, str(status)).inc()
-            self._metrics.latency.labels(method, route).observe(duration)
-            log.info(
-                "request",
-                request_id=request_id,
-                method=method,
-                path=scope["path"],
-                status=status,
-                duration_ms=round(duration * 1000, 3),
-            )
+            self._observe(scope, scope["method"], status, started, request_id)
+
+    async def _handshake(
+        self, scope: Scope, receive: Receive, send: Send, started: float, request_id: str
+    ) -> None:
+        decided = False
+
+        async def observed_send(message: Message) -> None:
+            nonlocal decided
+            if not decided and message["type"] == "websocket.accept":
+                decided = True
+                self._observe(scope, WEBSOCKET, 101, started, request_id)
+            elif not decided and message["type"] == "websocket.close":
+                decided = True
+                self._observe(scope, WEBSOCKET, message.get("code", 1000), started, request_id)
+            await send(message)
+
+        try:
+            await self._app(scope, receive, observed_send)
+        finally:
+            if not decided:
+                self._observe(scope, WEBSOCKET, 500, started, request_id)
+
+    def _observe(self, scope: Scope, method: str, status: int, started: float, request_id: str) -> None:
+        duration = time.perf_counter() - started
+        self._metrics.record(method, scope.get("path_template") or UNMATCHED_ROUTE, status, duration)
+        write = log.debug if scope["state"].get(ROUTINE) else log.info
+        write(
+            "request",
+            request_id=request_id,
+            method=method,
+            path=scope["path"],
+            status=status,
+            duration_ms=round(duration * 1000, 3),
+        )
