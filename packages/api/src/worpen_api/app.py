@@ -28,6 +28,7 @@ from worpen_api.controllers import (
 from worpen_api.controllers.agents import NEXT_CURSOR
 from worpen_api.controllers.containers import UNAVAILABLE_NODES
 from worpen_api.errors import EXCEPTION_HANDLERS
+from worpen_api.intake import HeartbeatIntake
 from worpen_api.observability import Metrics, RequestObserver
 from worpen_api.openapi import StructSchemaPlugin, answer_options
 from worpen_api.runtime import Worpen
@@ -109,6 +110,6 @@ def create_app(worpen: Worpen) -> Litestar:
         logging_config=None,
     )
     # Around everything Litestar does with a request (CORS, routing, exception handling), so that every
-    # request is observed, routed or not.
-    app.asgi_handler = RequestObserver(app.asgi_handler, metrics)
+    # request is observed, routed or not, and heartbeats can take their lean path (worpen_api.intake).
+    app.asgi_handler = RequestObserver(HeartbeatIntake(app.asgi_handler, worpen), metrics)
     return app

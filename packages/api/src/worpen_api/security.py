@@ -9,6 +9,7 @@ CORS setting)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,13 +36,13 @@ def _header(scope: Scope, wanted: bytes) -> str | None:
     return None
 
 
-def _authorization(scope: Scope) -> str | None:
+def _authorization(scope: Scope, opt: Mapping[str, Any]) -> str | None:
     """The Authorization header, or where a browser's WebSocket or EventSource can put the key."""
     header = _header(scope, b"authorization")
     if header is not None:
         return header
     websocket = scope["type"] == ScopeType.WEBSOCKET
-    if not (websocket or scope["route_handler"].opt.get(KEY_IN_QUERY)):
+    if not (websocket or opt.get(KEY_IN_QUERY)):
         return None
     protocols: list[str] = list(scope.get("subprotocols", ())) if websocket else []  # type: ignore[call-overload]
     for protocol in protocols:
@@ -65,24 +66,14 @@ class ApiKeyAuthMiddleware:
         if scope["type"] == ScopeType.WEBSOCKET and not self._origin_allowed(scope):
             await send({"type": "websocket.close", "code": ORIGIN_REFUSED, "reason": "origin not allowed"})
             return
-        if not self._worpen.settings.auth:
-            scope["user"] = ANONYMOUS_ADMIN
-        else:
-            try:
-                client = scope["client"][0] if scope["client"] else "unknown"
-                principal = await self._worpen.authenticator.admit(_authorization(scope), client)
-                needed = scope["route_handler"].opt.get(PERMISSION, Permission.ADMIN)
-                if not principal.can(needed):
-                    raise Forbidden(f"role {principal.role.value!r} lacks the {needed.value!r} permission")
-                scope["user"] = principal
-            except WorpenError as exc:
-                if scope["type"] == ScopeType.WEBSOCKET:
-                    await send({"type": "websocket.close", "code": 4401, "reason": exc.detail})
-                    return
-                # Answered here, not raised, so outer middleware (request log, metrics) sees the status.
-                response = response_for(exc).to_asgi_response(None, Request(scope, receive))
-                await response(scope, receive, send)
+        try:
+            scope["user"] = await authorize(self._worpen, scope, scope["route_handler"].opt)
+        except WorpenError as exc:
+            if scope["type"] == ScopeType.WEBSOCKET:
+                await send({"type": "websocket.close", "code": 4401, "reason": exc.detail})
                 return
+            await refuse(exc, scope, receive, send)
+            return
         await self._app(scope, receive, send)
 
     def _origin_allowed(self, scope: Scope) -> bool:
@@ -90,6 +81,26 @@ class ApiKeyAuthMiddleware:
         origin = _header(scope, b"origin")
         allowed = self._worpen.settings.cors_origins
         return origin is None or "*" in allowed or origin in allowed
+
+
+async def authorize(worpen: Worpen, scope: Scope, opt: Mapping[str, Any]) -> Principal:
+    """The caller of a route with these `opt`s, if its key may use it; WorpenError (401, 403, 429) if not.
+    The one check of every request, whether Litestar routed it or worpen_api.intake took it."""
+    if not worpen.settings.auth:
+        return ANONYMOUS_ADMIN
+    client = scope["client"][0] if scope["client"] else "unknown"
+    principal = await worpen.authenticator.admit(_authorization(scope, opt), client)
+    needed = opt.get(PERMISSION, Permission.ADMIN)
+    if not principal.can(needed):
+        raise Forbidden(f"role {principal.role.value!r} lacks the {needed.value!r} permission")
+    return principal
+
+
+async def refuse(exc: WorpenError, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers an HTTP request with the error `exc` maps to. Answered, not raised, so that the request
+    observer sees the status."""
+    response = response_for(exc).to_asgi_response(None, Request(scope, receive))
+    await response(scope, receive, send)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

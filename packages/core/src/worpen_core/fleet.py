@@ -21,6 +21,8 @@ from worpen_core.status import AgentStatus
 class HeartbeatAck:
     status: AgentStatus
     next_heartbeat_seconds: int
+    changed: bool
+    """The heartbeat registered the agent or changed its status (it was committed and published)."""
 
 
 class Fleet:
@@ -68,7 +70,7 @@ class Fleet:
             self._buffer(agent.sample())
             self._dirty.add(agent.id)
             self.heartbeats_ingested += 1
-        return HeartbeatAck(agent.status, self.policy.next_heartbeat_seconds(len(self._agents)))
+        return HeartbeatAck(agent.status, self.policy.next_heartbeat_seconds(len(self._agents)), bool(events))
 
     async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[AgentEvent]:
         """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue."""

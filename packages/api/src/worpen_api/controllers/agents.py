@@ -9,18 +9,22 @@ from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, PathParameter, QueryParameter
+from litestar.types import Scope
 
 from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut, Telemetry
 from worpen_api.errors import documented
+from worpen_api.observability import mark_routine
 from worpen_api.openapi import OptionalBody
 from worpen_api.security import principal_of, requires
-from worpen_core.auth import Permission
+from worpen_core.auth import Permission, Principal
 from worpen_core.commands import AGENT_ID_MAX_LENGTH
 from worpen_core.errors import Forbidden
 from worpen_core.fleet import Fleet
 from worpen_core.status import AgentStatus
 
 NEXT_CURSOR = "X-Next-Cursor"
+HEARTBEAT_PATH = "/api/v1/internal/heartbeat"
+HEARTBEAT_OPT = requires(Permission.REPORT)
 CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
 """Unpadded base64url: what `_encode_cursor` hands out, and any text `_decode_cursor` takes."""
 
@@ -122,15 +126,30 @@ class AgentController(Controller):
         )
 
 
+async def report_heartbeat(
+    scope: Scope, fleet: Fleet, principal: Principal, data: HeartbeatIn
+) -> HeartbeatAck:
+    """The work of the heartbeat route once the caller is authenticated and the body decoded, whichever
+    path took the request: HeartbeatController, or worpen_api.intake in front of Litestar."""
+    if not principal.may_report_for(data.id):
+        raise Forbidden(f"this key may not report for agent {data.id!r}")
+    ack = await fleet.record_heartbeat(data.to_command())
+    if not ack.changed:
+        mark_routine(scope)
+    return HeartbeatAck(next_heartbeat_seconds=ack.next_heartbeat_seconds, status=ack.status)
+
+
 class HeartbeatController(Controller):
-    path = "/api/v1/internal"
+    """Requests that worpen_api.intake does not take itself come here (see there); the route is
+    documented here in the OpenAPI schema either way."""
+
+    path = HEARTBEAT_PATH
     tags = ["agents"]
 
     @post(
-        "/heartbeat",
         operation_id="reportHeartbeat",
         responses=documented(400, 413, 422, 503),
-        opt=requires(Permission.REPORT),
+        opt=HEARTBEAT_OPT,
         status_code=202,
         summary="Report a heartbeat (agent keys, for their own ids)",
         description="Registers the agent on its first heartbeat. The answer says when to report next.",
@@ -157,7 +176,4 @@ class HeartbeatController(Controller):
             ),
         ],
     ) -> HeartbeatAck:
-        if not principal_of(request).may_report_for(data.id):
-            raise Forbidden(f"this key may not report for agent {data.id!r}")
-        ack = await fleet.record_heartbeat(data.to_command())
-        return HeartbeatAck(next_heartbeat_seconds=ack.next_heartbeat_seconds, status=ack.status)
+        return await report_heartbeat(request.scope, fleet, principal_of(request), data)
