@@ -28,6 +28,16 @@ if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
 
 EVENT_STREAM = "text/event-stream"
+SERVER_SENT_EVENT = Schema(
+    type=OpenAPIType.OBJECT,
+    properties={
+        "event": Schema(type=OpenAPIType.STRING),
+        "data": Schema(type=OpenAPIType.STRING, description="A JSON object"),
+        "id": Schema(type=OpenAPIType.STRING),
+    },
+    required=["event", "data"],
+    description="One Server-Sent Event: its type and its data",
+)
 _REF = "#/components/schemas/{name}"
 _ALIASES = Schema.field_aliases()
 _SUBSCHEMA = {"items", "additionalProperties", "not"}
@@ -144,5 +154,5 @@ class MayStream(Operation):
         if isinstance(success, OpenAPIResponse):
             success.content = {
                 **(success.content or {}),
-                EVENT_STREAM: OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING)),
+                EVENT_STREAM: OpenAPIMediaType(schema=SERVER_SENT_EVENT),
             }

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import msgspec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import PathParameter, QueryParameter
 
 from worpen_api.docker_dto import NodeName
 from worpen_core.engines import REFERENCE_PATTERN
+from worpen_core.errors import InvalidInput
 
 ContainerRef = Annotated[
     str,
@@ -29,7 +31,7 @@ EARLIEST = -62_135_596_800
 LATEST = 253_402_300_799
 """9999-12-31T23:59:59Z as a unix time: the latest."""
 Since = Annotated[
-    datetime | None,
+    str | None,
     QueryParameter(
         description="Only what happened at or after this time: an RFC 3339 date-time, or a unix time in "
         "seconds (a fraction allowed), as Docker's `since`",
@@ -41,3 +43,16 @@ Since = Annotated[
         },
     ),
 ]
+"""Read with `since_of`."""
+
+
+def since_of(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        at = msgspec.convert(since, datetime, strict=False)
+    except (msgspec.ValidationError, ValueError):  # a year beyond 9999 is a ValueError
+        at = None
+    if at is None or at.tzinfo is None:
+        raise InvalidInput("must be an RFC 3339 date-time with an offset, or a unix time in seconds", "since")
+    return at

@@ -15,7 +15,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from worpen_api.docker_dto import AuditOut, event_out
 from worpen_api.errors import documented
 from worpen_api.openapi import MayStream
-from worpen_api.parameters import Since
+from worpen_api.parameters import Since, since_of
 from worpen_api.security import browser_streams, requires
 from worpen_core.audit import AuditQuery
 from worpen_core.auth import Permission
@@ -47,7 +47,8 @@ class AuditController(Controller):
         action: Annotated[str | None, QueryParameter(max_length=64, examples=[])] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[AuditOut]:
-        entries = await audit.query(AuditQuery(since=since, actor=actor, action=action, limit=limit))
+        query = AuditQuery(since=since_of(since), actor=actor, action=action, limit=limit)
+        entries = await audit.query(query)
         return [AuditOut.of(entry) for entry in entries]
 
 

@@ -28,7 +28,7 @@ from worpen_api.docker_dto import (
 )
 from worpen_api.errors import documented
 from worpen_api.openapi import MayStream, OptionalBody
-from worpen_api.parameters import ContainerRef, Node, Since
+from worpen_api.parameters import ContainerRef, Node, Since, since_of
 from worpen_api.security import browser_streams, principal_of, requires
 from worpen_core.auth import Permission
 from worpen_core.containers import ContainerState, LogLine, LogQuery, PruneRequest, PullProgress
@@ -117,7 +117,7 @@ class ContainerController(Controller):
     ) -> Response[Any]:
         query = LogQuery(
             tail=None if tail == "all" else int(tail),
-            since=since,
+            since=since_of(since),
             stdout=stream != "stderr",
             stderr=stream != "stdout",
             follow=follow,
