@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -49,7 +49,17 @@ class HeartbeatIn(Wire):
     ram: Percent
     status: AgentStatus = AgentStatus.ONLINE
     name: Text | None = None
-    ip: Annotated[str, Meta(max_length=64, examples=["10.0.0.7"])] | None = None
+    ip: (
+        Annotated[
+            str,
+            Meta(
+                max_length=64,
+                examples=["10.0.0.7"],
+                extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+            ),
+        ]
+        | None
+    ) = None
     os: Text | None = None
     version: Text | None = None
     uptime_seconds: Counter | None = None
@@ -188,6 +198,13 @@ class ApiKeyIn(Wire, forbid_unknown_fields=True):
     role: Role
     agents: Annotated[list[AgentId], Meta(max_length=1000)] = msgspec.field(default_factory=list)
     expires_in: Duration | None = None
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "description": "An agent key is bound to one agent id or more; a key of another role to none.",
+        "if": {"properties": {"role": {"const": Role.AGENT.value}}},
+        "then": {"properties": {"agents": {"minItems": 1}}, "required": ["agents"]},
+        "else": {"properties": {"agents": {"maxItems": 0}}},
+    }
 
     def to_command(self) -> CreateApiKey:
         expires_in = None if self.expires_in is None else parse_duration(self.expires_in)

@@ -5,7 +5,7 @@
   `forbid_unknown_fields` (`additionalProperties: false`).
 - An OPTIONS request is answered with every method of its path: Litestar 2 lists only the methods of
   the first handler registered on a path (litestar-org/litestar#4169, fixed in Litestar 3).
-- Operations whose body may be left out, and answers streamed as Server-Sent Events, say so.
+- Operations whose body may be left out, and answers that are JSON lines or Server-Sent Events, say so.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
 
 EVENT_STREAM = "text/event-stream"
+NDJSON = "application/x-ndjson"
 SERVER_SENT_EVENT = Schema(
     type=OpenAPIType.OBJECT,
     properties={
@@ -40,7 +41,7 @@ SERVER_SENT_EVENT = Schema(
 )
 _REF = "#/components/schemas/{name}"
 _ALIASES = Schema.field_aliases()
-_SUBSCHEMA = {"items", "additionalProperties", "not"}
+_SUBSCHEMA = {"items", "additionalProperties", "not", "if", "then", "else"}
 _SUBSCHEMAS = {"anyOf", "oneOf", "allOf", "prefixItems"}
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 Refer = Callable[[str], Schema | Reference]
@@ -48,7 +49,8 @@ Refer = Callable[[str], Schema | Reference]
 
 class StructSchemaPlugin(OpenAPISchemaPlugin):
     """Describes msgspec Structs by `msgspec.json.schema_components`; the Structs and enums they refer to
-    become components of their own, as Litestar names them."""
+    become components of their own, as Litestar names them. A Struct states what msgspec cannot derive
+    from its fields (a rule across fields) in a `json_schema_extra` class variable."""
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
         return not field_definition.is_union and field_definition.is_subclass_of(msgspec.Struct)
@@ -63,7 +65,8 @@ class StructSchemaPlugin(OpenAPISchemaPlugin):
         def refer(name: str) -> Schema | Reference:  # a Struct or enum by its component name
             return schema_creator.for_field_definition(FieldDefinition.from_annotation(named[name]))
 
-        for name, value in _fields(components[struct.__name__], refer).items():
+        component = {**components[struct.__name__], **getattr(struct, "json_schema_extra", {})}
+        for name, value in _fields(component, refer).items():
             setattr(schema, name, value)
         return schema
 
@@ -152,7 +155,19 @@ class MayStream(Operation):
     def __post_init__(self) -> None:
         success = (self.responses or {}).get("200")
         if isinstance(success, OpenAPIResponse):
-            success.content = {
-                **(success.content or {}),
-                EVENT_STREAM: OpenAPIMediaType(schema=SERVER_SENT_EVENT),
-            }
+            success.content = {**(success.content or {}), EVENT_STREAM: _EVENTS}
+
+
+@dataclass
+class LinesOrStream(Operation):
+    """An operation whose successful answer is JSON lines, or a stream of Server-Sent Events (as its
+    description says when). A route's own media type would be forced on its event streams too."""
+
+    def __post_init__(self) -> None:
+        success = (self.responses or {}).get("200")
+        if isinstance(success, OpenAPIResponse):
+            success.content = {NDJSON: _LINES, EVENT_STREAM: _EVENTS}
+
+
+_EVENTS = OpenAPIMediaType(schema=SERVER_SENT_EVENT)
+_LINES = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, description="One JSON object per line"))

@@ -27,7 +27,7 @@ from worpen_api.docker_dto import (
     RemovedOut,
 )
 from worpen_api.errors import documented
-from worpen_api.openapi import MayStream, OptionalBody
+from worpen_api.openapi import NDJSON, LinesOrStream, MayStream, OptionalBody
 from worpen_api.parameters import ContainerRef, Node, Since, since_of
 from worpen_api.security import browser_streams, principal_of, requires
 from worpen_core.auth import Permission
@@ -38,7 +38,6 @@ from worpen_core.streams import until
 
 UNAVAILABLE_NODES = "X-Unavailable-Nodes"
 """Response header of the fleet-wide lists: the nodes whose engine could not be asked, comma-separated."""
-NDJSON = "application/x-ndjson"
 _encoder = msgspec.json.Encoder()
 _encode = _encoder.encode
 
@@ -93,8 +92,7 @@ class ContainerController(Controller):
         operation_id="containerLogs",
         responses=documented(404, 409, 422, 502, 503),
         opt=browser_streams(Permission.READ),
-        media_type=NDJSON,
-        operation_class=MayStream,
+        operation_class=LinesOrStream,
         summary="A container's logs",
         description="JSON lines (application/x-ndjson), one `{stream, line, ts}` object per line, streamed "
         "as read. With `follow=true`, a Server-Sent Events stream instead: a `log` event per line (its data "
