@@ -154,6 +154,13 @@ def flaky_server(servers: Servers) -> WorpenServer:
 
 
 @pytest.fixture(scope="session")
+def fuzz_server(servers: Servers) -> WorpenServer:
+    """One node, `local`, reached through support.GUARDED_SOCKET (a proxy the test starts, which never
+    forwards a prune), retried every half second at most; no throttle on failed authentications."""
+    return servers.ready("fuzz_server")
+
+
+@pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     client = engine()
     ensure_test_image(client)

@@ -124,10 +124,15 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]
 
 class EngineProxy:
     """A unix socket that forwards to the engine's while running: stopping it drops every connection
-    and refuses new ones, as an engine that went away would."""
+    and refuses new ones, as an engine that went away would.
 
-    def __init__(self, path: Path) -> None:
+    A request that contains one of `refused` is not forwarded: its connection is dropped (the caller sees
+    an engine that went away) and the request is kept in `refusals`."""
+
+    def __init__(self, path: Path, refused: tuple[bytes, ...] = ()) -> None:
         self.path = path
+        self.refused = refused
+        self.refusals: list[bytes] = []
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -164,13 +169,18 @@ class EngineProxy:
             upstream.connect(ENGINE_SOCKET)
             with self._lock:
                 self._connections += [client, upstream]
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+            threading.Thread(target=self._pump, args=(client, upstream, self.refused), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, ()), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, refused: tuple[bytes, ...]) -> None:
+        seen = b""  # the end of what came before, so that a word split between two reads is still seen
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if any(word in seen + data for word in refused):
+                    self.refusals.append(seen + data)
+                    source.shutdown(socket.SHUT_RDWR)
+                    break
                 target.sendall(data)
+                seen = data[-256:]
         with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)

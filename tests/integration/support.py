@@ -216,6 +216,8 @@ FLEET_SETTINGS = {
 }
 FLAKY_SOCKET = Path(tempfile.gettempdir()) / f"worpen-flaky-engine-{os.getpid()}.sock"
 """Where `flaky_server` finds its engine: a proxy the tests stop and start (docker_support.EngineProxy)."""
+GUARDED_SOCKET = Path(tempfile.gettempdir()) / f"worpen-guarded-engine-{os.getpid()}.sock"
+"""Where `fuzz_server` finds its engine: a proxy that never forwards a prune (docker_support.EngineProxy)."""
 BUFFERING = {"WORPEN_FLUSH_INTERVAL": "60"}
 """Telemetry stays buffered for a minute: what reaches the database before then got there another way."""
 
@@ -236,6 +238,16 @@ SERVERS: dict[str, ServerSpec] = {
     ),
     "flaky_server": ServerSpec(
         {"WORPEN_DOCKER_HOSTS": f"flaky=unix://{FLAKY_SOCKET}", "WORPEN_DOCKER_RETRY_MAX": "0.5"}
+    ),
+    "fuzz_server": ServerSpec(
+        {
+            "WORPEN_DOCKER_HOSTS": f"local=unix://{GUARDED_SOCKET}",
+            "WORPEN_DOCKER_RETRY_MAX": "0.5",
+            # The fuzzer probes every operation with bad credentials on purpose and expects 401 for each
+            # (schemathesis' ignored_auth accepts 401 or 403 only); past 20 a minute the throttle rightly
+            # answers 429. Valid keys pass it either way; the throttle has its own server.
+            "WORPEN_AUTH_FAILURES_PER_MINUTE": "100000",
+        }
     ),
 }
 """The servers of the integration tests, by the name of the fixture that provides each."""
