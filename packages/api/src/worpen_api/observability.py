@@ -171,6 +171,7 @@ class RequestObserver:
         self._app = app
         self._metrics = metrics
         self._request_id = RequestIds()
+        self._log_routine = log.is_enabled_for(logging.DEBUG)  # the level is set once, before the app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -217,8 +218,10 @@ class RequestObserver:
     def _observe(self, scope: Scope, method: str, status: int, started: float, request_id: str) -> None:
         duration = time.perf_counter() - started
         self._metrics.record(method, scope.get("path_template") or UNMATCHED_ROUTE, status, duration)
-        write = log.debug if scope["state"].get(ROUTINE) else log.info
-        write(
+        routine = scope["state"].get(ROUTINE, False)
+        if routine and not self._log_routine:
+            return
+        (log.debug if routine else log.info)(
             "request",
             request_id=request_id,
             method=method,
