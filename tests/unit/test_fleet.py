@@ -119,6 +119,14 @@ async def test_an_agent_reporting_critical_is_critical_at_once(fleet: Fleet, bus
     assert critical.reason == "reported by the agent"
 
 
+async def test_the_ack_says_whether_the_heartbeat_changed_anything(fleet: Fleet) -> None:
+    registered = await fleet.record_heartbeat(beat())
+    routine = await fleet.record_heartbeat(beat(cpu=30))
+    transition = await fleet.record_heartbeat(beat(status=AgentStatus.CRITICAL))
+
+    assert (registered.changed, routine.changed, transition.changed) == (True, False, True)
+
+
 async def test_sweep_marks_overdue_agents_offline_and_persists_it(
     fleet: Fleet, uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
 ) -> None:
