@@ -151,7 +151,7 @@ async def test_a_reference_is_a_full_id_a_prefix_of_four_or_more_or_a_name(
 
     for ref in (ID, ID[:4], "web", "/web"):
         assert (await containers.inspect(ref)).container.id == ID
-    with pytest.raises(NotFound):  # a prefix of three names nothing, though it is a valid name
+    with pytest.raises(InvalidInput, match="at least 4"):
         await containers.inspect(ID[:3])
     with pytest.raises(NotFound):
         await containers.inspect("nothing")

@@ -48,8 +48,7 @@ T = TypeVar("T")
 Item = TypeVar("Item")
 
 MIN_PREFIX = 4
-"""Like the docker CLI, an id prefix must have at least this many characters: a shorter reference names a
-container by its name (or full id) only, and is not found otherwise."""
+"""Like the docker CLI, an id prefix must have at least this many characters."""
 REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,253}$"
 """A container reference: a full id, an id prefix or a name (Docker's name rule)."""
 IMAGE_PATTERN = r"^[a-z0-9]+(?:[._/:@-][A-Za-z0-9_.+-]+)*$"
@@ -495,7 +494,7 @@ class Containers:
         for runtime, result in zip(targets, results, strict=True):
             if isinstance(result, Ambiguous):
                 if len(ref) < MIN_PREFIX:
-                    raise NotFound("container", ref)
+                    raise InvalidInput(f"an id prefix needs at least {MIN_PREFIX} characters", "id")
                 await self._ambiguous(ref, [runtime])
             elif isinstance(result, NotFound):
                 continue
@@ -512,7 +511,7 @@ class Containers:
             runtime, detail = found[0]
             container = detail.container
             if len(ref) < MIN_PREFIX and ref not in (container.name, container.id):
-                raise NotFound("container", ref)
+                raise InvalidInput(f"an id prefix needs at least {MIN_PREFIX} characters", "id")
             return runtime, detail
         if failed:
             raise failed[0]
