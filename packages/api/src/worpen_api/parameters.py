@@ -17,7 +17,8 @@ ContainerRef = Annotated[
     str,
     PathParameter(
         pattern=REFERENCE_PATTERN,
-        description="A full container id, a unique id prefix (4 characters or more) or a name",
+        description="A full container id, a unique id prefix (4 characters or more) or a name. A shorter "
+        "reference that is no container's name but prefixes an id is refused (422).",
     ),
 ]
 Node = Annotated[
