@@ -6,7 +6,8 @@ generator from varying these values, so normally nothing is left to change here)
 
 - start, stop, restart and remove act on the test's own containers, never on a container a generated
   reference happens to name (a 4-character id prefix can match anyone's);
-- a prune is a dry run: a real one removes every stopped container and unused image of the node;
+- a prune with a body is a dry run (one without is refused): a real one removes every stopped container
+  and unused image of the node;
 - a pull fetches the test's image from its registry on loopback, so the engine never looks up or
   contacts another host;
 - the key the fuzzer authenticates with is never revoked.
