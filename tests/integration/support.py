@@ -201,12 +201,15 @@ class ServerSpec:
 CRITICAL_HEARTBEATS = 3
 """Heartbeats in a row that make an agent CRITICAL on `fleet_server`, or bring it back."""
 
+COCKPIT = "http://cockpit.example"
+"""The origin `fleet_server` lets browsers call it from (WORPEN_CORS_ORIGINS)."""
+
 FLEET_SETTINGS = {
     # Behaviour the tests rely on, stated rather than left to defaults.
     "WORPEN_CRITICAL_HEARTBEATS": str(CRITICAL_HEARTBEATS),
     # No agent goes OFFLINE behind a test's back, however long the session takes.
     "WORPEN_AGENT_TTL": "3600",
-    "WORPEN_CORS_ORIGINS": "http://cockpit.example",
+    "WORPEN_CORS_ORIGINS": COCKPIT,
     # Keys stay cached for an hour, so a key refused right after revocation proves the revocation,
     # not a cache expiry.
     "WORPEN_KEY_CACHE_SECONDS": "3600",
@@ -370,6 +373,20 @@ def logged(server: WorpenServer, request_id: str) -> dict[str, object]:
             return found[-1]
         assert time.monotonic() < deadline, f"no such request line in:\n{server.log()[-3000:]}"
         time.sleep(0.05)
+
+
+def preflight(server: WorpenServer, path: str, **headers: str) -> httpx.Response:
+    """The CORS preflight a browser on COCKPIT sends, with no key, before a GET with a key."""
+    with server.client() as browser:
+        return browser.options(
+            path,
+            headers={
+                "Origin": COCKPIT,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+                **headers,
+            },
+        )
 
 
 def accepted(response: httpx.Response) -> dict[str, object]:

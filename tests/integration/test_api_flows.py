@@ -10,17 +10,17 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.support import (
+    COCKPIT,
     CRITICAL_HEARTBEATS,
     DEADLINE_SECONDS,
     Keys,
     WorpenServer,
     accepted,
     heartbeat,
+    preflight,
 )
 
 pytestmark = pytest.mark.integration
-
-COCKPIT = "http://cockpit.example"
 
 
 def agent(client: httpx.Client, agent_id: str) -> dict[str, object]:
@@ -248,15 +248,7 @@ def test_an_agent_that_stops_reporting_goes_offline_after_the_ttl_without_anyone
 
 
 def test_a_cors_preflight_is_answered_without_a_key(fleet_server: WorpenServer) -> None:
-    with fleet_server.client() as anonymous:
-        response = anonymous.options(
-            "/api/v1/agents",
-            headers={
-                "Origin": COCKPIT,
-                "Access-Control-Request-Method": "GET",
-                "Access-Control-Request-Headers": "authorization",
-            },
-        )
+    response = preflight(fleet_server, "/api/v1/agents")
 
     assert response.status_code in {200, 204}, response.text
     assert response.headers["access-control-allow-origin"] == COCKPIT

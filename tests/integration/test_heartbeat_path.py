@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.integration.support import (
+    COCKPIT,
     Keys,
     WorpenServer,
     accepted,
@@ -19,8 +20,6 @@ from tests.integration.support import (
 pytestmark = pytest.mark.integration
 
 HEARTBEAT = "/api/v1/internal/heartbeat"
-COCKPIT = "http://cockpit.example"
-"""An origin fleet_server allows: a request that carries it goes through Litestar (CORS)."""
 
 
 def beat(

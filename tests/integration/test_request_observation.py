@@ -10,11 +10,10 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from tests.integration.support import Keys, WorpenServer, logged
+from tests.integration.support import Keys, WorpenServer, logged, preflight
 
 pytestmark = pytest.mark.integration
 
-COCKPIT = "http://cockpit.example"
 """The origin fleet_server allows (support.FLEET_SETTINGS)."""
 TERMINAL = "/api/v1/terminal/container/observed-nobody"
 
@@ -65,16 +64,7 @@ def test_requests_to_unknown_paths_are_counted_under_one_route_label_and_logged(
 def test_a_cors_preflight_is_counted_and_logged(fleet_server: WorpenServer, admin: httpx.Client) -> None:
     before = counted(admin)
 
-    with fleet_server.client() as browser:
-        response = browser.options(
-            "/api/v1/agents",
-            headers={
-                "Origin": COCKPIT,
-                "Access-Control-Request-Method": "GET",
-                "Access-Control-Request-Headers": "authorization",
-                "X-Request-ID": "preflight-1",
-            },
-        )
+    response = preflight(fleet_server, "/api/v1/agents", **{"X-Request-ID": "preflight-1"})
 
     assert response.status_code in {200, 204}, response.text
     grew = added(before, counted(admin))
