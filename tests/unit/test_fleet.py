@@ -205,6 +205,7 @@ def test_heartbeat_interval_stretches_with_the_fleet_but_stays_inside_the_ttl() 
         ({"agent_id": "x" * 129}, "id"),
         ({"agent_id": "has space"}, "id"),
         ({"ip": "300.1.1.1"}, "ip"),
+        ({"ip": "1" * 65}, "ip"),
         ({"peers": ("ok", "not ok")}, "peers"),
         ({"net_rx_bytes": -5}, "netRxBytes"),
     ],

@@ -15,6 +15,7 @@ from worpen_core.commands import (
     AGENT_ID_MAX_LENGTH,
     AGENT_ID_PATTERN,
     COUNTER_MAX,
+    IP_MAX_LENGTH,
     MAX_PEERS,
     TEXT_MAX_LENGTH,
     CreateApiKey,
@@ -53,7 +54,7 @@ class HeartbeatIn(Wire):
         Annotated[
             str,
             Meta(
-                max_length=64,
+                max_length=IP_MAX_LENGTH,
                 examples=["10.0.0.7"],
                 extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
             ),

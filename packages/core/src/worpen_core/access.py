@@ -80,7 +80,8 @@ class Authenticator:
         self._uow = uow
         self._clock = clock
         self._cache_for = cache_for
-        self._cache: dict[str, tuple[ApiKey, datetime]] = {}
+        self._cache: dict[str, tuple[ApiKey, Principal, datetime]] = {}
+        """By secret hash: the key, its principal (built once), and when they were read."""
         self._throttle = throttle
 
     async def admit(self, authorization: str | None, client: str) -> Principal:
@@ -105,8 +106,8 @@ class Authenticator:
         now = self._clock.now()
         digest = hash_secret(secret)
         cached = self._cache.get(digest)
-        if cached is not None and now - cached[1] < self._cache_for:
-            key = cached[0]
+        if cached is not None and now - cached[2] < self._cache_for:
+            key, principal = cached[0], cached[1]
         else:
             async with self._uow() as uow:
                 found = await uow.api_keys.by_hash(digest)
@@ -114,12 +115,13 @@ class Authenticator:
                 self._cache.pop(digest, None)
                 raise Unauthenticated("unknown API key")
             key = found
-            self._cache[digest] = (key, now)
+            principal = Principal(key.id, key.name, key.role, frozenset(key.agent_ids))
+            self._cache[digest] = (key, principal, now)
         if key.revoked_at is not None:
             raise Unauthenticated("API key revoked")
         if not key.is_active(now):
             raise Unauthenticated("API key expired")
-        return Principal(key.id, key.name, key.role, frozenset(key.agent_ids))
+        return principal
 
     def forget(self, key: ApiKey) -> None:
         self._cache.pop(key.secret_hash, None)

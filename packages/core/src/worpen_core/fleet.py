@@ -38,6 +38,8 @@ class Fleet:
         self._pending: list[tuple[Sequence[Agent], Sequence[AgentEvent], asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._write = asyncio.Lock()
+        self._paced_for = (-1, policy.heartbeat_interval)
+        """The fleet size the pace was last computed for, and that pace."""
         self.heartbeats_ingested = 0
         self.samples_dropped = 0
         """Samples dropped, oldest first, because the buffer was full (the database was unavailable)."""
@@ -70,7 +72,7 @@ class Fleet:
             self._buffer(agent.sample())
             self._dirty.add(agent.id)
             self.heartbeats_ingested += 1
-        return HeartbeatAck(agent.status, self.policy.next_heartbeat_seconds(len(self._agents)), bool(events))
+        return HeartbeatAck(agent.status, self._pace(), bool(events))
 
     async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[AgentEvent]:
         """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue."""
@@ -157,6 +159,13 @@ class Fleet:
     @property
     def buffered_samples(self) -> int:
         return len(self._samples)
+
+    def _pace(self) -> int:
+        """`policy.next_heartbeat_seconds` for the fleet's size, computed again only when the size changed."""
+        size = len(self._agents)
+        if size != self._paced_for[0]:
+            self._paced_for = (size, self.policy.next_heartbeat_seconds(size))
+        return self._paced_for[1]
 
     def _buffer(self, sample: TelemetrySample) -> None:
         if len(self._samples) == self._samples.maxlen:

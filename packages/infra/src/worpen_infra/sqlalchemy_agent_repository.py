@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.agents import Agent
 from worpen_core.status import AgentStatus
+from worpen_infra.bulk_write import BulkWrite
 from worpen_infra.tables import agents
 
 _READINGS = (
@@ -32,10 +33,11 @@ _update_whole = (
     .where(agents.c.id == bindparam("b_id"))
     .values({column.name: bindparam(column.name) for column in agents.c if column.name != "id"})
 )
-_update_readings = (
+_update_readings = BulkWrite(
     update(agents)
     .where(agents.c.id == bindparam("b_id"), agents.c.last_seen <= bindparam("last_seen"))
-    .values({name: bindparam(name) for name in _READINGS})
+    .values({name: bindparam(name) for name in _READINGS}),
+    ("b_id", *_READINGS),
 )
 
 
@@ -110,10 +112,25 @@ class SqlAlchemyAgentRepository:
             await self._connection.execute(_update_whole, known)
 
     async def save_readings(self, items: Sequence[Agent]) -> None:
-        if not items:
-            return
-        rows = []
-        for agent in items:
-            row = _to_row(agent)
-            rows.append({"b_id": agent.id, **{name: row[name] for name in _READINGS}})
-        await self._connection.execute(_update_readings, rows)
+        await _update_readings.run(
+            self._connection,
+            (
+                (
+                    agent.id,
+                    agent.reported_status.value,
+                    agent.cpu_load,
+                    agent.memory_load,
+                    agent.last_seen,
+                    agent.name,
+                    agent.ip,
+                    agent.os,
+                    agent.version,
+                    agent.uptime_seconds,
+                    agent.disk,
+                    agent.net_rx_bytes,
+                    agent.net_tx_bytes,
+                    list(agent.peers),
+                )
+                for agent in items
+            ),
+        )

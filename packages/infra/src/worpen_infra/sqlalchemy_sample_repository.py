@@ -1,4 +1,4 @@
-"""SampleRepository on SQLAlchemy Core: telemetry samples, inserted in batches."""
+"""SampleRepository on SQLAlchemy Core: telemetry samples, inserted in batches at the driver's speed."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.agents import TelemetrySample
+from worpen_infra.bulk_write import BulkWrite
 from worpen_infra.tables import agent_samples
 
 _columns = [column for column in agent_samples.c if column.name != "id"]
+_FIELDS = ("agent_id", "at", "cpu", "ram", "disk", "net_rx_bytes", "net_tx_bytes", "uptime_seconds")
+_insert = BulkWrite(insert(agent_samples), _FIELDS)
 
 
 class SqlAlchemySampleRepository:
@@ -18,21 +21,13 @@ class SqlAlchemySampleRepository:
         self._connection = connection
 
     async def add(self, samples: Sequence[TelemetrySample]) -> None:
-        if samples:
-            rows = [
-                {
-                    "agent_id": s.agent_id,
-                    "at": s.at,
-                    "cpu": s.cpu,
-                    "ram": s.ram,
-                    "disk": s.disk,
-                    "net_rx_bytes": s.net_rx_bytes,
-                    "net_tx_bytes": s.net_tx_bytes,
-                    "uptime_seconds": s.uptime_seconds,
-                }
+        await _insert.run(
+            self._connection,
+            (
+                (s.agent_id, s.at, s.cpu, s.ram, s.disk, s.net_rx_bytes, s.net_tx_bytes, s.uptime_seconds)
                 for s in samples
-            ]
-            await self._connection.execute(insert(agent_samples), rows)
+            ),
+        )
 
     async def for_agent(self, agent_id: str, limit: int) -> list[TelemetrySample]:
         rows = await self._connection.execute(
