@@ -23,7 +23,8 @@ SQLITE = sqlite.dialect()
 def test_utc_datetimes_are_stored_on_sqlite_as_sqlalchemy_stores_the_utc_time(value: datetime) -> None:
     ours = UtcDateTime().bind_processor(SQLITE)
     sqlalchemys = DateTime().dialect_impl(SQLITE).bind_processor(SQLITE)
-    assert ours is not None and sqlalchemys is not None
+    assert ours is not None
+    assert sqlalchemys is not None
 
     assert ours(value) == sqlalchemys(value.astimezone(UTC).replace(tzinfo=None))
 
