@@ -47,17 +47,24 @@ class Store:
 
 
 class FakeAgentRepository:
-    def __init__(self, store: Store, staged: dict[str, Agent]) -> None:
+    def __init__(self, store: Store, staged: dict[str, Agent], samples: list[TelemetrySample]) -> None:
         self._store = store
         self._staged = staged
+        self._samples = samples
 
     async def get(self, agent_id: str) -> Agent | None:
         found = self._staged.get(agent_id) or self._store.agents.get(agent_id)
-        return None if found is None else found.copy()
+        return None if found is None else self._caught_up(found)
 
     async def list_all(self) -> list[Agent]:
         merged = {**self._store.agents, **self._staged}
-        return [merged[key].copy() for key in sorted(merged)]
+        return [self._caught_up(merged[key]) for key in sorted(merged)]
+
+    def _caught_up(self, stored: Agent) -> Agent:
+        agent = stored.copy()
+        mine = [sample for sample in [*self._store.samples, *self._samples] if sample.agent_id == agent.id]
+        agent.catch_up(max(reversed(mine), key=lambda sample: sample.at, default=None))  # the last of a tie
+        return agent
 
     async def save(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
@@ -150,7 +157,7 @@ class FakeUnitOfWork:
         self._samples: list[TelemetrySample] = []
         self._keys: dict[str, ApiKey] = {}
         self._audit: dict[str, AuditEntry] = {}
-        self.agents: AgentRepository = FakeAgentRepository(store, self._agents)
+        self.agents: AgentRepository = FakeAgentRepository(store, self._agents, self._samples)
         self.samples: SampleRepository = FakeSampleRepository(self._samples, store)
         self.api_keys: ApiKeyRepository = FakeApiKeyRepository(store, self._keys)
         self.audit: AuditRepository = FakeAuditRepository(store, self._audit)

@@ -135,6 +135,39 @@ async def test_samples_are_added_in_batches_and_read_newest_first(uow: UnitOfWor
         assert await tx.samples.for_agent("bee-001", 3) == samples[::-1][:3]
 
 
+async def test_agents_are_read_back_with_the_readings_of_their_newest_sample(uow: UnitOfWorkFactory) -> None:
+    def at(seconds: int, cpu: float) -> TelemetrySample:
+        return TelemetrySample(
+            "bee-001", T0 + timedelta(seconds=seconds), cpu, 60.0, 80.5, 9, 8, 4000 + seconds
+        )
+
+    async with uow() as tx:
+        await tx.agents.save([agent(), agent("bee-000")])
+        await tx.samples.add([at(-5, 1.0), at(20, 3.0), at(10, 2.0), at(20, 4.0)])  # 4.0: the last of a tie
+        await tx.commit()
+
+    async with uow() as tx:
+        caught_up = agent(
+            cpu_load=4.0,
+            memory_load=60.0,
+            disk=80.5,
+            net_rx_bytes=9,
+            net_tx_bytes=8,
+            uptime_seconds=4020,
+            last_seen=T0 + timedelta(seconds=20),
+        )
+        assert await tx.agents.get("bee-001") == caught_up
+        assert await tx.agents.list_all() == [agent("bee-000"), caught_up]
+
+    async with uow() as tx:
+        await tx.agents.save([agent(cpu_load=99.0, last_seen=T0 + timedelta(seconds=30))])
+        await tx.commit()
+    async with uow() as tx:
+        stored = await tx.agents.get("bee-001")
+        assert stored is not None
+        assert (stored.cpu_load, stored.last_seen) == (99.0, T0 + timedelta(seconds=30))  # newer than samples
+
+
 async def test_api_keys_round_trip_and_are_found_by_hash(uow: UnitOfWorkFactory) -> None:
     async with uow() as tx:
         await tx.api_keys.add(key())

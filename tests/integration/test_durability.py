@@ -76,7 +76,8 @@ def test_a_status_change_acknowledged_just_before_a_kill_survives_a_restart(afte
 
 def test_sigterm_writes_the_buffered_telemetry_and_exits_cleanly(buffering_server: WorpenServer) -> None:
     readings = {"buffer-a": [11.0, 12.0, 13.0], "buffer-b": [21.0, 22.0]}
-    with buffering_server.client(buffering_server.initial_admin_key()) as client:
+    admin_key = buffering_server.initial_admin_key()
+    with buffering_server.client(admin_key) as client:
         for agent_id, cpus in readings.items():
             for cpu in cpus:
                 accepted(heartbeat(client, agent_id, cpu=cpu, ram=50.0))
@@ -91,10 +92,14 @@ def test_sigterm_writes_the_buffered_telemetry_and_exits_cleanly(buffering_serve
     status = buffering_server.stop(signal.SIGTERM)
 
     assert samples(buffering_server) == readings
-    with closing(sqlite3.connect(buffering_server.database)) as db:
-        latest = dict(db.execute("SELECT id, cpu_load FROM agents ORDER BY id").fetchall())
-    assert latest == {"buffer-a": 13.0, "buffer-b": 22.0}
     assert status == 0, f"worpen serve exited with {status} after SIGTERM:\n{buffering_server.log()[-3000:]}"
+    restarted = start_server(buffering_server.database, SERVERS["buffering_server"].settings)
+    try:
+        with restarted.client(admin_key) as client:
+            latest = {agent["id"]: agent["cpuLoad"] for agent in client.get("/api/v1/agents").json()}
+    finally:
+        restarted.stop()
+    assert latest == {"buffer-a": 13.0, "buffer-b": 22.0}
 
 
 def samples(server: WorpenServer) -> dict[str, list[float]]:

@@ -53,20 +53,36 @@ async def test_a_heartbeat_that_changes_nothing_costs_no_transaction(
     assert fleet.get("bee-001").cpu_load == 30
 
 
-async def test_flush_writes_samples_in_one_batch_and_the_latest_readings(
-    fleet: Fleet, uow: FakeUnitOfWorkFactory, clock: FakeClock
+async def test_flush_writes_samples_in_one_batch_and_a_restart_reads_the_newest_back(
+    fleet: Fleet, uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock
 ) -> None:
     for cpu in (10, 20, 30):
         clock.advance(1)
-        await fleet.record_heartbeat(beat(cpu=cpu, disk=55.5))
+        await fleet.record_heartbeat(beat(cpu=cpu, disk=55.5, uptime_seconds=int(cpu)))
     made = len(uow.made)
 
     assert await fleet.flush() == 3
 
     assert len(uow.made) == made + 1
     assert [sample.cpu for sample in uow.store.samples] == [10, 20, 30]
-    assert uow.store.agents["bee-001"].cpu_load == 30
     assert await fleet.flush() == 0
+    restarted = Fleet(uow, bus, clock, POLICY)
+    await restarted.restore()
+    agent = restarted.get("bee-001")
+    assert (agent.cpu_load, agent.disk, agent.uptime_seconds, agent.last_seen) == (30, 55.5, 30, clock.now())
+
+
+async def test_what_an_agent_says_of_itself_is_stored_at_the_next_flush(
+    fleet: Fleet, uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock
+) -> None:
+    await fleet.record_heartbeat(beat(ip="10.0.0.7", version="1.0"))
+    await fleet.record_heartbeat(beat(ip="10.0.0.8", version="1.1", peers=("bee-002",), name="edge"))
+    await fleet.flush()
+
+    restarted = Fleet(uow, bus, clock, POLICY)
+    await restarted.restore()
+    agent = restarted.get("bee-001")
+    assert (agent.ip, agent.version, agent.peers, agent.name) == ("10.0.0.8", "1.1", ("bee-002",), "edge")
 
 
 async def test_a_failed_flush_keeps_everything_for_the_next_one(

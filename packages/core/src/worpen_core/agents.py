@@ -92,6 +92,24 @@ class Agent:
     def copy(self) -> Agent:
         return Agent(*_agent_fields(self))  # a tenth of dataclasses.replace's cost, on every heartbeat
 
+    def profile(self) -> tuple[object, ...]:
+        """What the agent says of itself besides its readings. Readings are stored as telemetry samples;
+        the agent itself is stored when it registers, when its status changes, and when this changes."""
+        return _agent_profile(self)
+
+    def catch_up(self, newest: TelemetrySample | None) -> None:
+        """Take the readings of the agent's newest stored sample, if it is newer than what the agent holds
+        (an agent is read back from its last stored state and its newest sample)."""
+        if newest is None or newest.at <= self.last_seen:
+            return
+        self.last_seen = newest.at
+        self.cpu_load = newest.cpu
+        self.memory_load = newest.ram
+        self.disk = newest.disk
+        self.net_rx_bytes = newest.net_rx_bytes
+        self.net_tx_bytes = newest.net_tx_bytes
+        self.uptime_seconds = newest.uptime_seconds
+
     def sample(self) -> TelemetrySample:
         return TelemetrySample(
             self.id,
@@ -169,3 +187,4 @@ class Agent:
 
 _agent_fields = attrgetter(*(field.name for field in dataclasses.fields(Agent)))
 """An agent's field values, in the order of its constructor's parameters."""
+_agent_profile = attrgetter("reported_status", "name", "ip", "os", "version", "peers")

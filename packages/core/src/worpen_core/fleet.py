@@ -1,5 +1,6 @@
 """The fleet service: live agent state in memory, transitions persisted before they are acknowledged,
-telemetry written in batches (the design Nomad uses for its heartbeats)."""
+telemetry written in batches (the design Nomad uses for its heartbeats). An agent's readings are stored as
+its telemetry; the agent itself only when it registers, changes status or changes its profile."""
 
 from __future__ import annotations
 
@@ -69,8 +70,9 @@ class Fleet:
                 await self._persist([agent], events)  # installs it in memory once committed
             else:
                 self._agents[agent.id] = agent
+                if current is not None and agent.profile() != current.profile():
+                    self._dirty.add(agent.id)
             self._buffer(agent.sample())
-            self._dirty.add(agent.id)
             self.heartbeats_ingested += 1
         return HeartbeatAck(agent.status, self._pace(), bool(events))
 
@@ -101,7 +103,9 @@ class Fleet:
         return events
 
     async def flush(self) -> int:
-        """Write buffered telemetry and the latest state of agents that reported; returns samples written.
+        """Write buffered telemetry, and the agents whose profile changed (a name, an address...); returns
+        samples written. Readings are written as samples only: the agent's row is not rewritten for each
+        heartbeat, and reading an agent back takes the readings of its newest sample.
         On failure everything stays buffered for the next flush, as far as the buffer's bound allows."""
         if not self._samples:
             return 0

@@ -36,6 +36,8 @@ class EventBus(Protocol):
 
 
 class AgentRepository(Protocol):
+    """Agents as last stored, each caught up with its newest telemetry sample (`Agent.catch_up`)."""
+
     async def get(self, agent_id: str) -> Agent | None: ...
 
     async def list_all(self) -> list[Agent]: ...

@@ -1,4 +1,4 @@
-"""AgentRepository on SQLAlchemy Core."""
+"""AgentRepository on SQLAlchemy Core: agents read back with the readings of their newest sample."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from worpen_core.agents import Agent
+from worpen_core.agents import Agent, TelemetrySample
 from worpen_core.status import AgentStatus
 from worpen_infra.bulk_write import BulkWrite
-from worpen_infra.tables import agents
+from worpen_infra.tables import agent_samples, agents
 
 _READINGS = (
     "reported_status",
@@ -62,8 +62,23 @@ def _to_row(agent: Agent) -> dict[str, Any]:
     }
 
 
+_READING_COLUMNS = ("at", "cpu", "ram", "disk", "net_rx_bytes", "net_tx_bytes", "uptime_seconds")
+_newest_sample = (
+    select(agent_samples.c.id)
+    .where(agent_samples.c.agent_id == agents.c.id)
+    .order_by(agent_samples.c.at.desc(), agent_samples.c.id.desc())
+    .limit(1)
+    .correlate(agents)
+    .scalar_subquery()
+)
+_caught_up = select(
+    agents, *(agent_samples.c[name].label(f"sample_{name}") for name in _READING_COLUMNS)
+).select_from(agents.outerjoin(agent_samples, agent_samples.c.id == _newest_sample))
+"""Each agent's row and the readings of its newest sample (one index seek per agent), if it has any."""
+
+
 def _from_row(row: Row[Any]) -> Agent:
-    return Agent(
+    agent = Agent(
         id=row.id,
         name=row.name,
         status=AgentStatus(row.status),
@@ -81,6 +96,11 @@ def _from_row(row: Row[Any]) -> Agent:
         net_tx_bytes=row.net_tx_bytes,
         peers=tuple(row.peers),
     )
+    if row.sample_at is not None:
+        agent.catch_up(
+            TelemetrySample(agent.id, *(row._mapping[f"sample_{name}"] for name in _READING_COLUMNS))
+        )
+    return agent
 
 
 class SqlAlchemyAgentRepository:
@@ -88,11 +108,11 @@ class SqlAlchemyAgentRepository:
         self._connection = connection
 
     async def get(self, agent_id: str) -> Agent | None:
-        row = (await self._connection.execute(select(agents).where(agents.c.id == agent_id))).first()
+        row = (await self._connection.execute(_caught_up.where(agents.c.id == agent_id))).first()
         return None if row is None else _from_row(row)
 
     async def list_all(self) -> list[Agent]:
-        rows = await self._connection.execute(select(agents).order_by(agents.c.id))
+        rows = await self._connection.execute(_caught_up.order_by(agents.c.id))
         return [_from_row(row) for row in rows]
 
     async def save(self, items: Sequence[Agent]) -> None:
