@@ -34,7 +34,7 @@ from worpen_api.observability import configure_logging
 from worpen_api.runtime import Worpen
 from worpen_api.security import requires
 from worpen_api.settings import Settings
-from worpen_core.auth import Permission
+from worpen_core.access.model import Permission
 from worpen_infra.grpc_fleet_server import FleetServicer
 from worpen_proto.v1 import fleet_pb2, fleet_pb2_grpc
 

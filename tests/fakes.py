@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
-from worpen_core.agents import Agent, TelemetrySample
-from worpen_core.audit import AuditEntry, AuditQuery
-from worpen_core.auth import ApiKey
-from worpen_core.errors import Conflict, Unavailable
-from worpen_core.events import Event
-from worpen_core.ports import AgentRepository, ApiKeyRepository, AuditRepository, SampleRepository
+from worpen_core.access.model import ApiKey
+from worpen_core.access.ports import ApiKeyRepository
+from worpen_core.audit.model import AuditEntry, AuditQuery
+from worpen_core.audit.ports import AuditRepository
+from worpen_core.events.model import Event
+from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.ports import AgentRepository, SampleRepository
+from worpen_core.shared.errors import Conflict, Unavailable
 
 
 class FakeClock:

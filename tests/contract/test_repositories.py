@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FakeUnitOfWorkFactory
-from worpen_core.agents import Agent, TelemetrySample
-from worpen_core.auth import ApiKey, Role
-from worpen_core.errors import Conflict, Unavailable
-from worpen_core.ports import UnitOfWorkFactory
-from worpen_core.status import AgentStatus
+from worpen_api.bootstrap import StorageFactory
+from worpen_core.access.model import ApiKey, Role
+from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.shared.errors import Conflict, Unavailable
 from worpen_infra.database import create_engine, upgrade_database
 from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
 
@@ -22,7 +22,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["fake", "sqlite"])
-async def uow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[UnitOfWorkFactory]:
+async def uow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageFactory]:
     if request.param == "fake":
         yield FakeUnitOfWorkFactory()
         return
@@ -70,7 +70,7 @@ def key(key_id: str = "k1", secret_hash: str = "a" * 64, **changes: object) -> A
     return ApiKey(**values)  # type: ignore[arg-type]
 
 
-async def test_saved_agents_come_back_whole(uow: UnitOfWorkFactory) -> None:
+async def test_saved_agents_come_back_whole(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.agents.save([agent(), agent("bee-000", ip=None, peers=())])
         await tx.commit()
@@ -81,7 +81,7 @@ async def test_saved_agents_come_back_whole(uow: UnitOfWorkFactory) -> None:
         assert await tx.agents.get("ghost") is None
 
 
-async def test_save_updates_existing_agents(uow: UnitOfWorkFactory) -> None:
+async def test_save_updates_existing_agents(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.agents.save([agent()])
         await tx.commit()
@@ -96,7 +96,7 @@ async def test_save_updates_existing_agents(uow: UnitOfWorkFactory) -> None:
         assert len(await tx.agents.list_all()) == 2
 
 
-async def test_save_readings_keeps_the_status_and_never_goes_back_in_time(uow: UnitOfWorkFactory) -> None:
+async def test_save_readings_keeps_the_status_and_never_goes_back_in_time(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.agents.save([agent(status=AgentStatus.CRITICAL, last_seen=T0 + timedelta(seconds=10))])
         await tx.commit()
@@ -112,7 +112,7 @@ async def test_save_readings_keeps_the_status_and_never_goes_back_in_time(uow: U
         assert (stored.status, stored.cpu_load) == (AgentStatus.CRITICAL, 2.0)
 
 
-async def test_leaving_without_commit_rolls_back(uow: UnitOfWorkFactory) -> None:
+async def test_leaving_without_commit_rolls_back(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.agents.save([agent()])
         await tx.api_keys.add(key())
@@ -122,7 +122,7 @@ async def test_leaving_without_commit_rolls_back(uow: UnitOfWorkFactory) -> None
         assert await tx.api_keys.count() == 0
 
 
-async def test_samples_are_added_in_batches_and_read_newest_first(uow: UnitOfWorkFactory) -> None:
+async def test_samples_are_added_in_batches_and_read_newest_first(uow: StorageFactory) -> None:
     samples = [
         TelemetrySample("bee-001", T0 + timedelta(seconds=i), float(i), 50.0, None, i, None, 7)
         for i in range(5)
@@ -135,7 +135,7 @@ async def test_samples_are_added_in_batches_and_read_newest_first(uow: UnitOfWor
         assert await tx.samples.for_agent("bee-001", 3) == samples[::-1][:3]
 
 
-async def test_agents_are_read_back_with_the_readings_of_their_newest_sample(uow: UnitOfWorkFactory) -> None:
+async def test_agents_are_read_back_with_the_readings_of_their_newest_sample(uow: StorageFactory) -> None:
     def at(seconds: int, cpu: float) -> TelemetrySample:
         return TelemetrySample(
             "bee-001", T0 + timedelta(seconds=seconds), cpu, 60.0, 80.5, 9, 8, 4000 + seconds
@@ -168,7 +168,7 @@ async def test_agents_are_read_back_with_the_readings_of_their_newest_sample(uow
         assert (stored.cpu_load, stored.last_seen) == (99.0, T0 + timedelta(seconds=30))  # newer than samples
 
 
-async def test_api_keys_round_trip_and_are_found_by_hash(uow: UnitOfWorkFactory) -> None:
+async def test_api_keys_round_trip_and_are_found_by_hash(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.api_keys.add(key())
         await tx.api_keys.add(key("k2", "b" * 64, role=Role.VIEWER, agent_ids=(), expires_at=None))
@@ -192,7 +192,7 @@ async def test_api_keys_round_trip_and_are_found_by_hash(uow: UnitOfWorkFactory)
         assert stored.revoked_at == T0 + timedelta(hours=1)
 
 
-async def test_a_duplicate_secret_hash_is_a_conflict(uow: UnitOfWorkFactory) -> None:
+async def test_a_duplicate_secret_hash_is_a_conflict(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.api_keys.add(key())
         await tx.commit()

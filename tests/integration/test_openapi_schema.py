@@ -25,7 +25,7 @@ import pytest
 from tests.integration.docker_support import SESSION, TEST_IMAGE, Containers, EngineProxy, wait_for
 from tests.integration.registry import LocalRegistry
 from tests.integration.support import GUARDED_SOCKET, WorpenServer, base_env
-from worpen_core.engines import REFERENCE_PATTERN
+from worpen_core.containers.service import REFERENCE_PATTERN
 
 pytestmark = pytest.mark.integration
 

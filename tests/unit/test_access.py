@@ -7,10 +7,10 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes import FakeClock, FakeUnitOfWorkFactory
-from worpen_core.access import ApiKeys, Authenticator, FailedAuthThrottle
-from worpen_core.auth import KEY_PREFIX, Permission, Role, hash_secret
-from worpen_core.commands import CreateApiKey
-from worpen_core.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+from worpen_core.access.commands import CreateApiKey
+from worpen_core.access.model import KEY_PREFIX, Permission, Role, hash_secret
+from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.shared.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
 
 
 @pytest.fixture

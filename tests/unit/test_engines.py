@@ -10,9 +10,17 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
-from worpen_core.audit import AuditQuery, Outcome
-from worpen_core.auth import Principal, Role
-from worpen_core.containers import (
+from worpen_core.access.model import Principal, Role
+from worpen_core.audit.model import AuditQuery, Outcome
+from worpen_core.audit.service import AuditTrail
+from worpen_core.containers.events import (
+    ContainerDied,
+    ContainerHealthChanged,
+    EngineAvailable,
+    EngineUnavailable,
+    domain_event,
+)
+from worpen_core.containers.model import (
     Container,
     ContainerDetail,
     ContainerState,
@@ -25,10 +33,17 @@ from worpen_core.containers import (
     PruneRequest,
     PullProgress,
 )
-from worpen_core.engines import AuditTrail, ContainerLimits, Containers, domain_event
-from worpen_core.errors import Ambiguous, Conflict, InvalidInput, NotFound, RateLimited, TimedOut, Unavailable
-from worpen_core.events import ContainerDied, ContainerHealthChanged, EngineAvailable, EngineUnavailable
-from worpen_core.ports import TerminalChannel
+from worpen_core.containers.ports import TerminalChannel
+from worpen_core.containers.service import ContainerLimits, Containers
+from worpen_core.shared.errors import (
+    Ambiguous,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    TimedOut,
+    Unavailable,
+)
 
 OPERATOR = Principal("key-1", "ops", Role.OPERATOR)
 ID = "a1b2c3d4" + "0" * 56

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
-from worpen_core.agents import FleetPolicy
-from worpen_core.commands import RecordHeartbeat
-from worpen_core.errors import InvalidInput, NotFound, Unavailable
-from worpen_core.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
-from worpen_core.fleet import Fleet
-from worpen_core.status import AgentStatus
+from worpen_core.fleet.commands import RecordHeartbeat
+from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
+from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.shared.errors import InvalidInput, NotFound, Unavailable
 
 POLICY = FleetPolicy(offline_after=timedelta(seconds=30), critical_threshold=90, hysteresis=3)
 

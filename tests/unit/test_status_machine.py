@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
-from worpen_core.agents import FleetPolicy
-from worpen_core.commands import RecordHeartbeat
-from worpen_core.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline, Event
-from worpen_core.fleet import Fleet
-from worpen_core.status import AgentStatus
+from worpen_core.events.model import Event
+from worpen_core.fleet.commands import RecordHeartbeat
+from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
+from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
 
 POLICY = FleetPolicy(offline_after=timedelta(seconds=30), critical_threshold=90, hysteresis=3)
 AGENT = "bee-001"

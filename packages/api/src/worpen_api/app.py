@@ -33,7 +33,7 @@ from worpen_api.observability import Metrics, RequestObserver
 from worpen_api.openapi import StructSchemaPlugin, answer_options
 from worpen_api.runtime import Worpen
 from worpen_api.security import ApiKeyAuthMiddleware, requires
-from worpen_core.auth import Permission
+from worpen_core.access.model import Permission
 
 
 def _constant(value: object) -> Provide:

@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Protocol
 
 from worpen_api.runtime import Hook, Worpen
 from worpen_api.settings import DockerHost, Settings
-from worpen_core.access import ApiKeys, Authenticator, FailedAuthThrottle
-from worpen_core.engines import AuditTrail, Containers
-from worpen_core.feed import EventFeed
-from worpen_core.fleet import Fleet
-from worpen_core.ports import Clock, ContainerRuntime, EventBus, UnitOfWorkFactory
+from worpen_core.access.ports import AccessUnitOfWork
+from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.audit.ports import AuditUnitOfWork
+from worpen_core.audit.service import AuditTrail
+from worpen_core.containers.ports import ContainerRuntime
+from worpen_core.containers.service import Containers
+from worpen_core.events.feed import EventFeed
+from worpen_core.events.ports import EventBus
+from worpen_core.fleet.ports import FleetUnitOfWork
+from worpen_core.fleet.service import Fleet
+from worpen_core.shared.ports import Clock
 from worpen_infra.database import create_engine, upgrade_database
 from worpen_infra.docker_runtime import DockerContainerRuntime, EngineAddress
 from worpen_infra.grpc_fleet_server import FleetServicer, GrpcFleetServer
@@ -21,10 +28,17 @@ from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
 from worpen_infra.system_clock import SystemClock
 
 
+class Storage(FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, Protocol):
+    """Every feature's repositories in one transaction: what the storage adapter provides."""
+
+
+StorageFactory = Callable[[], Storage]
+
+
 def bootstrap(
     settings: Settings,
     *,
-    uow: UnitOfWorkFactory | None = None,
+    uow: StorageFactory | None = None,
     bus: EventBus | None = None,
     clock: Clock | None = None,
     runtimes: Sequence[ContainerRuntime] | None = None,

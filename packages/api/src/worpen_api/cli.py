@@ -23,8 +23,8 @@ from worpen_api.dto import ApiKeyIn
 from worpen_api.observability import configure_logging
 from worpen_api.runtime import Worpen
 from worpen_api.settings import Settings, SettingsError
-from worpen_core.auth import Role
-from worpen_core.errors import WorpenError
+from worpen_core.access.model import Role
+from worpen_core.shared.errors import WorpenError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import msgspec
 from msgspec import Meta
 
 from worpen_api.dto import Wire
-from worpen_core.audit import AuditEntry, Outcome
-from worpen_core.containers import (
+from worpen_core.audit.model import AuditEntry, Outcome
+from worpen_core.containers.model import (
     Container,
     ContainerDetail,
     ContainerState,
@@ -21,8 +21,8 @@ from worpen_core.containers import (
     Pruned,
     PruneReport,
 )
-from worpen_core.engines import IMAGE_PATTERN, EngineStatus, TerminalSession
-from worpen_core.events import Event
+from worpen_core.containers.service import IMAGE_PATTERN, EngineStatus, TerminalSession
+from worpen_core.events.model import Event
 
 NodeName = Annotated[str, Meta(min_length=1, max_length=128, examples=["edge-7"])]
 GraceSeconds = Annotated[

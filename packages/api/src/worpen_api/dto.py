@@ -8,20 +8,13 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
-from worpen_core.access import IssuedKey
-from worpen_core.agents import Agent, TelemetrySample
-from worpen_core.auth import ApiKey, Role
-from worpen_core.commands import (
-    AGENT_ID_MAX_LENGTH,
-    AGENT_ID_PATTERN,
-    COUNTER_MAX,
-    IP_MAX_LENGTH,
-    MAX_PEERS,
-    TEXT_MAX_LENGTH,
-    CreateApiKey,
-    RecordHeartbeat,
-)
-from worpen_core.status import AgentStatus
+from worpen_core.access.commands import CreateApiKey
+from worpen_core.access.model import ApiKey, Role
+from worpen_core.access.service import IssuedKey
+from worpen_core.fleet.commands import COUNTER_MAX, IP_MAX_LENGTH, MAX_PEERS, TEXT_MAX_LENGTH, RecordHeartbeat
+from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH, AGENT_ID_PATTERN
 
 AgentId = Annotated[
     str,

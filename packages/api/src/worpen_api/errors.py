@@ -12,7 +12,7 @@ from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from worpen_api.dto import ErrorOut
-from worpen_core.errors import (
+from worpen_core.shared.errors import (
     Conflict,
     EngineFailed,
     Forbidden,

@@ -30,7 +30,7 @@ from worpen_api.dto import HeartbeatIn
 from worpen_api.errors import EXCEPTION_HANDLERS
 from worpen_api.runtime import Worpen
 from worpen_api.security import authorize, refuse
-from worpen_core.errors import WorpenError
+from worpen_core.shared.errors import WorpenError
 
 JSON = (b"content-type", b"application/json")
 

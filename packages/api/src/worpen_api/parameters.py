@@ -10,8 +10,8 @@ from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import PathParameter, QueryParameter
 
 from worpen_api.docker_dto import NodeName
-from worpen_core.engines import REFERENCE_PATTERN
-from worpen_core.errors import InvalidInput
+from worpen_core.containers.service import REFERENCE_PATTERN
+from worpen_core.shared.errors import InvalidInput
 
 ContainerRef = Annotated[
     str,

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 import structlog
 
 from worpen_api.settings import Settings
-from worpen_core.access import ApiKeys, Authenticator
-from worpen_core.engines import AuditTrail, Containers
-from worpen_core.errors import WorpenError
-from worpen_core.feed import EventFeed
-from worpen_core.fleet import Fleet
+from worpen_core.access.service import ApiKeys, Authenticator
+from worpen_core.audit.service import AuditTrail
+from worpen_core.containers.service import Containers
+from worpen_core.events.feed import EventFeed
+from worpen_core.fleet.service import Fleet
+from worpen_core.shared.errors import WorpenError
 
 Hook = Callable[[], Awaitable[None]]
 FIRST_ENGINE_RETRY = 0.5

@@ -19,8 +19,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from worpen_api.errors import response_for
 from worpen_api.runtime import Worpen
-from worpen_core.auth import ANONYMOUS_ADMIN, Permission, Principal
-from worpen_core.errors import Forbidden, Unauthenticated, WorpenError
+from worpen_core.access.model import ANONYMOUS_ADMIN, Permission, Principal
+from worpen_core.shared.errors import Forbidden, Unauthenticated, WorpenError
 
 PUBLIC_PATHS = frozenset({"/health"})
 PERMISSION = "permission"

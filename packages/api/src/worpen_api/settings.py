@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, cast
 
-from worpen_core.agents import FleetPolicy
-from worpen_core.commands import AGENT_ID_PATTERN
-from worpen_core.engines import ContainerLimits
+from worpen_core.containers.service import ContainerLimits
+from worpen_core.fleet.model import FleetPolicy
+from worpen_core.shared.ids import AGENT_ID_PATTERN
 
 LogFormat = Literal["auto", "json", "console"]
 

@@ -32,7 +32,7 @@ from docker.types.daemon import CancellableStream
 from docker.utils import parse_repository_tag
 from docker.utils.json_stream import json_stream
 
-from worpen_core.containers import (
+from worpen_core.containers.model import (
     Container,
     ContainerDetail,
     ContainerState,
@@ -52,7 +52,7 @@ from worpen_core.containers import (
     PruneRequest,
     PullProgress,
 )
-from worpen_core.errors import (
+from worpen_core.shared.errors import (
     Ambiguous,
     Conflict,
     EngineFailed,

@@ -7,10 +7,12 @@ from collections.abc import Callable
 import grpc
 import structlog
 
-from worpen_core.access import Authenticator
-from worpen_core.auth import ANONYMOUS_ADMIN, Principal
-from worpen_core.commands import RecordHeartbeat
-from worpen_core.errors import (
+from worpen_core.access.model import ANONYMOUS_ADMIN, Principal
+from worpen_core.access.service import Authenticator
+from worpen_core.fleet.commands import RecordHeartbeat
+from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.shared.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
@@ -21,8 +23,6 @@ from worpen_core.errors import (
     Unavailable,
     WorpenError,
 )
-from worpen_core.fleet import Fleet
-from worpen_core.status import AgentStatus
 from worpen_proto.v1 import fleet_pb2, fleet_pb2_grpc
 
 log = structlog.get_logger("worpen.grpc")

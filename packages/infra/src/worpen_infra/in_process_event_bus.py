@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
-from worpen_core.events import Event
+from worpen_core.events.model import Event
 
 Handler = Callable[[Event], Awaitable[None]]
 log = structlog.get_logger("worpen.events")

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from worpen_core.agents import Agent, TelemetrySample
-from worpen_core.status import AgentStatus
+from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.status import AgentStatus
 from worpen_infra.bulk_write import BulkWrite
 from worpen_infra.tables import agent_samples, agents
 

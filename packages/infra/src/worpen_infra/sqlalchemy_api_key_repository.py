@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from worpen_core.auth import ApiKey, Role
+from worpen_core.access.model import ApiKey, Role
 from worpen_infra.tables import api_keys
 
 

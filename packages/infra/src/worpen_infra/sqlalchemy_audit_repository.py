@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from worpen_core.audit import AuditEntry, AuditQuery, Outcome
+from worpen_core.audit.model import AuditEntry, AuditQuery, Outcome
 from worpen_infra.tables import audit_log
 
 ERROR_MAX_LENGTH = 4000

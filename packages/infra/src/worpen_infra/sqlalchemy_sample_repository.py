@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from worpen_core.agents import TelemetrySample
+from worpen_core.fleet.model import TelemetrySample
 from worpen_infra.bulk_write import BulkWrite
 from worpen_infra.tables import agent_samples
 

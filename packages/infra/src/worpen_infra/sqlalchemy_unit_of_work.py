@@ -8,8 +8,10 @@ from typing import Self
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
-from worpen_core.errors import Conflict, Unavailable, WorpenError
-from worpen_core.ports import AgentRepository, ApiKeyRepository, AuditRepository, SampleRepository
+from worpen_core.access.ports import ApiKeyRepository
+from worpen_core.audit.ports import AuditRepository
+from worpen_core.fleet.ports import AgentRepository, SampleRepository
+from worpen_core.shared.errors import Conflict, Unavailable, WorpenError
 from worpen_infra.sqlalchemy_agent_repository import SqlAlchemyAgentRepository
 from worpen_infra.sqlalchemy_api_key_repository import SqlAlchemyApiKeyRepository
 from worpen_infra.sqlalchemy_audit_repository import SqlAlchemyAuditRepository

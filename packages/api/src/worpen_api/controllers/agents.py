@@ -16,11 +16,11 @@ from worpen_api.errors import documented
 from worpen_api.observability import mark_routine
 from worpen_api.openapi import OptionalBody
 from worpen_api.security import principal_of, requires
-from worpen_core.auth import Permission, Principal
-from worpen_core.commands import AGENT_ID_MAX_LENGTH
-from worpen_core.errors import Forbidden
-from worpen_core.fleet import Fleet
-from worpen_core.status import AgentStatus
+from worpen_core.access.model import Permission, Principal
+from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.shared.errors import Forbidden
+from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH
 
 NEXT_CURSOR = "X-Next-Cursor"
 HEARTBEAT_PATH = "/api/v1/internal/heartbeat"

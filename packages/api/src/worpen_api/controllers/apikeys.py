@@ -12,8 +12,8 @@ from litestar.params import Body, PathParameter
 from worpen_api.dto import ApiKeyCreated, ApiKeyIn, ApiKeyOut
 from worpen_api.errors import documented
 from worpen_api.security import requires
-from worpen_core.access import ApiKeys, Authenticator
-from worpen_core.auth import Permission
+from worpen_core.access.model import Permission
+from worpen_core.access.service import ApiKeys, Authenticator
 
 
 class ApiKeyController(Controller):

@@ -17,11 +17,11 @@ from worpen_api.errors import documented
 from worpen_api.openapi import MayStream
 from worpen_api.parameters import Since, since_of
 from worpen_api.security import browser_streams, requires
-from worpen_core.audit import AuditQuery
-from worpen_core.auth import Permission
-from worpen_core.engines import AuditTrail
-from worpen_core.feed import EventFeed
-from worpen_core.streams import until
+from worpen_core.access.model import Permission
+from worpen_core.audit.model import AuditQuery
+from worpen_core.audit.service import AuditTrail
+from worpen_core.events.feed import EventFeed
+from worpen_core.shared.streams import until
 
 _encode = msgspec.json.Encoder().encode
 

@@ -30,11 +30,11 @@ from worpen_api.errors import documented
 from worpen_api.openapi import NDJSON, LinesOrStream, MayStream, OptionalBody
 from worpen_api.parameters import ContainerRef, Node, Since, since_of
 from worpen_api.security import browser_streams, principal_of, requires
-from worpen_core.auth import Permission
-from worpen_core.containers import ContainerState, LogLine, LogQuery, PruneRequest, PullProgress
-from worpen_core.engines import Containers
-from worpen_core.errors import WorpenError
-from worpen_core.streams import until
+from worpen_core.access.model import Permission
+from worpen_core.containers.model import ContainerState, LogLine, LogQuery, PruneRequest, PullProgress
+from worpen_core.containers.service import Containers
+from worpen_core.shared.errors import WorpenError
+from worpen_core.shared.streams import until
 
 UNAVAILABLE_NODES = "X-Unavailable-Nodes"
 """Response header of the fleet-wide lists: the nodes whose engine could not be asked, comma-separated."""

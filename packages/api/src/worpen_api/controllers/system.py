@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from worpen_api.errors import documented
 from worpen_api.observability import Metrics
 from worpen_api.security import requires
-from worpen_core.auth import Permission
+from worpen_core.access.model import Permission
 
 PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.removesuffix("; charset=utf-8")
 

@@ -16,9 +16,9 @@ from worpen_api.docker_dto import TerminalSessionOut
 from worpen_api.errors import STATUS_OF, documented
 from worpen_api.parameters import ContainerRef, Node
 from worpen_api.security import principal_of, requires
-from worpen_core.auth import Permission
-from worpen_core.engines import Containers, TerminalSession
-from worpen_core.errors import WorpenError
+from worpen_core.access.model import Permission
+from worpen_core.containers.service import Containers, TerminalSession
+from worpen_core.shared.errors import WorpenError
 
 log = structlog.get_logger("worpen.terminal")
 SUBPROTOCOL = "worpen.terminal.v1"

@@ -1,4 +1,4 @@
-"""Who may do what: roles, API keys and the principal a request acts as."""
+"""API keys, roles and what each role may do."""
 
 from __future__ import annotations
 

@@ -10,12 +10,14 @@ from collections.abc import Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from worpen_core.agents import Agent, FleetPolicy, TelemetrySample
-from worpen_core.commands import RecordHeartbeat
-from worpen_core.errors import NotFound
-from worpen_core.events import AgentEvent
-from worpen_core.ports import Clock, EventBus, UnitOfWorkFactory
-from worpen_core.status import AgentStatus
+from worpen_core.events.ports import EventBus
+from worpen_core.fleet.commands import RecordHeartbeat
+from worpen_core.fleet.events import AgentEvent
+from worpen_core.fleet.model import Agent, FleetPolicy, TelemetrySample
+from worpen_core.fleet.ports import FleetUnitOfWorkFactory
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.shared.errors import NotFound
+from worpen_core.shared.ports import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class HeartbeatAck:
 
 
 class Fleet:
-    def __init__(self, uow: UnitOfWorkFactory, bus: EventBus, clock: Clock, policy: FleetPolicy) -> None:
+    def __init__(self, uow: FleetUnitOfWorkFactory, bus: EventBus, clock: Clock, policy: FleetPolicy) -> None:
         self._uow = uow
         self._bus = bus
         self._clock = clock

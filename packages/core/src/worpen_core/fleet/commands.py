@@ -1,34 +1,19 @@
-"""Commands: what a caller asks Worpen to do, validated on construction."""
+"""The heartbeat command: an agent's report, validated on construction."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
 import math
-import re
 from dataclasses import dataclass
-from datetime import timedelta
 
-from worpen_core.auth import Role
-from worpen_core.errors import InvalidInput
-from worpen_core.status import AgentStatus
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.shared.errors import InvalidInput
+from worpen_core.shared.ids import check_agent_id
 
-AGENT_ID_MAX_LENGTH = 128
-AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 TEXT_MAX_LENGTH = 255
 MAX_PEERS = 256
 IP_MAX_LENGTH = 64
-_agent_id = re.compile(AGENT_ID_PATTERN)
-
-
-def check_agent_id(value: str, field: str = "id") -> None:
-    if not value or len(value) > AGENT_ID_MAX_LENGTH:
-        raise InvalidInput(f"must be 1 to {AGENT_ID_MAX_LENGTH} characters long", field)
-    if not _agent_id.match(value):
-        raise InvalidInput(
-            "may hold only letters, digits, '.', '_', ':' and '-', and must start with a letter or digit",
-            field,
-        )
 
 
 def _check_percent(value: float, field: str) -> None:
@@ -97,23 +82,3 @@ class RecordHeartbeat:
             raise InvalidInput(f"may list at most {MAX_PEERS} peers", "peers")
         for peer in self.peers:
             check_agent_id(peer, "peers")
-
-
-@dataclass(frozen=True, slots=True)
-class CreateApiKey:
-    name: str
-    role: Role
-    agent_ids: tuple[str, ...] = ()
-    expires_in: timedelta | None = None
-
-    def __post_init__(self) -> None:
-        if not self.name.strip() or len(self.name) > 64:
-            raise InvalidInput("must be 1 to 64 characters long", "name")
-        if self.role is Role.AGENT and not self.agent_ids:
-            raise InvalidInput("an agent key must be bound to at least one agent id", "agents")
-        if self.role is not Role.AGENT and self.agent_ids:
-            raise InvalidInput("only keys with the agent role are bound to agent ids", "agents")
-        for agent_id in self.agent_ids:
-            check_agent_id(agent_id, "agents")
-        if self.expires_in is not None and self.expires_in <= timedelta(0):
-            raise InvalidInput("must be a positive duration", "expiresIn")

@@ -1,4 +1,5 @@
-"""Errors of the domain. Adapters translate their own failures into these; the API maps them to statuses."""
+"""The errors of the domain: each says what went wrong; the API maps each class to an HTTP status and a
+gRPC code."""
 
 from __future__ import annotations
 
@@ -77,3 +78,7 @@ class EngineFailed(WorpenError):
     def __init__(self, dependency: str, detail: str) -> None:
         super().__init__(f"{dependency}: {detail}")
         self.dependency = dependency
+
+
+def failure_reason(exc: BaseException) -> str:
+    return exc.detail if isinstance(exc, WorpenError) else f"{type(exc).__name__}: {exc}"

@@ -1,53 +1,14 @@
-"""Domain events: facts, named in the past tense, published after they are committed (or, for a
-container, after its engine reported them)."""
+"""What happens to containers and engines, and which engine events mean which domain event."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from worpen_core.status import AgentStatus
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base of every domain event; `subject` says what it is about, for logs and feeds."""
-
-    @property
-    def subject(self) -> str:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, slots=True)
-class AgentEvent(Event):
-    agent_id: str
-    at: datetime
-
-    @property
-    def subject(self) -> str:
-        return self.agent_id
-
-
-@dataclass(frozen=True, slots=True)
-class AgentRegistered(AgentEvent):
-    status: AgentStatus
-
-
-@dataclass(frozen=True, slots=True)
-class AgentWentOffline(AgentEvent):
-    last_seen: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class AgentBecameCritical(AgentEvent):
-    reason: str
-    cpu: float
-    ram: float
-
-
-@dataclass(frozen=True, slots=True)
-class AgentRecovered(AgentEvent):
-    previous: AgentStatus
+from worpen_core.containers.model import (
+    EngineEvent,
+)
+from worpen_core.events.model import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +91,33 @@ class EngineAvailable(Event):
     @property
     def subject(self) -> str:
         return self.node
+
+
+HEALTH_OF = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY", "starting": "STARTING"}
+
+
+def domain_event(node: str, raw: EngineEvent) -> Event | None:
+    """The domain event an engine event means, if any."""
+    at = datetime.fromtimestamp(raw.time_nanos / 1e9, tz=UTC)
+    if raw.type == "image" and raw.action == "pull":
+        return ImagePulled(node, raw.actor_id, at)
+    if raw.type != "container":
+        return None
+    name = raw.attributes.get("name", "")
+    image = raw.attributes.get("image", "")
+    common = (node, raw.actor_id, name, image, at)
+    match raw.action.partition(":"):
+        case ("start", _, _):
+            return ContainerStarted(*common)
+        case ("stop", _, _):
+            return ContainerStopped(*common)
+        case ("die", _, _):
+            code = raw.attributes.get("exitCode", "")
+            return ContainerDied(*common, int(code) if code.lstrip("-").isdigit() else None)
+        case ("oom", _, _):
+            return ContainerOomKilled(*common)
+        case ("health_status", _, health) if health.strip() in HEALTH_OF:
+            return ContainerHealthChanged(*common, HEALTH_OF[health.strip()])
+        case ("destroy", _, _):
+            return ContainerRemoved(*common)
+    return None

@@ -1,4 +1,4 @@
-"""The audit trail: who changed what on the fleet, when, and how it ended."""
+"""The audit trail's entries: who did what, to what, and how it ended."""
 
 from __future__ import annotations
 

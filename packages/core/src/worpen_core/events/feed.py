@@ -1,5 +1,4 @@
-"""The live feed of domain events: the latest ones kept in order, numbered, for readers that follow
-(a dashboard, an ops script) and may reconnect and resume after the last number they saw."""
+"""The live feed: recent events for late joiners, and every new one for each subscriber."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from functools import partial
 
-from worpen_core.events import Event
+from worpen_core.events.model import Event
 
 
 class EventFeed:

@@ -1,4 +1,4 @@
-"""The status of a node, as Worpen sees it."""
+"""An agent's status."""
 
 from __future__ import annotations
 

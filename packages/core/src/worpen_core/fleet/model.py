@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from operator import attrgetter
 
-from worpen_core.commands import RecordHeartbeat
-from worpen_core.events import (
+from worpen_core.fleet.commands import RecordHeartbeat
+from worpen_core.fleet.events import (
     AgentBecameCritical,
     AgentEvent,
     AgentRecovered,
     AgentRegistered,
     AgentWentOffline,
 )
-from worpen_core.status import AgentStatus
+from worpen_core.fleet.status import AgentStatus
 
 
 @dataclass(frozen=True, slots=True)

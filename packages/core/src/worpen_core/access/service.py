@@ -1,5 +1,4 @@
-"""Use cases of access control: issuing, listing and revoking API keys, authenticating callers,
-and slowing down clients that keep presenting bad credentials."""
+"""Access use cases: issuing and revoking keys, authenticating callers, throttling failed attempts."""
 
 from __future__ import annotations
 
@@ -8,10 +7,11 @@ from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from worpen_core.auth import ApiKey, Principal, Role, hash_secret, new_secret
-from worpen_core.commands import CreateApiKey
-from worpen_core.errors import NotFound, RateLimited, Unauthenticated
-from worpen_core.ports import Clock, UnitOfWorkFactory
+from worpen_core.access.commands import CreateApiKey
+from worpen_core.access.model import ApiKey, Principal, Role, hash_secret, new_secret
+from worpen_core.access.ports import AccessUnitOfWorkFactory
+from worpen_core.shared.errors import NotFound, RateLimited, Unauthenticated
+from worpen_core.shared.ports import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +21,7 @@ class IssuedKey:
 
 
 class ApiKeys:
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: AccessUnitOfWorkFactory, clock: Clock) -> None:
         self._uow = uow
         self._clock = clock
 
@@ -75,7 +75,7 @@ class Authenticator:
     `forget` take effect at once."""
 
     def __init__(
-        self, uow: UnitOfWorkFactory, clock: Clock, cache_for: timedelta, throttle: FailedAuthThrottle
+        self, uow: AccessUnitOfWorkFactory, clock: Clock, cache_for: timedelta, throttle: FailedAuthThrottle
     ) -> None:
         self._uow = uow
         self._clock = clock

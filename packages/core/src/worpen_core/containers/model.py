@@ -1,4 +1,4 @@
-"""Containers and images on the fleet's Docker engines, as Worpen sees them (whatever adapter serves)."""
+"""Containers, images and engines as the domain sees them."""
 
 from __future__ import annotations
 

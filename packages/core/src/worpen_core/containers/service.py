@@ -1,6 +1,5 @@
-"""Use cases on the fleet's container engines: one view of every node's containers and images, actions
-on them recorded in the audit trail, interactive terminals, and the watch that turns each engine's
-event stream into domain events."""
+"""Container use cases across the fleet's engines: listing, inspecting, lifecycle, logs, images, prune and
+terminals."""
 
 from __future__ import annotations
 
@@ -10,16 +9,21 @@ import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
-from worpen_core.audit import AuditEntry, AuditQuery
-from worpen_core.auth import Principal
-from worpen_core.containers import (
+from worpen_core.access.model import Principal
+from worpen_core.audit.model import AuditEntry
+from worpen_core.audit.service import AuditTrail
+from worpen_core.containers.events import (
+    EngineAvailable,
+    EngineUnavailable,
+    domain_event,
+)
+from worpen_core.containers.model import (
     Container,
     ContainerDetail,
     ContainerState,
-    EngineEvent,
     EngineInfo,
     Image,
     LogLine,
@@ -28,25 +32,24 @@ from worpen_core.containers import (
     PruneRequest,
     PullProgress,
 )
-from worpen_core.errors import Ambiguous, InvalidInput, NotFound, RateLimited, Unavailable, WorpenError
-from worpen_core.events import (
-    ContainerDied,
-    ContainerHealthChanged,
-    ContainerOomKilled,
-    ContainerRemoved,
-    ContainerStarted,
-    ContainerStopped,
-    EngineAvailable,
-    EngineUnavailable,
-    Event,
-    ImagePulled,
+from worpen_core.containers.ports import ContainerRuntime, TerminalChannel
+from worpen_core.events.model import Event
+from worpen_core.events.ports import EventBus
+from worpen_core.shared.errors import (
+    Ambiguous,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    WorpenError,
+    failure_reason,
 )
-from worpen_core.ports import Clock, ContainerRuntime, EventBus, TerminalChannel, UnitOfWorkFactory
-from worpen_core.streams import stall_deadline, until
+from worpen_core.shared.listing import Listing
+from worpen_core.shared.ports import Clock
+from worpen_core.shared.streams import stall_deadline, until
 
-T = TypeVar("T")
 Item = TypeVar("Item")
-
+T = TypeVar("T")
 MIN_PREFIX = 4
 """Like the docker CLI, an id prefix must have at least this many characters."""
 REFERENCE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,253}$"
@@ -71,71 +74,6 @@ def check_image(image: str) -> str:
     return image
 
 
-class AuditTrail:
-    """Writes an entry before an operation runs and its outcome after, so the trail never says an
-    operation did not happen when it did: if the entry cannot be written, the operation is not run; if
-    the outcome cannot be written yet, it is kept and written by `flush()`."""
-
-    def __init__(self, uow: UnitOfWorkFactory, clock: Clock) -> None:
-        self._uow = uow
-        self._clock = clock
-        self._unwritten: list[AuditEntry] = []
-
-    async def begin(self, principal: Principal, action: str, target: str, node: str | None) -> AuditEntry:
-        """Write the entry of an operation about to run; if this fails, the operation must not run."""
-        entry = AuditEntry.begin(self._clock.now(), principal.name, principal.key_id, action, target, node)
-        async with self._uow() as tx:
-            await tx.audit.add(entry)
-            await tx.commit()
-        return entry
-
-    async def end(self, entry: AuditEntry, error: str | None = None) -> None:
-        """Record how the operation ended (kept for `flush()` if it cannot be written now)."""
-        finished = entry.finish(self._clock.now(), error)
-        try:
-            async with self._uow() as tx:
-                await tx.audit.update(finished)
-                await tx.commit()
-        except WorpenError:
-            self._unwritten.append(finished)
-
-    async def run(
-        self,
-        principal: Principal,
-        action: str,
-        target: str,
-        node: str | None,
-        operation: Callable[[], Awaitable[T]],
-    ) -> T:
-        entry = await self.begin(principal, action, target, node)
-        try:
-            result = await operation()
-        except BaseException as exc:
-            await self.end(entry, _reason(exc))
-            raise
-        await self.end(entry)
-        return result
-
-    async def query(self, query: AuditQuery) -> list[AuditEntry]:
-        async with self._uow() as tx:
-            return await tx.audit.query(query)
-
-    async def flush(self) -> int:
-        """Write the outcomes that could not be written when their operation ended."""
-        if not self._unwritten:
-            return 0
-        pending, self._unwritten = self._unwritten, []
-        try:
-            async with self._uow() as tx:
-                for entry in pending:
-                    await tx.audit.update(entry)
-                await tx.commit()
-        except BaseException:
-            self._unwritten[:0] = pending
-            raise
-        return len(pending)
-
-
 @dataclass(slots=True)
 class EngineStatus:
     node: str
@@ -146,13 +84,6 @@ class EngineStatus:
     info: EngineInfo | None = None
     outage: Unavailable | None = None
     """Why the engine is out of reach, while it is (calls to it fail at once with this)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Listing(Generic[Item]):
-    items: list[Item]
-    unavailable: dict[str, str]
-    """Nodes whose engine could not be listed, with why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,7 +263,7 @@ class Containers:
         try:
             stream = await runtime.pull(image)
         except BaseException as exc:
-            await self._audit.end(entry, _reason(exc))
+            await self._audit.end(entry, failure_reason(exc))
             raise
         what = f"the pull of {image!r} on node {runtime.node}"
         return self._audited(entry, stall_deadline(stream, self._limits.pull_stall_seconds, what))
@@ -346,7 +277,7 @@ class Containers:
         except GeneratorExit:
             raise
         except BaseException as exc:
-            error = _reason(exc)
+            error = failure_reason(exc)
             raise
         finally:
             await self._audit.end(entry, error)
@@ -528,39 +459,5 @@ class Containers:
         raise Ambiguous(ref, candidates)
 
 
-def _reason(exc: BaseException) -> str:
-    return exc.detail if isinstance(exc, WorpenError) else f"{type(exc).__name__}: {exc}"
-
-
 def _describe(container: Container) -> str:
     return f"{container.name} ({container.id[:12]})"
-
-
-HEALTH_OF = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY", "starting": "STARTING"}
-
-
-def domain_event(node: str, raw: EngineEvent) -> Event | None:
-    """The domain event an engine event means, if any."""
-    at = datetime.fromtimestamp(raw.time_nanos / 1e9, tz=UTC)
-    if raw.type == "image" and raw.action == "pull":
-        return ImagePulled(node, raw.actor_id, at)
-    if raw.type != "container":
-        return None
-    name = raw.attributes.get("name", "")
-    image = raw.attributes.get("image", "")
-    common = (node, raw.actor_id, name, image, at)
-    match raw.action.partition(":"):
-        case ("start", _, _):
-            return ContainerStarted(*common)
-        case ("stop", _, _):
-            return ContainerStopped(*common)
-        case ("die", _, _):
-            code = raw.attributes.get("exitCode", "")
-            return ContainerDied(*common, int(code) if code.lstrip("-").isdigit() else None)
-        case ("oom", _, _):
-            return ContainerOomKilled(*common)
-        case ("health_status", _, health) if health.strip() in HEALTH_OF:
-            return ContainerHealthChanged(*common, HEALTH_OF[health.strip()])
-        case ("destroy", _, _):
-            return ContainerRemoved(*common)
-    return None

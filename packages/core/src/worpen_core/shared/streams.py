@@ -1,4 +1,4 @@
-"""Helpers for the streams Worpen follows (engine events, logs, the event feed, pulls)."""
+"""Async iterators that end with the server or stall deadlines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
-from worpen_core.errors import TimedOut
+from worpen_core.shared.errors import TimedOut
 
 T = TypeVar("T")
 

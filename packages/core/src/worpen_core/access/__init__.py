@@ -1,0 +1,1 @@
+"""API keys, roles, authentication and the failed-attempt throttle."""

@@ -1,0 +1,1 @@
+"""The audit trail of every operation that changes something."""

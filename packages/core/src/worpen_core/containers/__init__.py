@@ -1,0 +1,1 @@
+"""Containers and images on the fleet's Docker engines."""

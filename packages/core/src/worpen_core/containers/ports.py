@@ -1,0 +1,83 @@
+"""A node's container engine, as the domain needs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from worpen_core.containers.model import (
+    Container,
+    ContainerDetail,
+    EngineEvent,
+    EngineInfo,
+    Image,
+    LogLine,
+    LogQuery,
+    PruneReport,
+    PruneRequest,
+    PullProgress,
+)
+
+
+class TerminalChannel(Protocol):
+    """An interactive process (a shell with a TTY) running in a container."""
+
+    async def read(self) -> bytes:
+        """The next output; b"" once the process has ended."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ContainerRuntime(Protocol):
+    """One node's container engine. Failures come out as core errors: NotFound, Conflict, InvalidInput,
+    Unavailable (the engine cannot be reached or did not answer in time) and EngineFailed (it answered
+    with an error). Container references are full ids, unique id prefixes or names."""
+
+    node: str
+
+    async def info(self) -> EngineInfo: ...
+
+    async def list_containers(self) -> list[Container]:
+        """Every container, running or not, from one call to the engine."""
+        ...
+
+    async def inspect(self, ref: str) -> ContainerDetail: ...
+
+    async def logs(self, ref: str, query: LogQuery) -> AsyncIterator[Sequence[LogLine]]:
+        """Open the log (raising if the engine refuses) and return its lines in the batches they are
+        read, never the whole log at once; with `query.follow`, new lines until the container stops or
+        the iterator is closed."""
+        ...
+
+    async def start(self, ref: str) -> None: ...
+
+    async def stop(self, ref: str, grace_seconds: int | None) -> None:
+        """Ask it to stop, killing it after `grace_seconds` (the engine's default when None)."""
+        ...
+
+    async def restart(self, ref: str, grace_seconds: int | None) -> None:
+        """Ask it to stop, killing it after `grace_seconds` (the engine's default when None)."""
+        ...
+
+    async def remove(self, ref: str, *, force: bool, volumes: bool) -> None: ...
+
+    async def prune(self, request: PruneRequest) -> PruneReport: ...
+
+    async def list_images(self) -> list[Image]: ...
+
+    async def pull(self, image: str) -> AsyncIterator[PullProgress]:
+        """Start pulling (raising if the engine refuses) and return its progress messages until the image
+        is pulled; an error in the stream is raised as EngineFailed."""
+        ...
+
+    async def exec(self, ref: str, command: Sequence[str]) -> TerminalChannel:
+        """Run `command` in the container with a TTY and stdin attached."""
+        ...
+
+    async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
+        """Open the engine's event stream from `since_nanos` (or from now) on; it ends (or raises
+        Unavailable) when the engine goes away."""
+        ...

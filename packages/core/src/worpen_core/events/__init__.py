@@ -1,0 +1,1 @@
+"""Domain events: their base, the bus port and the live feed."""

@@ -1,0 +1,1 @@
+"""Agents, their heartbeats, status machine and telemetry."""

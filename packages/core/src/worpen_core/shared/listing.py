@@ -1,0 +1,15 @@
+"""A listing gathered from several places, with what could not be reached."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[Item]):
+    items: list[Item]
+    unavailable: dict[str, str]
+    """Nodes whose engine could not be listed, with why."""
