@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from worpen_infra.database import create_engine, upgrade_database
-from worpen_infra.tables import metadata
+from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.tables import metadata
 
 
 async def test_migrations_create_the_schema_the_code_expects_on_an_empty_file(tmp_path: Path) -> None:

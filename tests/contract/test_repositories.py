@@ -15,8 +15,8 @@ from worpen_core.access.model import ApiKey, Role
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import Conflict, Unavailable
-from worpen_infra.database import create_engine, upgrade_database
-from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
+from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

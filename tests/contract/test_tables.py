@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sqlalchemy import DateTime
 from sqlalchemy.dialects import sqlite
 
-from worpen_infra.tables import UtcDateTime
+from worpen_infra.sql.tables import UtcDateTime
 
 SQLITE = sqlite.dialect()
 

@@ -12,8 +12,8 @@ from litestar.testing import AsyncTestClient
 from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
 from worpen_api.settings import Settings
-from worpen_infra.database import create_engine, upgrade_database
-from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
+from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol
 
+from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer
 from worpen_api.runtime import Hook, Worpen
 from worpen_api.settings import DockerHost, Settings
 from worpen_core.access.ports import AccessUnitOfWork
@@ -20,12 +21,11 @@ from worpen_core.events.ports import EventBus
 from worpen_core.fleet.ports import FleetUnitOfWork
 from worpen_core.fleet.service import Fleet
 from worpen_core.shared.ports import Clock
-from worpen_infra.database import create_engine, upgrade_database
-from worpen_infra.docker_runtime import DockerContainerRuntime, EngineAddress
-from worpen_infra.grpc_fleet_server import FleetServicer, GrpcFleetServer
-from worpen_infra.in_process_event_bus import InProcessEventBus
-from worpen_infra.sqlalchemy_unit_of_work import SqlAlchemyUnitOfWorkFactory
-from worpen_infra.system_clock import SystemClock
+from worpen_infra.bus.in_process import InProcessEventBus
+from worpen_infra.clock import SystemClock
+from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
+from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 
 class Storage(FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, Protocol):

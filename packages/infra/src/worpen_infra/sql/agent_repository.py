@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.status import AgentStatus
-from worpen_infra.bulk_write import BulkWrite
-from worpen_infra.tables import agent_samples, agents
+from worpen_infra.sql.bulk_write import BulkWrite
+from worpen_infra.sql.tables import agent_samples, agents
 
 _READINGS = (
     "reported_status",

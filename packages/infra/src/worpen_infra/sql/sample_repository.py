@@ -8,8 +8,8 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.fleet.model import TelemetrySample
-from worpen_infra.bulk_write import BulkWrite
-from worpen_infra.tables import agent_samples
+from worpen_infra.sql.bulk_write import BulkWrite
+from worpen_infra.sql.tables import agent_samples
 
 _columns = [column for column in agent_samples.c if column.name != "id"]
 _FIELDS = ("agent_id", "at", "cpu", "ram", "disk", "net_rx_bytes", "net_tx_bytes", "uptime_seconds")

@@ -8,7 +8,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.audit.model import AuditEntry, AuditQuery, Outcome
-from worpen_infra.tables import audit_log
+from worpen_infra.sql.tables import audit_log
 
 ERROR_MAX_LENGTH = 4000
 

@@ -8,7 +8,7 @@ from sqlalchemy import Row, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.access.model import ApiKey, Role
-from worpen_infra.tables import api_keys
+from worpen_infra.sql.tables import api_keys
 
 
 def _to_row(key: ApiKey) -> dict[str, Any]:

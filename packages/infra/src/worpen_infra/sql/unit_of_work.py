@@ -12,10 +12,10 @@ from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.ports import AuditRepository
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.shared.errors import Conflict, Unavailable, WorpenError
-from worpen_infra.sqlalchemy_agent_repository import SqlAlchemyAgentRepository
-from worpen_infra.sqlalchemy_api_key_repository import SqlAlchemyApiKeyRepository
-from worpen_infra.sqlalchemy_audit_repository import SqlAlchemyAuditRepository
-from worpen_infra.sqlalchemy_sample_repository import SqlAlchemySampleRepository
+from worpen_infra.sql.agent_repository import SqlAlchemyAgentRepository
+from worpen_infra.sql.api_key_repository import SqlAlchemyApiKeyRepository
+from worpen_infra.sql.audit_repository import SqlAlchemyAuditRepository
+from worpen_infra.sql.sample_repository import SqlAlchemySampleRepository
 
 
 def translate(exc: SQLAlchemyError) -> WorpenError:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from worpen_infra.sqlalchemy_unit_of_work import translate
+from worpen_infra.sql.unit_of_work import translate
 
 
 def create_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
@@ -33,7 +33,7 @@ def create_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
 
 def _alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", "worpen_infra:migrations")
+    config.set_main_option("script_location", "worpen_infra.sql:migrations")
     config.attributes["connection"] = connection
     return config
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from worpen_infra.tables import UtcDateTime
+from worpen_infra.sql.tables import UtcDateTime
 
 revision = "0001"
 down_revision = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from worpen_infra.tables import metadata
+from worpen_infra.sql.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

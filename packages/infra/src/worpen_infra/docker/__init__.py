@@ -1,0 +1,1 @@
+"""The container runtime port on Docker engines (the docker SDK)."""
