@@ -31,9 +31,9 @@ from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
 from worpen_api.cli import serve
 from worpen_api.grpc.fleet import FleetServicer
+from worpen_api.http.security import requires
 from worpen_api.observability import configure_logging
 from worpen_api.runtime import Worpen
-from worpen_api.security import requires
 from worpen_api.settings import Settings
 from worpen_core.access.model import Permission
 from worpen_proto.v1 import fleet_pb2, fleet_pb2_grpc

@@ -13,26 +13,24 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from worpen_api.controllers import (
-    AgentController,
-    ApiKeyController,
-    AuditController,
+from worpen_api.errors import EXCEPTION_HANDLERS
+from worpen_api.http.access.controller import ApiKeyController
+from worpen_api.http.audit.controller import AuditController
+from worpen_api.http.containers.controller import (
+    UNAVAILABLE_NODES,
     ContainerController,
     DockerController,
-    EventController,
-    HeartbeatController,
     ImageController,
-    SystemController,
-    TerminalController,
 )
-from worpen_api.controllers.agents import NEXT_CURSOR
-from worpen_api.controllers.containers import UNAVAILABLE_NODES
-from worpen_api.errors import EXCEPTION_HANDLERS
-from worpen_api.intake import HeartbeatIntake
+from worpen_api.http.events.controller import EventController
+from worpen_api.http.fleet.controller import NEXT_CURSOR, AgentController, HeartbeatController
+from worpen_api.http.fleet.intake import HeartbeatIntake
+from worpen_api.http.openapi import StructSchemaPlugin, answer_options
+from worpen_api.http.security import ApiKeyAuthMiddleware, requires
+from worpen_api.http.system.controller import SystemController
+from worpen_api.http.terminal.controller import TerminalController
 from worpen_api.observability import Metrics, RequestObserver
-from worpen_api.openapi import StructSchemaPlugin, answer_options
 from worpen_api.runtime import Worpen
-from worpen_api.security import ApiKeyAuthMiddleware, requires
 from worpen_core.access.model import Permission
 
 

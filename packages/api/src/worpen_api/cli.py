@@ -19,7 +19,7 @@ from litestar import Litestar
 
 from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
-from worpen_api.dto import ApiKeyIn
+from worpen_api.http.access.dto import ApiKeyIn
 from worpen_api.observability import configure_logging
 from worpen_api.runtime import Worpen
 from worpen_api.settings import Settings, SettingsError

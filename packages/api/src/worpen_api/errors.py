@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
-from worpen_api.dto import ErrorOut
+from worpen_api.http.wire import ErrorOut
 from worpen_core.shared.errors import (
     Conflict,
     EngineFailed,

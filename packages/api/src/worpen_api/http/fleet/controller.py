@@ -11,11 +11,19 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, PathParameter, QueryParameter
 from litestar.types import Scope
 
-from worpen_api.dto import AgentDetail, AgentOut, HeartbeatAck, HeartbeatIn, SyncIn, SyncOut, Telemetry
 from worpen_api.errors import documented
+from worpen_api.http.fleet.dto import (
+    AgentDetail,
+    AgentOut,
+    HeartbeatAck,
+    HeartbeatIn,
+    SyncIn,
+    SyncOut,
+    Telemetry,
+)
+from worpen_api.http.openapi import OptionalBody
+from worpen_api.http.security import principal_of, requires
 from worpen_api.observability import mark_routine
-from worpen_api.openapi import OptionalBody
-from worpen_api.security import principal_of, requires
 from worpen_core.access.model import Permission, Principal
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus

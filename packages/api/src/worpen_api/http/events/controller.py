@@ -1,4 +1,4 @@
-"""The audit trail and the live feed of domain events."""
+"""The live event feed over Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -12,44 +12,15 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from worpen_api.docker_dto import AuditOut, event_out
 from worpen_api.errors import documented
-from worpen_api.openapi import MayStream
-from worpen_api.parameters import Since, since_of
-from worpen_api.security import browser_streams, requires
+from worpen_api.http.events.dto import event_out
+from worpen_api.http.openapi import MayStream
+from worpen_api.http.security import browser_streams
 from worpen_core.access.model import Permission
-from worpen_core.audit.model import AuditQuery
-from worpen_core.audit.service import AuditTrail
 from worpen_core.events.feed import EventFeed
 from worpen_core.shared.streams import until
 
 _encode = msgspec.json.Encoder().encode
-
-
-class AuditController(Controller):
-    path = "/api/v1/audit"
-    tags = ["audit"]
-
-    @get(
-        operation_id="readAudit",
-        responses=documented(422, 503),
-        opt=requires(Permission.ADMIN),
-        summary="The audit trail, newest first",
-        description="Every change made through Worpen (container start, stop, restart and remove, prune, "
-        "image pull, terminal open): who (the key's name), what, on which target and node, when, and how "
-        "it ended (SUCCEEDED, FAILED with the error, or PENDING while it runs).",
-    )
-    async def read(
-        self,
-        audit: NamedDependency[AuditTrail],
-        since: Since = None,
-        actor: Annotated[str | None, QueryParameter(max_length=64)] = None,
-        action: Annotated[str | None, QueryParameter(max_length=64, examples=[])] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-    ) -> list[AuditOut]:
-        query = AuditQuery(since=since_of(since), actor=actor, action=action, limit=limit)
-        entries = await audit.query(query)
-        return [AuditOut.of(entry) for entry in entries]
 
 
 class EventController(Controller):

@@ -1,15 +1,14 @@
-"""The wire format of containers, images, engines, the audit trail and domain events."""
+"""Container, image and engine DTOs, derived from the domain's value objects."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
-from worpen_api.dto import Wire
-from worpen_core.audit.model import AuditEntry, Outcome
+from worpen_api.http.wire import NodeName, Wire
 from worpen_core.containers.model import (
     Container,
     ContainerDetail,
@@ -21,10 +20,8 @@ from worpen_core.containers.model import (
     Pruned,
     PruneReport,
 )
-from worpen_core.containers.service import IMAGE_PATTERN, EngineStatus, TerminalSession
-from worpen_core.events.model import Event
+from worpen_core.containers.service import IMAGE_PATTERN, EngineStatus
 
-NodeName = Annotated[str, Meta(min_length=1, max_length=128, examples=["edge-7"])]
 GraceSeconds = Annotated[
     int, Meta(ge=0, le=3600, description="Seconds to wait for the container to stop before killing it")
 ]
@@ -258,56 +255,3 @@ class EngineOut(Wire):
             containers=None if info is None else info.containers,
             images=None if info is None else info.images,
         )
-
-
-class AuditOut(Wire):
-    id: str
-    at: datetime
-    actor: str
-    actor_key_id: str
-    action: str
-    target: str
-    node: str | None
-    outcome: Outcome
-    error: str | None
-    finished_at: datetime | None
-
-    @classmethod
-    def of(cls, e: AuditEntry) -> AuditOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            actor=e.actor,
-            actor_key_id=e.actor_key_id,
-            action=e.action,
-            target=e.target,
-            node=e.node,
-            outcome=e.outcome,
-            error=e.error,
-            finished_at=e.finished_at,
-        )
-
-
-class TerminalSessionOut(Wire):
-    session_id: str
-    node: str
-    container_id: str
-    container_name: str
-    actor: str
-    command: list[str]
-    opened_at: datetime
-
-    @classmethod
-    def of(cls, s: TerminalSession) -> TerminalSessionOut:
-        return cls(s.id, s.node, s.container_id, s.container_name, s.actor, list(s.command), s.opened_at)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
-
-
-def event_out(number: int, event: Event) -> dict[str, Any]:
-    """A domain event on the wire: its number in the feed, its type, and its fields in camelCase."""
-    fields = msgspec.to_builtins(event)
-    return {"seq": number, "type": type(event).__name__, **{_camel(k): v for k, v in fields.items()}}

@@ -25,11 +25,11 @@ from litestar.connection import Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
-from worpen_api.controllers.agents import HEARTBEAT_OPT, HEARTBEAT_PATH, report_heartbeat
-from worpen_api.dto import HeartbeatIn
 from worpen_api.errors import EXCEPTION_HANDLERS
+from worpen_api.http.fleet.controller import HEARTBEAT_OPT, HEARTBEAT_PATH, report_heartbeat
+from worpen_api.http.fleet.dto import HeartbeatIn
+from worpen_api.http.security import authorize, refuse
 from worpen_api.runtime import Worpen
-from worpen_api.security import authorize, refuse
 from worpen_core.shared.errors import WorpenError
 
 JSON = (b"content-type", b"application/json")

@@ -7,8 +7,8 @@ from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worpen_api.errors import documented
+from worpen_api.http.security import requires
 from worpen_api.observability import Metrics
-from worpen_api.security import requires
 from worpen_core.access.model import Permission
 
 PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.removesuffix("; charset=utf-8")

@@ -1,38 +1,25 @@
-"""The wire format: msgspec Structs (camelCase, upper-case enums), converted from entities here only."""
+"""Fleet DTOs: heartbeats, agents, telemetry."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from datetime import datetime
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
 
-from worpen_core.access.commands import CreateApiKey
-from worpen_core.access.model import ApiKey, Role
-from worpen_core.access.service import IssuedKey
-from worpen_core.fleet.commands import COUNTER_MAX, IP_MAX_LENGTH, MAX_PEERS, TEXT_MAX_LENGTH, RecordHeartbeat
+from worpen_api.http.wire import (
+    AgentId,
+    Counter,
+    Percent,
+    Text,
+    Wire,
+    human_duration,
+)
+from worpen_core.fleet.commands import IP_MAX_LENGTH, MAX_PEERS, RecordHeartbeat
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.status import AgentStatus
-from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH, AGENT_ID_PATTERN
-
-AgentId = Annotated[
-    str,
-    Meta(
-        min_length=1,
-        max_length=AGENT_ID_MAX_LENGTH,
-        pattern=AGENT_ID_PATTERN,
-        description="Agent id: letters, digits, '.', '_', ':' and '-'",
-        examples=["bee-001"],
-    ),
-]
-Percent = Annotated[float, Meta(ge=0, le=100, description="Percent, 0 to 100", examples=[42.5])]
-Counter = Annotated[int, Meta(ge=0, le=COUNTER_MAX)]
-Text = Annotated[str, Meta(max_length=TEXT_MAX_LENGTH)]
-
-
-class Wire(msgspec.Struct, rename="camel", omit_defaults=False):
-    pass
+from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH
 
 
 class HeartbeatIn(Wire):
@@ -107,23 +94,6 @@ class Telemetry(Wire):
         )
 
 
-_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-"""Durations as people write them, largest first: `expiresIn` is read in them, uptimes shown in them."""
-
-
-def human_duration(seconds: int) -> str:
-    """`3d 4h`, `1h`, `12m`, `45s`: the largest unit and the next one unless it is zero (as a cockpit
-    shows an uptime)."""
-    counts: list[tuple[int, str]] = []
-    rest = seconds
-    for unit, size in _UNITS.items():
-        count, rest = divmod(rest, size)
-        if count or counts:
-            counts.append((count, unit))
-    shown = counts[:2] if counts else [(0, "s")]
-    return " ".join(f"{count}{unit}" for count, unit in shown if count or len(shown) == 1)
-
-
 class AgentOut(Wire):
     id: str
     name: str
@@ -182,68 +152,3 @@ class SyncOut(Wire):
     status: Literal["SYNCED"]
     agents: int
     went_offline: list[str]
-
-
-Duration = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhdw]$", examples=["30d", "12h"])]
-
-
-class ApiKeyIn(Wire, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=64, examples=["ci"])]
-    role: Role
-    agents: Annotated[list[AgentId], Meta(max_length=1000)] = msgspec.field(default_factory=list)
-    expires_in: Duration | None = None
-
-    json_schema_extra: ClassVar[dict[str, Any]] = {
-        "description": "An agent key is bound to one agent id or more; a key of another role to none.",
-        "if": {"properties": {"role": {"const": Role.AGENT.value}}},
-        "then": {"properties": {"agents": {"minItems": 1}}, "required": ["agents"]},
-        "else": {"properties": {"agents": {"maxItems": 0}}},
-    }
-
-    def to_command(self) -> CreateApiKey:
-        expires_in = None if self.expires_in is None else parse_duration(self.expires_in)
-        return CreateApiKey(self.name, self.role, tuple(self.agents), expires_in)
-
-
-class ApiKeyOut(Wire):
-    id: str
-    name: str
-    role: Role
-    prefix: str
-    agents: list[str]
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-
-    @classmethod
-    def of(cls, key: ApiKey) -> ApiKeyOut:
-        return cls(
-            id=key.id,
-            name=key.name,
-            role=key.role,
-            prefix=key.prefix,
-            agents=list(key.agent_ids),
-            created_at=key.created_at,
-            expires_at=key.expires_at,
-            revoked_at=key.revoked_at,
-        )
-
-
-class ApiKeyCreated(ApiKeyOut):
-    key: str
-    """The secret. Shown once: only its hash is stored."""
-
-    @classmethod
-    def issued(cls, issued: IssuedKey) -> ApiKeyCreated:
-        return cls(**msgspec.structs.asdict(ApiKeyOut.of(issued.key)), key=issued.secret)
-
-
-class ErrorOut(Wire):
-    status: int
-    detail: str
-    field: str | None = None
-
-
-def parse_duration(text: str) -> timedelta:
-    """'30d', '12h', '90m', '45s', '2w' as a timedelta."""
-    return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])

@@ -12,10 +12,10 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import QueryParameter
 
-from worpen_api.docker_dto import TerminalSessionOut
 from worpen_api.errors import STATUS_OF, documented
-from worpen_api.parameters import ContainerRef, Node
-from worpen_api.security import principal_of, requires
+from worpen_api.http.parameters import ContainerRef, Node
+from worpen_api.http.security import principal_of, requires
+from worpen_api.http.terminal.dto import TerminalSessionOut
 from worpen_core.access.model import Permission
 from worpen_core.containers.service import Containers, TerminalSession
 from worpen_core.shared.errors import WorpenError

@@ -9,7 +9,7 @@ import msgspec
 from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import PathParameter, QueryParameter
 
-from worpen_api.docker_dto import NodeName
+from worpen_api.http.wire import NodeName
 from worpen_core.containers.service import REFERENCE_PATTERN
 from worpen_core.shared.errors import InvalidInput
 

@@ -13,7 +13,8 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
-from worpen_api.docker_dto import (
+from worpen_api.errors import documented
+from worpen_api.http.containers.dto import (
     ActionIn,
     ContainerDetailOut,
     ContainerOut,
@@ -26,10 +27,9 @@ from worpen_api.docker_dto import (
     PullOut,
     RemovedOut,
 )
-from worpen_api.errors import documented
-from worpen_api.openapi import NDJSON, LinesOrStream, MayStream, OptionalBody
-from worpen_api.parameters import ContainerRef, Node, Since, since_of
-from worpen_api.security import browser_streams, principal_of, requires
+from worpen_api.http.openapi import NDJSON, LinesOrStream, MayStream, OptionalBody
+from worpen_api.http.parameters import ContainerRef, Node, Since, since_of
+from worpen_api.http.security import browser_streams, principal_of, requires
 from worpen_core.access.model import Permission
 from worpen_core.containers.model import ContainerState, LogLine, LogQuery, PruneRequest, PullProgress
 from worpen_core.containers.service import Containers

@@ -1,0 +1,1 @@
+"""Agents and heartbeats over HTTP (the lean heartbeat intake included)."""

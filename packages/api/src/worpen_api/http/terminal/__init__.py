@@ -1,0 +1,1 @@
+"""Interactive terminals over WebSocket."""
