@@ -13,6 +13,7 @@ from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.model import AuditEntry, AuditQuery
 from worpen_core.audit.ports import AuditRepository
 from worpen_core.events.model import Event
+from worpen_core.events.ports import EventHandler
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.shared.errors import Conflict, Unavailable
@@ -30,11 +31,20 @@ class FakeClock:
 
 
 class FakeEventBus:
+    """Delivers each event to the subscribers as it is published, in the publisher's task."""
+
     def __init__(self) -> None:
         self.published: list[Event] = []
+        self._handlers: list[EventHandler] = []
 
     async def publish(self, events: Iterable[Event]) -> None:
-        self.published.extend(events)
+        for event in events:
+            self.published.append(event)
+            for handler in self._handlers:
+                await handler(event)
+
+    def subscribe(self, handler: EventHandler) -> None:
+        self._handlers.append(handler)
 
 
 class Store:

@@ -67,7 +67,6 @@ def bootstrap(
     depth: Callable[[], int] = lambda: 0  # noqa: E731
     if bus is None:
         in_process = InProcessEventBus()
-        in_process.subscribe(feed.handle)
         bus = in_process
         depth = lambda: in_process.depth  # noqa: E731
 
@@ -77,6 +76,7 @@ def bootstrap(
         on_start.append(start_bus)
         on_stop.append(in_process.stop)
 
+    bus.subscribe(feed.handle)
     fleet = Fleet(uow, bus, clock, settings.policy)
     throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1))
     authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds), throttle)

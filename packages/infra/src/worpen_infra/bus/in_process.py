@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 import structlog
 
 from worpen_core.events.model import Event
+from worpen_core.events.ports import EventHandler
 
-Handler = Callable[[Event], Awaitable[None]]
 log = structlog.get_logger("worpen.events")
 
 
 class InProcessEventBus:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._handlers: list[Handler] = []
+        self._handlers: list[EventHandler] = []
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self, handler: Handler) -> None:
+    def subscribe(self, handler: EventHandler) -> None:
         self._handlers.append(handler)
 
     async def publish(self, events: Iterable[Event]) -> None:
