@@ -14,7 +14,7 @@ from worpen_core.audit.model import AuditEntry, AuditQuery
 from worpen_core.audit.ports import AuditRepository
 from worpen_core.events.model import Event
 from worpen_core.events.ports import EventHandler
-from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.shared.errors import Conflict, Unavailable
 
@@ -82,12 +82,12 @@ class FakeAgentRepository:
         for agent in agents:
             self._staged[agent.id] = agent.copy()
 
-    async def save_readings(self, agents: Sequence[Agent]) -> None:
+    async def save_profiles(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
             stored = self._staged.get(agent.id) or self._store.agents.get(agent.id)
-            if stored is None or stored.last_seen > agent.last_seen:
-                continue
-            self._staged[agent.id] = dataclasses.replace(agent, status=stored.status)
+            if stored is not None:
+                profile = dict(zip(PROFILE, agent.profile(), strict=True))
+                self._staged[agent.id] = dataclasses.replace(stored, **profile)  # type: ignore[arg-type]
 
 
 class FakeSampleRepository:

@@ -6,6 +6,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from tests.fakes import FakeUnitOfWorkFactory
 from worpen_api.bootstrap import StorageFactory
 from worpen_core.access.model import ApiKey, Role
 from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import Conflict, Unavailable
 from worpen_infra.sql.database import create_engine, upgrade_database
@@ -32,23 +34,21 @@ async def uow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S
     await engine.dispose()
 
 
+READINGS = Readings(cpu=12.5, ram=40.0, disk=71.5, net_rx_bytes=10**12, net_tx_bytes=5, uptime_seconds=3600)
+
+
 def agent(agent_id: str = "bee-001", **changes: object) -> Agent:
     values: dict[str, object] = {
         "id": agent_id,
         "name": agent_id,
         "status": AgentStatus.ONLINE,
         "reported_status": AgentStatus.ONLINE,
-        "cpu_load": 12.5,
-        "memory_load": 40.0,
+        "readings": READINGS,
         "last_seen": T0,
         "registered_at": T0,
         "ip": "10.0.0.7",
         "os": "linux",
         "version": "1.2.3",
-        "uptime_seconds": 3600,
-        "disk": 71.5,
-        "net_rx_bytes": 10**12,
-        "net_tx_bytes": 5,
         "peers": ("bee-002", "bee-003"),
     }
     values.update(changes)
@@ -86,30 +86,42 @@ async def test_save_updates_existing_agents(uow: StorageFactory) -> None:
         await tx.agents.save([agent()])
         await tx.commit()
     async with uow() as tx:
-        await tx.agents.save([agent(status=AgentStatus.CRITICAL, cpu_load=99.0), agent("bee-002")])
+        await tx.agents.save(
+            [agent(status=AgentStatus.CRITICAL, readings=Readings(99.0, 1.0)), agent("bee-002")]
+        )
         await tx.commit()
 
     async with uow() as tx:
         stored = await tx.agents.get("bee-001")
         assert stored is not None
-        assert (stored.status, stored.cpu_load) == (AgentStatus.CRITICAL, 99.0)
+        assert (stored.status, stored.readings) == (AgentStatus.CRITICAL, Readings(99.0, 1.0))
         assert len(await tx.agents.list_all()) == 2
 
 
-async def test_save_readings_keeps_the_status_and_never_goes_back_in_time(uow: StorageFactory) -> None:
+async def test_save_profiles_changes_what_agents_say_of_themselves_and_nothing_else(
+    uow: StorageFactory,
+) -> None:
     async with uow() as tx:
-        await tx.agents.save([agent(status=AgentStatus.CRITICAL, last_seen=T0 + timedelta(seconds=10))])
+        await tx.agents.save([agent(status=AgentStatus.CRITICAL)])
+        await tx.commit()
+
+    said: dict[str, Any] = {
+        "name": "edge",
+        "ip": "10.0.0.8",
+        "os": "alpine",
+        "version": "2.0",
+        "peers": ("bee-009",),
+    }
+    async with uow() as tx:
+        await tx.agents.save_profiles(
+            [agent(reported_status=AgentStatus.CRITICAL, readings=Readings(1.0, 2.0), **said)]
+        )
         await tx.commit()
 
     async with uow() as tx:
-        await tx.agents.save_readings([agent(cpu_load=1.0, last_seen=T0)])
-        await tx.agents.save_readings([agent(cpu_load=2.0, last_seen=T0 + timedelta(seconds=20))])
-        await tx.commit()
-
-    async with uow() as tx:
-        stored = await tx.agents.get("bee-001")
-        assert stored is not None
-        assert (stored.status, stored.cpu_load) == (AgentStatus.CRITICAL, 2.0)
+        assert await tx.agents.get("bee-001") == agent(
+            status=AgentStatus.CRITICAL, reported_status=AgentStatus.CRITICAL, **said
+        )
 
 
 async def test_leaving_without_commit_rolls_back(uow: StorageFactory) -> None:
@@ -124,11 +136,11 @@ async def test_leaving_without_commit_rolls_back(uow: StorageFactory) -> None:
 
 async def test_samples_are_added_in_batches_and_read_newest_first(uow: StorageFactory) -> None:
     samples = [
-        TelemetrySample("bee-001", T0 + timedelta(seconds=i), float(i), 50.0, None, i, None, 7)
+        TelemetrySample("bee-001", T0 + timedelta(seconds=i), Readings(float(i), 50.0, None, i, None, 7))
         for i in range(5)
     ]
     async with uow() as tx:
-        await tx.samples.add([*samples, TelemetrySample("other", T0, 1.0, 1.0)])
+        await tx.samples.add([*samples, TelemetrySample("other", T0, Readings(1.0, 1.0))])
         await tx.commit()
 
     async with uow() as tx:
@@ -138,7 +150,7 @@ async def test_samples_are_added_in_batches_and_read_newest_first(uow: StorageFa
 async def test_agents_are_read_back_with_the_readings_of_their_newest_sample(uow: StorageFactory) -> None:
     def at(seconds: int, cpu: float) -> TelemetrySample:
         return TelemetrySample(
-            "bee-001", T0 + timedelta(seconds=seconds), cpu, 60.0, 80.5, 9, 8, 4000 + seconds
+            "bee-001", T0 + timedelta(seconds=seconds), Readings(cpu, 60.0, 80.5, 9, 8, 4000 + seconds)
         )
 
     async with uow() as tx:
@@ -148,24 +160,18 @@ async def test_agents_are_read_back_with_the_readings_of_their_newest_sample(uow
 
     async with uow() as tx:
         caught_up = agent(
-            cpu_load=4.0,
-            memory_load=60.0,
-            disk=80.5,
-            net_rx_bytes=9,
-            net_tx_bytes=8,
-            uptime_seconds=4020,
-            last_seen=T0 + timedelta(seconds=20),
+            readings=Readings(4.0, 60.0, 80.5, 9, 8, 4020), last_seen=T0 + timedelta(seconds=20)
         )
         assert await tx.agents.get("bee-001") == caught_up
         assert await tx.agents.list_all() == [agent("bee-000"), caught_up]
 
     async with uow() as tx:
-        await tx.agents.save([agent(cpu_load=99.0, last_seen=T0 + timedelta(seconds=30))])
+        await tx.agents.save([agent(readings=Readings(99.0, 1.0), last_seen=T0 + timedelta(seconds=30))])
         await tx.commit()
     async with uow() as tx:
         stored = await tx.agents.get("bee-001")
         assert stored is not None
-        assert (stored.cpu_load, stored.last_seen) == (99.0, T0 + timedelta(seconds=30))  # newer than samples
+        assert (stored.readings, stored.last_seen) == (Readings(99.0, 1.0), T0 + timedelta(seconds=30))
 
 
 async def test_api_keys_round_trip_and_are_found_by_hash(uow: StorageFactory) -> None:

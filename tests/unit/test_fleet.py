@@ -12,6 +12,7 @@ from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
 from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
 from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.readings import READINGS, Readings
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import InvalidInput, NotFound, Unavailable
@@ -25,7 +26,13 @@ def fleet(uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock) -> Fl
 
 
 def beat(agent_id: str = "bee-001", cpu: float = 10, ram: float = 20, **extra: object) -> RecordHeartbeat:
-    return RecordHeartbeat(agent_id, cpu, ram, **extra)  # type: ignore[arg-type]
+    """A heartbeat: `extra` holds readings (disk, uptime_seconds...) and the command's other fields."""
+    readings = {name: value for name, value in extra.items() if name in READING_NAMES}
+    rest = {name: value for name, value in extra.items() if name not in READING_NAMES}
+    return RecordHeartbeat(agent_id, Readings(cpu, ram, **readings), **rest)  # type: ignore[arg-type]
+
+
+READING_NAMES = {reading.name for reading in READINGS}
 
 
 async def test_first_heartbeat_registers_and_is_persisted_before_the_ack(
@@ -50,7 +57,7 @@ async def test_a_heartbeat_that_changes_nothing_costs_no_transaction(
         await fleet.record_heartbeat(beat(cpu=30))
 
     assert len(uow.made) == made
-    assert fleet.get("bee-001").cpu_load == 30
+    assert fleet.get("bee-001").readings.cpu == 30
 
 
 async def test_flush_writes_samples_in_one_batch_and_a_restart_reads_the_newest_back(
@@ -64,12 +71,12 @@ async def test_flush_writes_samples_in_one_batch_and_a_restart_reads_the_newest_
     assert await fleet.flush() == 3
 
     assert len(uow.made) == made + 1
-    assert [sample.cpu for sample in uow.store.samples] == [10, 20, 30]
+    assert [sample.readings.cpu for sample in uow.store.samples] == [10, 20, 30]
     assert await fleet.flush() == 0
     restarted = Fleet(uow, bus, clock, POLICY)
     await restarted.restore()
     agent = restarted.get("bee-001")
-    assert (agent.cpu_load, agent.disk, agent.uptime_seconds, agent.last_seen) == (30, 55.5, 30, clock.now())
+    assert (agent.readings, agent.last_seen) == (Readings(30, 20, disk=55.5, uptime_seconds=30), clock.now())
 
 
 async def test_what_an_agent_says_of_itself_is_stored_at_the_next_flush(
@@ -98,7 +105,7 @@ async def test_a_failed_flush_keeps_everything_for_the_next_one(
 
     uow.store.broken = False
     assert await fleet.flush() == 2
-    assert [sample.cpu for sample in uow.store.samples] == [1, 2]
+    assert [sample.readings.cpu for sample in uow.store.samples] == [1, 2]
 
 
 async def test_a_transition_that_cannot_be_persisted_is_not_acknowledged_nor_applied(
@@ -229,7 +236,7 @@ def test_heartbeat_interval_stretches_with_the_fleet_but_stays_inside_the_ttl() 
 def test_heartbeats_are_validated_in_the_core_too(fields: dict[str, object], field: str) -> None:
     values: dict[str, object] = {"agent_id": "bee-001", "cpu": 1.0, "ram": 1.0, **fields}
     with pytest.raises(InvalidInput) as caught:
-        RecordHeartbeat(**values)  # type: ignore[arg-type]
+        beat(**values)  # type: ignore[arg-type]
     assert caught.value.field == field
 
 
@@ -244,8 +251,8 @@ async def test_history_is_newest_first_across_the_buffer_and_the_database(
         clock.advance(1)
         await fleet.record_heartbeat(beat(cpu=cpu))
 
-    assert [sample.cpu for sample in await fleet.history("bee-001", 4)] == [5, 4, 3, 2]
-    assert [sample.cpu for sample in await fleet.history("bee-001", 1)] == [5]
+    assert [sample.readings.cpu for sample in await fleet.history("bee-001", 4)] == [5, 4, 3, 2]
+    assert [sample.readings.cpu for sample in await fleet.history("bee-001", 1)] == [5]
     with pytest.raises(NotFound):
         await fleet.history("ghost", 10)
 
@@ -279,7 +286,7 @@ async def test_while_telemetry_cannot_be_written_the_oldest_samples_are_dropped_
     assert fleet.samples_dropped == 4
     uow.store.broken = False
     assert await fleet.flush() == 3
-    assert [sample.cpu for sample in uow.store.samples] == [5, 6, 7]
+    assert [sample.readings.cpu for sample in uow.store.samples] == [5, 6, 7]
     await fleet.record_heartbeat(beat("bee-002"))
     assert sorted(uow.store.agents) == ["bee-001", "bee-002"]
     assert [type(event) for event in bus.published] == [AgentRegistered, AgentRegistered]

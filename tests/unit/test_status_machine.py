@@ -17,6 +17,7 @@ from worpen_core.events.model import Event
 from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
 from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
 
@@ -61,7 +62,9 @@ class AgentStatusMachine(RuleBasedStateMachine):
         was_offline = known and self.fleet.get(AGENT).is_overdue(self.clock.now(), POLICY)
         if was_offline:
             self.beats = []
-        self.loop.run_until_complete(self.fleet.record_heartbeat(RecordHeartbeat(AGENT, cpu, ram, reported)))
+        self.loop.run_until_complete(
+            self.fleet.record_heartbeat(RecordHeartbeat(AGENT, Readings(cpu, ram), reported))
+        )
         hot = cpu >= 90 or ram >= 90
         self.beats.append((hot, reported is AgentStatus.CRITICAL))
         self._check_new_events()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 from worpen_core.access.model import ANONYMOUS_ADMIN, Principal
 from worpen_core.access.service import Authenticator
 from worpen_core.fleet.commands import RecordHeartbeat
+from worpen_core.fleet.readings import READINGS, Readings
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import (
@@ -55,19 +58,19 @@ def to_command(message: fleet_pb2.Heartbeat) -> RecordHeartbeat:
         raise InvalidInput(f"unknown status {message.status}", "status")
     return RecordHeartbeat(
         agent_id=message.id,
-        cpu=message.cpu,
-        ram=message.ram,
+        readings=Readings(*(_field(message, reading.name, reading.required) for reading in READINGS)),
         status=status,
-        name=message.name if message.HasField("name") else None,
-        ip=message.ip if message.HasField("ip") else None,
-        os=message.os if message.HasField("os") else None,
-        version=message.version if message.HasField("version") else None,
-        uptime_seconds=message.uptime_seconds if message.HasField("uptime_seconds") else None,
-        disk=message.disk if message.HasField("disk") else None,
-        net_rx_bytes=message.net_rx_bytes if message.HasField("net_rx_bytes") else None,
-        net_tx_bytes=message.net_tx_bytes if message.HasField("net_tx_bytes") else None,
+        name=_field(message, "name"),
+        ip=_field(message, "ip"),
+        os=_field(message, "os"),
+        version=_field(message, "version"),
         peers=tuple(message.peers),
     )
+
+
+def _field(message: Message, name: str, required: bool = False) -> Any:
+    """A field of the message; None for an optional one the agent did not set (proto3 presence)."""
+    return getattr(message, name) if required or message.HasField(name) else None
 
 
 class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):

@@ -9,7 +9,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from worpen_core.fleet.commands import COUNTER_MAX, TEXT_MAX_LENGTH
+from worpen_core.fleet.commands import TEXT_MAX_LENGTH
+from worpen_core.fleet.readings import COUNTER_MAX
 from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH, AGENT_ID_PATTERN
 
 AgentId = Annotated[

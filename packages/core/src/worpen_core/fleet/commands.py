@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import math
 from dataclasses import dataclass
 
+from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import InvalidInput
 from worpen_core.shared.ids import check_agent_id
@@ -14,20 +14,6 @@ from worpen_core.shared.ids import check_agent_id
 TEXT_MAX_LENGTH = 255
 MAX_PEERS = 256
 IP_MAX_LENGTH = 64
-
-
-def _check_percent(value: float, field: str) -> None:
-    if not math.isfinite(value) or not 0 <= value <= 100:
-        raise InvalidInput(f"must be a percentage between 0 and 100, got {value}", field)
-
-
-COUNTER_MAX = 2**63 - 1
-"""Counters are stored as signed 64-bit integers."""
-
-
-def _check_counter(value: int | None, field: str) -> None:
-    if value is not None and not 0 <= value <= COUNTER_MAX:
-        raise InvalidInput(f"must be between 0 and {COUNTER_MAX}, got {value}", field)
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -48,31 +34,19 @@ def _check_text(value: str | None, field: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class RecordHeartbeat:
-    """An agent's report: its load, its own view of its status, and what it knows of itself."""
+    """An agent's report: its readings, its own view of its status, and what it knows of itself."""
 
     agent_id: str
-    cpu: float
-    ram: float
+    readings: Readings
     status: AgentStatus = AgentStatus.ONLINE
     name: str | None = None
     ip: str | None = None
     os: str | None = None
     version: str | None = None
-    uptime_seconds: int | None = None
-    disk: float | None = None
-    net_rx_bytes: int | None = None
-    net_tx_bytes: int | None = None
     peers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_agent_id(self.agent_id)
-        _check_percent(self.cpu, "cpu")
-        _check_percent(self.ram, "ram")
-        if self.disk is not None:
-            _check_percent(self.disk, "disk")
-        _check_counter(self.uptime_seconds, "uptimeSeconds")
-        _check_counter(self.net_rx_bytes, "netRxBytes")
-        _check_counter(self.net_tx_bytes, "netTxBytes")
         _check_text(self.name, "name")
         _check_text(self.os, "os")
         _check_text(self.version, "version")

@@ -16,6 +16,7 @@ from worpen_core.fleet.events import (
     AgentRegistered,
     AgentWentOffline,
 )
+from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.status import AgentStatus
 
 
@@ -44,12 +45,7 @@ class FleetPolicy:
 class TelemetrySample:
     agent_id: str
     at: datetime
-    cpu: float
-    ram: float
-    disk: float | None = None
-    net_rx_bytes: int | None = None
-    net_tx_bytes: int | None = None
-    uptime_seconds: int | None = None
+    readings: Readings
 
 
 @dataclass(slots=True)
@@ -58,17 +54,12 @@ class Agent:
     name: str
     status: AgentStatus
     reported_status: AgentStatus
-    cpu_load: float
-    memory_load: float
+    readings: Readings
     last_seen: datetime
     registered_at: datetime
     ip: str | None = None
     os: str | None = None
     version: str | None = None
-    uptime_seconds: int | None = None
-    disk: float | None = None
-    net_rx_bytes: int | None = None
-    net_tx_bytes: int | None = None
     peers: tuple[str, ...] = ()
     pressure_streak: int = 0
     calm_streak: int = 0
@@ -80,8 +71,7 @@ class Agent:
             name=beat.name or beat.agent_id,
             status=AgentStatus.ONLINE,
             reported_status=beat.status,
-            cpu_load=beat.cpu,
-            memory_load=beat.ram,
+            readings=beat.readings,
             last_seen=at,
             registered_at=at,
         )
@@ -103,24 +93,10 @@ class Agent:
         if newest is None or newest.at <= self.last_seen:
             return
         self.last_seen = newest.at
-        self.cpu_load = newest.cpu
-        self.memory_load = newest.ram
-        self.disk = newest.disk
-        self.net_rx_bytes = newest.net_rx_bytes
-        self.net_tx_bytes = newest.net_tx_bytes
-        self.uptime_seconds = newest.uptime_seconds
+        self.readings = newest.readings
 
     def sample(self) -> TelemetrySample:
-        return TelemetrySample(
-            self.id,
-            self.last_seen,
-            self.cpu_load,
-            self.memory_load,
-            self.disk,
-            self.net_rx_bytes,
-            self.net_tx_bytes,
-            self.uptime_seconds,
-        )
+        return TelemetrySample(self.id, self.last_seen, self.readings)
 
     def is_overdue(self, now: datetime, policy: FleetPolicy) -> bool:
         return now - self.last_seen > policy.offline_after
@@ -145,19 +121,19 @@ class Agent:
             return events
         self.status = target
         if target is AgentStatus.CRITICAL:
-            events.append(AgentBecameCritical(self.id, at, reason, beat.cpu, beat.ram))
+            events.append(AgentBecameCritical(self.id, at, reason, beat.readings.cpu, beat.readings.ram))
         else:
             events.append(AgentRecovered(self.id, at, previous))
         return events
 
     def _absorb(self, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> None:
-        hot = beat.cpu >= policy.critical_threshold or beat.ram >= policy.critical_threshold
+        readings = beat.readings
+        hot = readings.cpu >= policy.critical_threshold or readings.ram >= policy.critical_threshold
         self.pressure_streak = self.pressure_streak + 1 if hot else 0
         calm = not hot and beat.status is not AgentStatus.CRITICAL
         self.calm_streak = self.calm_streak + 1 if calm else 0
         self.reported_status = beat.status
-        self.cpu_load = beat.cpu
-        self.memory_load = beat.ram
+        self.readings = readings
         self.last_seen = at
         if beat.name is not None:
             self.name = beat.name
@@ -167,10 +143,6 @@ class Agent:
             self.os = beat.os
         if beat.version is not None:
             self.version = beat.version
-        self.uptime_seconds = beat.uptime_seconds
-        self.disk = beat.disk
-        self.net_rx_bytes = beat.net_rx_bytes
-        self.net_tx_bytes = beat.net_tx_bytes
         self.peers = beat.peers
 
     def _status_after_beat(self, beat: RecordHeartbeat, policy: FleetPolicy) -> tuple[AgentStatus, str]:
@@ -187,4 +159,6 @@ class Agent:
 
 _agent_fields = attrgetter(*(field.name for field in dataclasses.fields(Agent)))
 """An agent's field values, in the order of its constructor's parameters."""
-_agent_profile = attrgetter("reported_status", "name", "ip", "os", "version", "peers")
+PROFILE = ("reported_status", "name", "ip", "os", "version", "peers")
+"""What an agent says of itself besides its readings (see Agent.profile), in order."""
+_agent_profile = attrgetter(*PROFILE)

@@ -20,9 +20,9 @@ class AgentRepository(Protocol):
         """Insert or update these agents, whole."""
         ...
 
-    async def save_readings(self, agents: Sequence[Agent]) -> None:
-        """Update what the agents last reported, leaving their status alone, and never
-        overwrite a newer reading with an older one."""
+    async def save_profiles(self, agents: Sequence[Agent]) -> None:
+        """Update what these agents say of themselves (`Agent.profile`), and nothing else: not their
+        status, not their readings (those are stored as samples)."""
         ...
 
 

@@ -117,7 +117,7 @@ class Fleet:
         try:
             async with self._write, self._uow() as uow:
                 await uow.samples.add(samples)
-                await uow.agents.save_readings([self._agents[agent_id] for agent_id in sorted(dirty)])
+                await uow.agents.save_profiles([self._agents[agent_id] for agent_id in sorted(dirty)])
                 await uow.commit()
         except BaseException:
             self._requeue(samples)

@@ -8,36 +8,22 @@ from typing import Any
 from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
+from worpen_core.fleet.readings import Readings, values_of
 from worpen_core.fleet.status import AgentStatus
 from worpen_infra.sql.bulk_write import BulkWrite
-from worpen_infra.sql.tables import agent_samples, agents
+from worpen_infra.sql.tables import AGENT_READINGS, SAMPLE_READINGS, agent_samples, agents
 
-_READINGS = (
-    "reported_status",
-    "cpu_load",
-    "memory_load",
-    "last_seen",
-    "name",
-    "ip",
-    "os",
-    "version",
-    "uptime_seconds",
-    "disk",
-    "net_rx_bytes",
-    "net_tx_bytes",
-    "peers",
-)
 _update_whole = (
     update(agents)
     .where(agents.c.id == bindparam("b_id"))
     .values({column.name: bindparam(column.name) for column in agents.c if column.name != "id"})
 )
-_update_readings = BulkWrite(
+_update_profiles = BulkWrite(
     update(agents)
-    .where(agents.c.id == bindparam("b_id"), agents.c.last_seen <= bindparam("last_seen"))
-    .values({name: bindparam(name) for name in _READINGS}),
-    ("b_id", *_READINGS),
+    .where(agents.c.id == bindparam("b_id"))
+    .values({name: bindparam(name) for name in PROFILE}),
+    ("b_id", *PROFILE),
 )
 
 
@@ -47,22 +33,16 @@ def _to_row(agent: Agent) -> dict[str, Any]:
         "name": agent.name,
         "status": agent.status.value,
         "reported_status": agent.reported_status.value,
-        "cpu_load": agent.cpu_load,
-        "memory_load": agent.memory_load,
         "last_seen": agent.last_seen,
         "registered_at": agent.registered_at,
         "ip": agent.ip,
         "os": agent.os,
         "version": agent.version,
-        "uptime_seconds": agent.uptime_seconds,
-        "disk": agent.disk,
-        "net_rx_bytes": agent.net_rx_bytes,
-        "net_tx_bytes": agent.net_tx_bytes,
         "peers": list(agent.peers),
+        **dict(zip(AGENT_READINGS, values_of(agent.readings), strict=True)),
     }
 
 
-_READING_COLUMNS = ("at", "cpu", "ram", "disk", "net_rx_bytes", "net_tx_bytes", "uptime_seconds")
 _newest_sample = (
     select(agent_samples.c.id)
     .where(agent_samples.c.agent_id == agents.c.id)
@@ -71,35 +51,31 @@ _newest_sample = (
     .correlate(agents)
     .scalar_subquery()
 )
+_SAMPLE_COLUMNS = ("at", *SAMPLE_READINGS)
 _caught_up = select(
-    agents, *(agent_samples.c[name].label(f"sample_{name}") for name in _READING_COLUMNS)
+    agents, *(agent_samples.c[name].label(f"sample_{name}") for name in _SAMPLE_COLUMNS)
 ).select_from(agents.outerjoin(agent_samples, agent_samples.c.id == _newest_sample))
 """Each agent's row and the readings of its newest sample (one index seek per agent), if it has any."""
 
 
 def _from_row(row: Row[Any]) -> Agent:
+    values = row._mapping
     agent = Agent(
         id=row.id,
         name=row.name,
         status=AgentStatus(row.status),
         reported_status=AgentStatus(row.reported_status),
-        cpu_load=row.cpu_load,
-        memory_load=row.memory_load,
+        readings=Readings(*(values[name] for name in AGENT_READINGS)),
         last_seen=row.last_seen,
         registered_at=row.registered_at,
         ip=row.ip,
         os=row.os,
         version=row.version,
-        uptime_seconds=row.uptime_seconds,
-        disk=row.disk,
-        net_rx_bytes=row.net_rx_bytes,
-        net_tx_bytes=row.net_tx_bytes,
         peers=tuple(row.peers),
     )
     if row.sample_at is not None:
-        agent.catch_up(
-            TelemetrySample(agent.id, *(row._mapping[f"sample_{name}"] for name in _READING_COLUMNS))
-        )
+        newest = Readings(*(values[f"sample_{name}"] for name in SAMPLE_READINGS))
+        agent.catch_up(TelemetrySample(agent.id, row.sample_at, newest))
     return agent
 
 
@@ -131,25 +107,18 @@ class SqlAlchemyAgentRepository:
                 del row["id"]
             await self._connection.execute(_update_whole, known)
 
-    async def save_readings(self, items: Sequence[Agent]) -> None:
-        await _update_readings.run(
+    async def save_profiles(self, items: Sequence[Agent]) -> None:
+        await _update_profiles.run(
             self._connection,
             (
                 (
                     agent.id,
                     agent.reported_status.value,
-                    agent.cpu_load,
-                    agent.memory_load,
-                    agent.last_seen,
                     agent.name,
                     agent.ip,
                     agent.os,
                     agent.version,
-                    agent.uptime_seconds,
-                    agent.disk,
-                    agent.net_rx_bytes,
-                    agent.net_tx_bytes,
-                    list(agent.peers),
+                    agent.peers,
                 )
                 for agent in items
             ),

@@ -8,12 +8,12 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.fleet.model import TelemetrySample
+from worpen_core.fleet.readings import Readings, values_of
 from worpen_infra.sql.bulk_write import BulkWrite
-from worpen_infra.sql.tables import agent_samples
+from worpen_infra.sql.tables import SAMPLE_READINGS, agent_samples
 
-_columns = [column for column in agent_samples.c if column.name != "id"]
-_FIELDS = ("agent_id", "at", "cpu", "ram", "disk", "net_rx_bytes", "net_tx_bytes", "uptime_seconds")
-_insert = BulkWrite(insert(agent_samples), _FIELDS)
+_insert = BulkWrite(insert(agent_samples), ("agent_id", "at", *SAMPLE_READINGS))
+_read = select(agent_samples.c.at, *(agent_samples.c[name] for name in SAMPLE_READINGS))
 
 
 class SqlAlchemySampleRepository:
@@ -23,17 +23,13 @@ class SqlAlchemySampleRepository:
     async def add(self, samples: Sequence[TelemetrySample]) -> None:
         await _insert.run(
             self._connection,
-            (
-                (s.agent_id, s.at, s.cpu, s.ram, s.disk, s.net_rx_bytes, s.net_tx_bytes, s.uptime_seconds)
-                for s in samples
-            ),
+            ((sample.agent_id, sample.at, *values_of(sample.readings)) for sample in samples),
         )
 
     async def for_agent(self, agent_id: str, limit: int) -> list[TelemetrySample]:
         rows = await self._connection.execute(
-            select(*_columns)
-            .where(agent_samples.c.agent_id == agent_id)
+            _read.where(agent_samples.c.agent_id == agent_id)
             .order_by(agent_samples.c.at.desc(), agent_samples.c.id.desc())
             .limit(limit)
         )
-        return [TelemetrySample(**row._asdict()) for row in rows]
+        return [TelemetrySample(agent_id, row[0], Readings(*row[1:])) for row in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +20,8 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
 )
+
+from worpen_core.fleet.readings import READINGS, Kind
 
 metadata = MetaData()
 
@@ -58,6 +61,20 @@ class UtcDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+AGENT_READINGS = tuple({"cpu": "cpu_load", "ram": "memory_load"}.get(r.name, r.name) for r in READINGS)
+"""The agents table's columns for each of Readings' fields, in order (two kept their first names)."""
+SAMPLE_READINGS = tuple(reading.name for reading in READINGS)
+"""The agent_samples table's columns for each of Readings' fields, in order."""
+
+
+def _reading_columns(names: tuple[str, ...]) -> list[Column[Any]]:
+    """A column per reading, typed by its kind: what a new field of Readings adds to a table."""
+    return [
+        Column(name, Float if reading.kind is Kind.PERCENT else BigInteger, nullable=not reading.required)
+        for name, reading in zip(names, READINGS, strict=True)
+    ]
+
+
 agents = Table(
     "agents",
     metadata,
@@ -65,18 +82,13 @@ agents = Table(
     Column("name", String(255), nullable=False),
     Column("status", String(16), nullable=False),
     Column("reported_status", String(16), nullable=False),
-    Column("cpu_load", Float, nullable=False),
-    Column("memory_load", Float, nullable=False),
     Column("last_seen", UtcDateTime, nullable=False),
     Column("registered_at", UtcDateTime, nullable=False),
     Column("ip", String(64)),
     Column("os", String(255)),
     Column("version", String(255)),
-    Column("uptime_seconds", BigInteger),
-    Column("disk", Float),
-    Column("net_rx_bytes", BigInteger),
-    Column("net_tx_bytes", BigInteger),
     Column("peers", JSON, nullable=False),
+    *_reading_columns(AGENT_READINGS),
 )
 
 agent_samples = Table(
@@ -85,12 +97,7 @@ agent_samples = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("agent_id", String(128), nullable=False),
     Column("at", UtcDateTime, nullable=False),
-    Column("cpu", Float, nullable=False),
-    Column("ram", Float, nullable=False),
-    Column("disk", Float),
-    Column("net_rx_bytes", BigInteger),
-    Column("net_tx_bytes", BigInteger),
-    Column("uptime_seconds", BigInteger),
+    *_reading_columns(SAMPLE_READINGS),
     Index("ix_agent_samples_agent_id_at", "agent_id", "at"),
 )
 

@@ -18,6 +18,7 @@ from worpen_api.http.wire import (
 )
 from worpen_core.fleet.commands import IP_MAX_LENGTH, MAX_PEERS, RecordHeartbeat
 from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.readings import READINGS, Readings, values_of
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH
 
@@ -52,19 +53,17 @@ class HeartbeatIn(Wire):
     def to_command(self) -> RecordHeartbeat:
         return RecordHeartbeat(
             agent_id=self.id,
-            cpu=self.cpu,
-            ram=self.ram,
+            readings=Readings(*values_of(self)),
             status=self.status,
             name=self.name,
             ip=self.ip,
             os=self.os,
             version=self.version,
-            uptime_seconds=self.uptime_seconds,
-            disk=self.disk,
-            net_rx_bytes=self.net_rx_bytes,
-            net_tx_bytes=self.net_tx_bytes,
             peers=tuple(self.peers),
         )
+
+
+READING_NAMES = tuple(reading.name for reading in READINGS)
 
 
 class HeartbeatAck(Wire):
@@ -83,15 +82,7 @@ class Telemetry(Wire):
 
     @classmethod
     def of(cls, sample: TelemetrySample) -> Telemetry:
-        return cls(
-            at=sample.at,
-            cpu=sample.cpu,
-            ram=sample.ram,
-            disk=sample.disk,
-            net_rx_bytes=sample.net_rx_bytes,
-            net_tx_bytes=sample.net_tx_bytes,
-            uptime_seconds=sample.uptime_seconds,
-        )
+        return cls(at=sample.at, **dict(zip(READING_NAMES, values_of(sample.readings), strict=True)))
 
 
 class AgentOut(Wire):
@@ -115,6 +106,7 @@ class AgentOut(Wire):
 
     @classmethod
     def of(cls, agent: Agent) -> AgentOut:
+        uptime = agent.readings.uptime_seconds
         return cls(
             id=agent.id,
             name=agent.name,
@@ -123,11 +115,11 @@ class AgentOut(Wire):
             version=agent.version,
             status=agent.status,
             reported_status=agent.reported_status,
-            cpu_load=agent.cpu_load,
-            memory_load=agent.memory_load,
+            cpu_load=agent.readings.cpu,
+            memory_load=agent.readings.ram,
             last_seen=agent.last_seen,
-            uptime=None if agent.uptime_seconds is None else human_duration(agent.uptime_seconds),
-            uptime_seconds=agent.uptime_seconds,
+            uptime=None if uptime is None else human_duration(uptime),
+            uptime_seconds=uptime,
             peers=len(agent.peers),
             peer_ids=list(agent.peers),
             registered_at=agent.registered_at,
