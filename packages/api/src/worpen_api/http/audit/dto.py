@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import msgspec
+
 from worpen_api.http.wire import Wire
 from worpen_core.audit.model import AuditEntry, Outcome
 
@@ -22,15 +24,4 @@ class AuditOut(Wire):
 
     @classmethod
     def of(cls, e: AuditEntry) -> AuditOut:
-        return cls(
-            id=e.id,
-            at=e.at,
-            actor=e.actor,
-            actor_key_id=e.actor_key_id,
-            action=e.action,
-            target=e.target,
-            node=e.node,
-            outcome=e.outcome,
-            error=e.error,
-            finished_at=e.finished_at,
-        )
+        return msgspec.convert(e, cls, from_attributes=True)

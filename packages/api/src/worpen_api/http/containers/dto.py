@@ -17,7 +17,6 @@ from worpen_core.containers.model import (
     Image,
     LogLine,
     LogStream,
-    Pruned,
     PruneReport,
 )
 from worpen_core.containers.service import IMAGE_PATTERN, EngineStatus
@@ -156,10 +155,6 @@ class PrunedOut(Wire):
     removed: list[str]
     reclaimed_bytes: int
 
-    @classmethod
-    def of(cls, pruned: Pruned) -> PrunedOut:
-        return cls(list(pruned.removed), pruned.reclaimed_bytes)
-
 
 class PruneOut(Wire):
     node: str
@@ -172,15 +167,7 @@ class PruneOut(Wire):
 
     @classmethod
     def of(cls, report: PruneReport) -> PruneOut:
-        return cls(
-            node=report.node,
-            dry_run=report.dry_run,
-            containers=PrunedOut.of(report.containers),
-            images=PrunedOut.of(report.images),
-            networks=PrunedOut.of(report.networks),
-            build_cache=PrunedOut.of(report.build_cache),
-            reclaimed_bytes=report.reclaimed_bytes,
-        )
+        return msgspec.convert(report, cls, from_attributes=True)
 
 
 class LayerOut(Wire):
@@ -201,16 +188,7 @@ class ImageOut(Wire):
 
     @classmethod
     def of(cls, i: Image) -> ImageOut:
-        return cls(
-            id=i.id,
-            name=i.name,
-            tag=i.tag,
-            total_size=i.total_size,
-            node=i.node,
-            containers=i.containers,
-            created_at=i.created_at,
-            layers=[LayerOut(layer.hash, layer.instruction, layer.size) for layer in i.layers],
-        )
+        return msgspec.convert(i, cls, from_attributes=True)
 
 
 class PullIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
