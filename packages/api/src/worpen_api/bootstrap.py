@@ -8,16 +8,20 @@ from datetime import timedelta
 from typing import Protocol
 
 from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer
+from worpen_api.lifecycle import TelemetryDrops
 from worpen_api.runtime import Hook, Worpen
 from worpen_api.settings import DockerHost, Settings
 from worpen_core.access.ports import AccessUnitOfWork
 from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.audit.jobs import audit_jobs
 from worpen_core.audit.ports import AuditUnitOfWork
 from worpen_core.audit.service import AuditTrail
+from worpen_core.containers.jobs import container_jobs
 from worpen_core.containers.ports import ContainerRuntime
 from worpen_core.containers.service import Containers
 from worpen_core.events.feed import EventFeed
 from worpen_core.events.ports import EventBus
+from worpen_core.fleet.jobs import fleet_jobs
 from worpen_core.fleet.ports import FleetUnitOfWork
 from worpen_core.fleet.service import Fleet
 from worpen_core.shared.ports import Clock
@@ -26,6 +30,9 @@ from worpen_infra.clock import SystemClock
 from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
 from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
+
+FIRST_ENGINE_RETRY = 0.5
+"""Seconds before the first retry of a lost Docker engine; each retry doubles it, up to a maximum."""
 
 
 class Storage(FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, Protocol):
@@ -85,16 +92,27 @@ def bootstrap(
         on_stop.extend(runtime.close for runtime in dockers)
         runtimes = dockers
     audit = AuditTrail(uow, clock)
+    containers = Containers(runtimes, audit, clock, bus, settings.container_limits)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
         api_keys=ApiKeys(uow, clock),
         authenticator=authenticator,
-        containers=Containers(runtimes, audit, clock, bus, settings.container_limits),
+        containers=containers,
         audit=audit,
         feed=feed,
         event_queue_depth=depth,
         migrate=migrate,
+        jobs=[
+            *fleet_jobs(
+                fleet,
+                sweep_every=settings.sweep_interval,
+                flush_every=settings.flush_interval,
+                flush=TelemetryDrops(fleet).flush,
+            ),
+            *audit_jobs(audit, flush_every=settings.flush_interval),
+            *container_jobs(containers, first_retry=FIRST_ENGINE_RETRY, max_retry=settings.docker_retry_max),
+        ],
         on_start=on_start,
         on_stop=on_stop,
     )

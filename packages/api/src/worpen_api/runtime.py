@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from worpen_api import lifecycle
 from worpen_api.settings import Settings
 from worpen_core.access.service import ApiKeys, Authenticator
 from worpen_core.audit.service import AuditTrail
 from worpen_core.containers.service import Containers
 from worpen_core.events.feed import EventFeed
 from worpen_core.fleet.service import Fleet
-from worpen_core.shared.errors import WorpenError
+from worpen_core.shared.jobs import Job
 
 Hook = Callable[[], Awaitable[None]]
-FIRST_ENGINE_RETRY = 0.5
-"""Seconds before the first retry of a lost Docker engine; each retry doubles it, up to a maximum."""
 log = structlog.get_logger("worpen")
 
 
@@ -36,6 +35,8 @@ class Worpen:
     feed: EventFeed
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
+    jobs: list[Job] = field(default_factory=list)
+    """What the features declared to run in the background (worpen_core.<feature>.jobs)."""
     on_start: list[Hook] = field(default_factory=list)
     """Run in order after the fleet is restored (start the bus, the gRPC server)."""
     stop_intake: list[Hook] = field(default_factory=list)
@@ -47,14 +48,10 @@ class Worpen:
     so clients are not held until the graceful-shutdown timeout."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _dropping: bool = False
-    """Telemetry samples are being dropped (their buffer is full) and it has been logged."""
-    _drops_reported: int = 0
-    """`fleet.samples_dropped` when the last outage that dropped samples ended."""
 
     async def start(self) -> None:
         """Migrate, restore the fleet, issue the first admin key if there is none, and start serving
-        gRPC and the background loops (offline detection, telemetry flush)."""
+        gRPC and the features' background jobs."""
         await self.migrate()
         restored = await self.fleet.restore()
         log.info("fleet.restored", agents=restored)
@@ -73,12 +70,7 @@ class Worpen:
         self._stopping.clear()
         self.draining.clear()
         self._tasks = [
-            asyncio.create_task(self._every(self.settings.sweep_interval, self.fleet.sweep, "sweep")),
-            asyncio.create_task(self._every(self.settings.flush_interval, self._flush_telemetry, "flush")),
-            asyncio.create_task(self._every(self.settings.flush_interval, self.audit.flush, "audit.flush")),
-            asyncio.create_task(
-                self.containers.watch(self._stopping, FIRST_ENGINE_RETRY, self.settings.docker_retry_max)
-            ),
+            asyncio.create_task(lifecycle.run(job, self._stopping), name=job.name) for job in self.jobs
         ]
 
     def drain(self) -> None:
@@ -105,39 +97,3 @@ class Worpen:
         """Release what the adapters hold (the bus, the database); enough for one-shot CLI commands."""
         for hook in self.on_stop:
             await hook()
-
-    async def _flush_telemetry(self) -> None:
-        """Write the buffered telemetry. Samples dropped because the buffer was full are logged once per
-        outage: when a flush first finds some were dropped, and how many when a flush succeeds again."""
-        try:
-            await self.fleet.flush()
-        finally:
-            dropped = self.fleet.samples_dropped - self._drops_reported
-            if dropped and not self._dropping:
-                self._dropping = True
-                log.warning(
-                    "telemetry.dropping",
-                    max_buffered=self.settings.policy.max_buffered_samples,
-                    detail="telemetry cannot be written and its buffer is full: dropping the oldest samples",
-                )
-        if self._dropping:
-            self._dropping = False
-            self._drops_reported += dropped
-            log.warning("telemetry.recovered", dropped=dropped)
-
-    async def _every(self, seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-            except TimeoutError:
-                pass
-            else:
-                return
-            try:
-                await job()
-            except WorpenError as exc:
-                log.error(f"{name}.failed", detail=exc.detail, retry_in=seconds)
-            except Exception:
-                # A bug, not an outage: say so loudly, and keep the loop alive (what the job had buffered
-                # stays buffered) rather than let offline detection or persistence stop for good.
-                log.exception(f"{name}.crashed", retry_in=seconds)
