@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import FakeUnitOfWorkFactory
+from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_api.bootstrap import StorageFactory
 from worpen_core.access.model import ApiKey, Role
 from worpen_core.fleet.model import Agent, TelemetrySample

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
+from tests.fakes.bus import FakeEventBus
+from tests.fakes.clock import FakeClock
+from tests.fakes.storage import FakeUnitOfWorkFactory
 
 
 @pytest.fixture

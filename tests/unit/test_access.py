@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes import FakeClock, FakeUnitOfWorkFactory
+from tests.fakes.clock import FakeClock
+from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.access.commands import CreateApiKey
 from worpen_core.access.model import KEY_PREFIX, Permission, Role, hash_secret
 from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
+from tests.fakes.bus import FakeEventBus
+from tests.fakes.clock import FakeClock
+from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_api.bootstrap import bootstrap
 from worpen_api.settings import Settings
 from worpen_core.fleet.commands import RecordHeartbeat

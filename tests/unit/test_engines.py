@@ -4,12 +4,15 @@ trail's promise (never says an operation did not happen when it did), and the en
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 
-from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
+from tests.fakes.bus import FakeEventBus
+from tests.fakes.clock import FakeClock
+from tests.fakes.containers import FakeRuntime
+from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.access.model import Principal, Role
 from worpen_core.audit.model import AuditQuery, Outcome
 from worpen_core.audit.service import AuditTrail
@@ -22,18 +25,9 @@ from worpen_core.containers.events import (
 )
 from worpen_core.containers.model import (
     Container,
-    ContainerDetail,
     ContainerState,
     EngineEvent,
-    EngineInfo,
-    Image,
-    LogLine,
-    LogQuery,
-    PruneReport,
-    PruneRequest,
-    PullProgress,
 )
-from worpen_core.containers.ports import TerminalChannel
 from worpen_core.containers.service import ContainerLimits, Containers
 from worpen_core.shared.errors import (
     Ambiguous,
@@ -46,111 +40,13 @@ from worpen_core.shared.errors import (
 )
 
 OPERATOR = Principal("key-1", "ops", Role.OPERATOR)
+
+
 ID = "a1b2c3d4" + "0" * 56
 
 
 def container(node: str, cid: str = ID, name: str = "web") -> Container:
     return Container(cid, name, "img:1", ContainerState.RUNNING, "Up", node, datetime(2026, 1, 1, tzinfo=UTC))
-
-
-def detail(c: Container) -> ContainerDetail:
-    return ContainerDetail(c, (), (), {}, "", "", "", "no", (), {}, 0, 0, False, "", None, None, None)
-
-
-class FakeRuntime:
-    """An engine holding `held` containers, resolving references the way Docker does."""
-
-    def __init__(self, node: str, held: Sequence[Container] = (), *, down: bool = False) -> None:
-        self.node = node
-        self.held = list(held)
-        self.down = down
-        self.started: list[str] = []
-        self.listed = 0
-        self.events_from: list[int | None] = []
-        self.streams: list[list[EngineEvent]] = []
-        self.pull_closed = False
-
-    def _check(self) -> None:
-        if self.down:
-            raise Unavailable(f"node {self.node} docker engine", "cannot connect")
-
-    async def info(self) -> EngineInfo:
-        self._check()
-        return EngineInfo("1", "1.41", "linux", len(self.held), 0)
-
-    async def list_containers(self) -> list[Container]:
-        self.listed += 1
-        self._check()
-        return list(self.held)
-
-    async def inspect(self, ref: str) -> ContainerDetail:
-        self._check()
-        exact = [c for c in self.held if ref in (c.id, c.name)]
-        matches = exact or [c for c in self.held if c.id.startswith(ref)]
-        if len(matches) > 1:
-            raise Ambiguous(ref)
-        if not matches:
-            raise NotFound("container", ref)
-        return detail(matches[0])
-
-    async def logs(self, ref: str, query: LogQuery) -> AsyncIterator[Sequence[LogLine]]:
-        raise NotImplementedError
-
-    async def start(self, ref: str) -> None:
-        self._check()
-        self.started.append(ref)
-
-    async def stop(self, ref: str, grace_seconds: int | None) -> None:
-        raise Conflict("the engine refuses")
-
-    async def restart(self, ref: str, grace_seconds: int | None) -> None:
-        raise NotImplementedError
-
-    async def remove(self, ref: str, *, force: bool, volumes: bool) -> None:
-        raise NotImplementedError
-
-    async def prune(self, request: PruneRequest) -> PruneReport:
-        raise NotImplementedError
-
-    async def list_images(self) -> list[Image]:
-        raise NotImplementedError
-
-    async def pull(self, image: str) -> AsyncIterator[PullProgress]:
-        return self._stalling_pull()
-
-    async def _stalling_pull(self) -> AsyncIterator[PullProgress]:
-        """Starts, then hangs (like a registry that stops sending a layer)."""
-        try:
-            yield PullProgress("Downloading", "layer-1", 512, 4096)
-            await asyncio.Event().wait()
-        finally:
-            self.pull_closed = True
-
-    async def exec(self, ref: str, command: Sequence[str]) -> TerminalChannel:
-        self._check()
-        return FakeTerminal()
-
-    async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
-        self._check()
-        self.events_from.append(since_nanos)
-        batch = self.streams.pop(0) if self.streams else []
-        return _stream(batch)
-
-
-class FakeTerminal:
-    async def read(self) -> bytes:
-        return b""
-
-    async def write(self, data: bytes) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-
-async def _stream(events: list[EngineEvent]) -> AsyncIterator[EngineEvent]:
-    for event in events:
-        yield event
 
 
 def fleet(

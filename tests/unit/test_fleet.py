@@ -8,7 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
+from tests.fakes.bus import FakeEventBus
+from tests.fakes.clock import FakeClock
+from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
 from worpen_core.fleet.model import FleetPolicy

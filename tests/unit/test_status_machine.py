@@ -12,7 +12,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tests.fakes import FakeClock, FakeEventBus, FakeUnitOfWorkFactory
+from tests.fakes.bus import FakeEventBus
+from tests.fakes.clock import FakeClock
+from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.events.model import Event
 from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline

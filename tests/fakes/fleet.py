@@ -1,0 +1,54 @@
+"""The fleet's repositories, in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from tests.fakes.store import Store
+from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
+
+
+class FakeAgentRepository:
+    def __init__(self, store: Store, staged: dict[str, Agent], samples: list[TelemetrySample]) -> None:
+        self._store = store
+        self._staged = staged
+        self._samples = samples
+
+    async def get(self, agent_id: str) -> Agent | None:
+        found = self._staged.get(agent_id) or self._store.agents.get(agent_id)
+        return None if found is None else self._caught_up(found)
+
+    async def list_all(self) -> list[Agent]:
+        merged = {**self._store.agents, **self._staged}
+        return [self._caught_up(merged[key]) for key in sorted(merged)]
+
+    def _caught_up(self, stored: Agent) -> Agent:
+        agent = stored.copy()
+        mine = [sample for sample in [*self._store.samples, *self._samples] if sample.agent_id == agent.id]
+        agent.catch_up(max(reversed(mine), key=lambda sample: sample.at, default=None))  # the last of a tie
+        return agent
+
+    async def save(self, agents: Sequence[Agent]) -> None:
+        for agent in agents:
+            self._staged[agent.id] = agent.copy()
+
+    async def save_profiles(self, agents: Sequence[Agent]) -> None:
+        for agent in agents:
+            stored = self._staged.get(agent.id) or self._store.agents.get(agent.id)
+            if stored is not None:
+                profile = dict(zip(PROFILE, agent.profile(), strict=True))
+                self._staged[agent.id] = dataclasses.replace(stored, **profile)  # type: ignore[arg-type]
+
+
+class FakeSampleRepository:
+    def __init__(self, staged: list[TelemetrySample], store: Store) -> None:
+        self._staged = staged
+        self._store = store
+
+    async def add(self, samples: Sequence[TelemetrySample]) -> None:
+        self._staged.extend(samples)
+
+    async def for_agent(self, agent_id: str, limit: int) -> list[TelemetrySample]:
+        mine = [sample for sample in [*self._store.samples, *self._staged] if sample.agent_id == agent_id]
+        return sorted(mine, key=lambda sample: sample.at, reverse=True)[:limit]

@@ -1,0 +1,68 @@
+"""The fake database: what every unit of work made from one factory shares, and the unit of work."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from tests.fakes.access import FakeApiKeyRepository
+from tests.fakes.audit import FakeAuditRepository
+from tests.fakes.fleet import FakeAgentRepository, FakeSampleRepository
+from tests.fakes.store import Store
+from worpen_core.access.model import ApiKey
+from worpen_core.access.ports import ApiKeyRepository
+from worpen_core.audit.model import AuditEntry
+from worpen_core.audit.ports import AuditRepository
+from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.ports import AgentRepository, SampleRepository
+from worpen_core.shared.errors import Unavailable
+
+
+class FakeUnitOfWork:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.committed = False
+        self._agents: dict[str, Agent] = {}
+        self._samples: list[TelemetrySample] = []
+        self._keys: dict[str, ApiKey] = {}
+        self._audit: dict[str, AuditEntry] = {}
+        self.agents: AgentRepository = FakeAgentRepository(store, self._agents, self._samples)
+        self.samples: SampleRepository = FakeSampleRepository(self._samples, store)
+        self.api_keys: ApiKeyRepository = FakeApiKeyRepository(store, self._keys)
+        self.audit: AuditRepository = FakeAuditRepository(store, self._audit)
+
+    async def __aenter__(self) -> Self:
+        if self._store.broken:
+            raise Unavailable("database", "the fake database is broken")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._agents.clear()
+        self._samples.clear()
+        self._keys.clear()
+        self._audit.clear()
+
+    async def commit(self) -> None:
+        if self._store.broken:
+            raise Unavailable("database", "the fake database is broken")
+        self._store.agents.update(self._agents)
+        self._store.samples.extend(self._samples)
+        self._store.api_keys.update(self._keys)
+        self._store.audit.update(self._audit)
+        self.committed = True
+
+
+class FakeUnitOfWorkFactory:
+    def __init__(self) -> None:
+        self.store = Store()
+        self.made: list[FakeUnitOfWork] = []
+
+    def __call__(self) -> FakeUnitOfWork:
+        uow = FakeUnitOfWork(self.store)
+        self.made.append(uow)
+        return uow
