@@ -165,7 +165,12 @@ def test_an_unknown_agent_is_a_404_with_a_json_body(admin: httpx.Client) -> None
     response = admin.get("/api/v1/agents/nobody-here")
 
     assert response.status_code == 404
-    assert response.json() == {"status": 404, "detail": "agent 'nobody-here' not found", "field": None}
+    assert response.json() == {
+        "status": 404,
+        "code": "not_found",
+        "detail": "agent 'nobody-here' not found",
+        "field": None,
+    }
 
 
 def test_sync_of_all_agents_reports_how_many_it_looked_at(admin: httpx.Client) -> None:

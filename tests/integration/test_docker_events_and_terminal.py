@@ -419,6 +419,6 @@ def test_a_pull_that_stalls_is_abandoned_with_504_and_audited_as_failed(
     assert {kind for kind, _ in events[:-1]} == {"progress"}, events
     assert events[-1] == ("error", {"detail": stalled})
     assert as_json.status_code == 504, as_json.text
-    assert as_json.json() == {"status": 504, "detail": stalled, "field": None}
+    assert as_json.json() == {"status": 504, "code": "timed_out", "detail": stalled, "field": None}
     outcomes = [(entry["outcome"], entry["error"]) for entry in audit if entry["target"] == registry.image]
     assert outcomes == [("FAILED", stalled), ("FAILED", stalled)]

@@ -39,6 +39,11 @@ def refusal(
     return raised.value
 
 
+def error_code(error: grpc.RpcError) -> object:
+    """The code the server put in the `worpen-error-code` trailer, as an HTTP error body's `code`."""
+    return dict(error.trailing_metadata() or ()).get("worpen-error-code")
+
+
 def test_a_heartbeat_over_grpc_registers_the_agent_as_one_over_rest_would(
     fleet_service: fleet_pb2_grpc.FleetServiceStub, admin: httpx.Client, keys: Keys
 ) -> None:
@@ -117,6 +122,7 @@ def test_a_heartbeat_over_grpc_without_a_valid_key_is_unauthenticated(
     error = refusal(fleet_service, fleet_pb2.Heartbeat(id="grpc-anonymous", cpu=1, ram=1), key)
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_code(error) == "unauthenticated"
     assert admin.get("/api/v1/agents/grpc-anonymous").status_code == 404
 
 
@@ -128,6 +134,7 @@ def test_an_agent_key_over_grpc_reports_for_its_agent_and_no_other(
 
     assert own.status == fleet_pb2.AGENT_STATUS_ONLINE
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_code(error) == "forbidden"
     assert "bee-002" in (error.details() or "")
     assert admin.get("/api/v1/agents/bee-002").status_code == 404
 
@@ -156,4 +163,5 @@ def test_an_invalid_heartbeat_over_grpc_is_an_invalid_argument_naming_the_field(
     error = refusal(fleet_service, message, keys.admin)
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_code(error) == "invalid_input"
     assert (error.details() or "").startswith(field)

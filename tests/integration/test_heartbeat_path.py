@@ -105,7 +105,9 @@ def test_the_lean_path_answers_as_the_litestar_route_does(
     assert lean.status_code == through_litestar.status_code, (lean.text, through_litestar.text)
     assert lean.json() == through_litestar.json()
     assert set(lean.json()) == (
-        {"status", "detail", "field"} if lean.status_code >= 400 else {"nextHeartbeatSeconds", "status"}
+        {"status", "code", "detail", "field"}
+        if lean.status_code >= 400
+        else {"nextHeartbeatSeconds", "status"}
     )
     for header in ("content-type", "www-authenticate", "retry-after"):
         assert lean.headers.get(header) == through_litestar.headers.get(header), header

@@ -18,13 +18,19 @@ HEARTBEAT = "/api/v1/internal/heartbeat"
 VALID = {"id": "bad-input", "cpu": 10.0, "ram": 20.0}
 
 
+CODES = {400: "bad_request", 404: "not_found", 413: "request_entity_too_large", 422: "invalid_input"}
+"""The `code` of each status these tests meet: a 422 is `invalid_input` whether Litestar's validation or
+the domain refused the value."""
+
+
 def refused(response: httpx.Response, status: int) -> dict[str, object]:
-    """The error body, after checking it has the one error shape and says `status`."""
+    """The error body, after checking it has the one error shape and says `status` and its code."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body: dict[str, object] = response.json()
-    assert set(body) == {"status", "detail", "field"}
+    assert set(body) == {"status", "code", "detail", "field"}
     assert body["status"] == status
+    assert body["code"] == CODES[status]
     assert isinstance(body["detail"], str)
     assert body["detail"]
     return body

@@ -9,9 +9,9 @@ import pytest
 from tests.fakes.clock import FakeClock
 from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.access.commands import CreateApiKey
-from worpen_core.access.model import KEY_PREFIX, Permission, Role, hash_secret
+from worpen_core.access.model import ANONYMOUS_ADMIN, KEY_PREFIX, Permission, Principal, Role, hash_secret
 from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
-from worpen_core.shared.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
+from worpen_core.shared.errors import Forbidden, InvalidInput, NotFound, RateLimited, Unauthenticated
 
 
 @pytest.fixture
@@ -47,6 +47,18 @@ async def test_authenticate_resolves_the_role_and_bound_agents(
     assert principal.may_report_for("bee-001")
     assert not principal.may_report_for("bee-002")
     assert not principal.can(Permission.READ)
+
+
+def test_a_report_is_authorized_for_an_agent_keys_own_agents_and_for_admins_only() -> None:
+    bee = Principal("k1", "bee", Role.AGENT, frozenset({"bee-001"}))
+    bee.authorize_report("bee-001")
+    ANONYMOUS_ADMIN.authorize_report("bee-002")
+
+    with pytest.raises(Forbidden, match=r"^this key may not report for agent 'bee-002'$"):
+        bee.authorize_report("bee-002")
+    for role in (Role.VIEWER, Role.OPERATOR):
+        with pytest.raises(Forbidden, match="bee-001"):
+            Principal("k2", "person", role).authorize_report("bee-001")
 
 
 @pytest.mark.parametrize(

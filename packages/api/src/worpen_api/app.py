@@ -13,7 +13,6 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from worpen_api.errors import EXCEPTION_HANDLERS
 from worpen_api.http.access.controller import ApiKeyController
 from worpen_api.http.audit.controller import AuditController
 from worpen_api.http.containers.controller import (
@@ -22,6 +21,7 @@ from worpen_api.http.containers.controller import (
     DockerController,
     ImageController,
 )
+from worpen_api.http.errors import EXCEPTION_HANDLERS
 from worpen_api.http.events.controller import EventController
 from worpen_api.http.fleet.controller import NEXT_CURSOR, AgentController, HeartbeatController
 from worpen_api.http.fleet.intake import HeartbeatIntake

@@ -9,37 +9,20 @@ import grpc
 import structlog
 from google.protobuf.message import Message
 
+from worpen_api.error_codes import error_code
 from worpen_core.access.model import ANONYMOUS_ADMIN, Principal
 from worpen_core.access.service import Authenticator
 from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.readings import READINGS, Readings
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
-from worpen_core.shared.errors import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    RateLimited,
-    TimedOut,
-    Unauthenticated,
-    Unavailable,
-    WorpenError,
-)
+from worpen_core.shared.errors import InvalidInput, RateLimited, Unavailable, WorpenError
 from worpen_proto.v1 import fleet_pb2, fleet_pb2_grpc
 
 log = structlog.get_logger("worpen.grpc")
 
-_STATUS_CODES: dict[type[WorpenError], grpc.StatusCode] = {
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Conflict: grpc.StatusCode.FAILED_PRECONDITION,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
-    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    TimedOut: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
+ERROR_CODE_KEY = "worpen-error-code"
+"""The trailing metadata that carries an error's code (worpen_api.error_codes), as HTTP's body does."""
 _FROM_PROTO = {
     fleet_pb2.AGENT_STATUS_UNSPECIFIED: AgentStatus.ONLINE,
     fleet_pb2.AGENT_STATUS_ONLINE: AgentStatus.ONLINE,
@@ -85,8 +68,7 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         try:
             principal = await self._authenticate(context)
             command = to_command(request)
-            if not principal.may_report_for(command.agent_id):
-                raise Forbidden(f"this key may not report for agent {command.agent_id!r}")
+            principal.authorize_report(command.agent_id)
             ack = await self._fleet.record_heartbeat(command)
         except WorpenError as exc:
             await self._abort(context, exc)
@@ -105,14 +87,12 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext[object, object], exc: WorpenError) -> None:
-        code = next(
-            (status for kind, status in _STATUS_CODES.items() if isinstance(exc, kind)),
-            grpc.StatusCode.INTERNAL,
-        )
+        entry = error_code(exc)
         detail = f"{exc.field}: {exc.detail}" if isinstance(exc, InvalidInput) and exc.field else exc.detail
         if isinstance(exc, Unavailable | RateLimited):
-            log.warning("grpc.refused", code=code.name, detail=detail)
-        await context.abort(code, detail)
+            log.warning("grpc.refused", code=entry.grpc_status.name, detail=detail)
+        context.set_trailing_metadata(((ERROR_CODE_KEY, entry.code),))
+        await context.abort(entry.grpc_status, detail)
 
 
 class GrpcFleetServer:

@@ -17,7 +17,7 @@ from litestar.connection import ASGIConnection, Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from worpen_api.errors import response_for
+from worpen_api.http.errors import response_for
 from worpen_api.runtime import Worpen
 from worpen_core.access.model import ANONYMOUS_ADMIN, Permission, Principal
 from worpen_core.shared.errors import Forbidden, Unauthenticated, WorpenError

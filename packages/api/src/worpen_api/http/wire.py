@@ -54,12 +54,6 @@ def human_duration(seconds: int) -> str:
 Duration = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhdw]$", examples=["30d", "12h"])]
 
 
-class ErrorOut(Wire):
-    status: int
-    detail: str
-    field: str | None = None
-
-
 def parse_duration(text: str) -> timedelta:
     """'30d', '12h', '90m', '45s', '2w' as a timedelta."""
     return timedelta(seconds=int(text[:-1]) * _UNITS[text[-1]])

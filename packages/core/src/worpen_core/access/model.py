@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from worpen_core.shared.errors import Forbidden
+
 KEY_PREFIX = "wpn_"
 
 
@@ -74,6 +76,12 @@ class Principal:
         if self.role is Role.AGENT:
             return agent_id in self.agent_ids
         return self.can(Permission.REPORT)
+
+    def authorize_report(self, agent_id: str) -> None:
+        """Raises Forbidden unless this caller may report heartbeats for `agent_id`: the one check of
+        both heartbeat entrypoints (HTTP and gRPC)."""
+        if not self.may_report_for(agent_id):
+            raise Forbidden(f"this key may not report for agent {agent_id!r}")
 
 
 ANONYMOUS_ADMIN = Principal("anonymous", "anonymous (authentication off)", Role.ADMIN)

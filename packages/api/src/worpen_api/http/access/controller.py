@@ -9,8 +9,8 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import Example
 from litestar.params import Body, PathParameter
 
-from worpen_api.errors import documented
 from worpen_api.http.access.dto import ApiKeyCreated, ApiKeyIn, ApiKeyOut
+from worpen_api.http.errors import documented
 from worpen_api.http.security import requires
 from worpen_core.access.model import Permission
 from worpen_core.access.service import ApiKeys, Authenticator

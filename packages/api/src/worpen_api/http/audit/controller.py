@@ -8,8 +8,8 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
-from worpen_api.errors import documented
 from worpen_api.http.audit.dto import AuditOut
+from worpen_api.http.errors import documented
 from worpen_api.http.parameters import Since, since_of
 from worpen_api.http.security import requires
 from worpen_core.access.model import Permission

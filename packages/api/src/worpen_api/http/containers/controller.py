@@ -13,7 +13,6 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 
-from worpen_api.errors import documented
 from worpen_api.http.containers.dto import (
     ActionIn,
     ContainerDetailOut,
@@ -27,6 +26,7 @@ from worpen_api.http.containers.dto import (
     PullOut,
     RemovedOut,
 )
+from worpen_api.http.errors import documented
 from worpen_api.http.openapi import NDJSON, LinesOrStream, MayStream, OptionalBody
 from worpen_api.http.parameters import ContainerRef, Node, Since, since_of
 from worpen_api.http.security import browser_streams, principal_of, requires

@@ -12,7 +12,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from worpen_api.errors import documented
+from worpen_api.http.errors import documented
 from worpen_api.http.events.dto import event_out
 from worpen_api.http.openapi import MayStream
 from worpen_api.http.security import browser_streams

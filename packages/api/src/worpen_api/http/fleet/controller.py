@@ -11,7 +11,7 @@ from litestar.openapi.spec import Example
 from litestar.params import Body, FromQuery, PathParameter, QueryParameter
 from litestar.types import Scope
 
-from worpen_api.errors import documented
+from worpen_api.http.errors import documented
 from worpen_api.http.fleet.dto import (
     AgentDetail,
     AgentOut,
@@ -27,7 +27,6 @@ from worpen_api.observability import mark_routine
 from worpen_core.access.model import Permission, Principal
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
-from worpen_core.shared.errors import Forbidden
 from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH
 
 NEXT_CURSOR = "X-Next-Cursor"
@@ -139,8 +138,7 @@ async def report_heartbeat(
 ) -> HeartbeatAck:
     """The work of the heartbeat route once the caller is authenticated and the body decoded, whichever
     path took the request: HeartbeatController, or worpen_api.intake in front of Litestar."""
-    if not principal.may_report_for(data.id):
-        raise Forbidden(f"this key may not report for agent {data.id!r}")
+    principal.authorize_report(data.id)
     ack = await fleet.record_heartbeat(data.to_command())
     if not ack.changed:
         mark_routine(scope)

@@ -6,7 +6,7 @@ own work. This ASGI app answers the heartbeats it can answer exactly as the Lite
 the same steps, not copies of them: `security.authorize` (the API key, the failed-auth throttle, the
 permission), the same `HeartbeatIn` struct decoded as laxly as Litestar decodes it, `report_heartbeat`
 (the agent binding and the fleet use case, shared with HeartbeatController), and errors answered from
-the same table (`errors.EXCEPTION_HANDLERS`).
+the same table (`http.errors.EXCEPTION_HANDLERS`).
 
 Everything else goes on to Litestar untouched, where HeartbeatController serves it (and documents the
 route in the OpenAPI schema): requests from browsers (an Origin header, so CORS applies), bodies without
@@ -25,7 +25,7 @@ from litestar.connection import Request
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
-from worpen_api.errors import EXCEPTION_HANDLERS
+from worpen_api.http.errors import EXCEPTION_HANDLERS
 from worpen_api.http.fleet.controller import HEARTBEAT_OPT, HEARTBEAT_PATH, report_heartbeat
 from worpen_api.http.fleet.dto import HeartbeatIn
 from worpen_api.http.security import authorize, refuse

@@ -6,7 +6,7 @@ from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from worpen_api.errors import documented
+from worpen_api.http.errors import documented
 from worpen_api.http.security import requires
 from worpen_api.observability import Metrics
 from worpen_core.access.model import Permission

@@ -12,7 +12,8 @@ from litestar.di import NamedDependency
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import QueryParameter
 
-from worpen_api.errors import STATUS_OF, documented
+from worpen_api.error_codes import error_code
+from worpen_api.http.errors import documented
 from worpen_api.http.parameters import ContainerRef, Node
 from worpen_api.http.security import principal_of, requires
 from worpen_api.http.terminal.dto import TerminalSessionOut
@@ -47,9 +48,8 @@ class TerminalController(Controller):
         try:
             session = await containers.open_terminal(principal_of(socket), container_id, node, [shell])
         except WorpenError as exc:
-            status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 500)
             await socket.send_json({"type": "disconnected", "message": exc.detail})
-            await socket.close(code=4000 + status, reason=exc.detail[:120])
+            await socket.close(code=4000 + error_code(exc).http_status, reason=exc.detail[:120])
             return
         log.info("terminal.opened", session=session.id, node=session.node, container=session.container_name)
         await socket.send_json({"type": "connected", "session_id": session.id})

@@ -1,8 +1,11 @@
-"""Errors: one shape ({"status", "detail", "field"}) and one table from core errors to HTTP statuses."""
+"""Errors over HTTP: one body ({"status", "code", "detail", "field"}) for every error, domain errors
+answered from the one table (worpen_api.error_codes), and Litestar's own errors in the same shape."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from http import HTTPStatus
+from typing import Annotated, Any
 
 import msgspec
 import structlog
@@ -10,16 +13,13 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
+from msgspec import Meta
 
-from worpen_api.http.wire import ErrorOut
+from worpen_api.error_codes import ERROR_CODES, error_code
+from worpen_api.http.wire import Wire
 from worpen_core.shared.errors import (
-    Conflict,
-    EngineFailed,
-    Forbidden,
     InvalidInput,
-    NotFound,
     RateLimited,
-    TimedOut,
     Unauthenticated,
     Unavailable,
     WorpenError,
@@ -27,17 +27,46 @@ from worpen_core.shared.errors import (
 
 log = structlog.get_logger("worpen.api")
 
-STATUS_OF: dict[type[WorpenError], int] = {
-    InvalidInput: 422,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    RateLimited: 429,
-    EngineFailed: 502,
-    Unavailable: 503,
-    TimedOut: 504,
+
+class ErrorOut(Wire):
+    status: int
+    code: Annotated[
+        str,
+        Meta(
+            description="What went wrong, stable and snake_case: the domain error's code (`not_found`, "
+            "`invalid_input`, `conflict`, ...) or the HTTP status's name (`bad_request`, ...)",
+            examples=["not_found"],
+        ),
+    ]
+    detail: str
+    field: str | None = None
+
+
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that left before sending its whole request: not a server error."""
+
+_CODES_OF_STATUSES = {
+    CLIENT_CLOSED_REQUEST: "client_closed_request",
+    500: ERROR_CODES[WorpenError].code,
+    # Litestar's 422 (a value its validation refused) is the same error as the domain's InvalidInput, with
+    # `field` naming the value: one code, whichever layer caught it.
+    422: ERROR_CODES[InvalidInput].code,
+    # Python 3.13 renamed these statuses' phrases; their codes stay as published.
+    413: "request_entity_too_large",
+    414: "request_uri_too_long",
+    416: "requested_range_not_satisfiable",
 }
+
+
+def code_of_status(status: int) -> str:
+    """The code of an error that is not a domain error: the status's name in snake_case."""
+    if status in _CODES_OF_STATUSES:
+        return _CODES_OF_STATUSES[status]
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:  # not a status the standard names
+        return f"http_{status}"
+    return re.sub(r"[^a-z0-9]+", "_", phrase.lower()).strip("_")
 
 
 def documented(*statuses: int) -> dict[int, ResponseSpec]:
@@ -62,13 +91,19 @@ def documented(*statuses: int) -> dict[int, ResponseSpec]:
 
 
 def error_response(
-    status: int, detail: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    code: str | None = None,
 ) -> Response[ErrorOut]:
-    return Response(ErrorOut(status=status, detail=detail, field=field), status_code=status, headers=headers)
+    """The error body; `code` defaults to the status's (see `code_of_status`)."""
+    body = ErrorOut(status=status, code=code or code_of_status(status), detail=detail, field=field)
+    return Response(body, status_code=status, headers=headers)
 
 
 def response_for(exc: WorpenError) -> Response[ErrorOut]:
-    status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 500)
+    entry = error_code(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         if exc.retry_after is not None:
@@ -78,7 +113,7 @@ def response_for(exc: WorpenError) -> Response[ErrorOut]:
     elif isinstance(exc, Unavailable):
         log.warning("dependency.unavailable", dependency=exc.dependency, detail=exc.detail)
     field = exc.field if isinstance(exc, InvalidInput) else None
-    return error_response(status, exc.detail, field, headers)
+    return error_response(entry.http_status, exc.detail, field, headers, entry.code)
 
 
 def _worpen_error(_: Request[Any, Any, Any], exc: WorpenError) -> Response[ErrorOut]:
@@ -121,10 +156,6 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
     )
     detail = f"{field}: {message}" if field else message
     return error_response(400 if malformed else 422, detail, field)
-
-
-CLIENT_CLOSED_REQUEST = 499
-"""nginx's status for a client that left before sending its whole request: not a server error."""
 
 
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorOut]:
