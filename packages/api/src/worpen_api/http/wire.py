@@ -1,5 +1,5 @@
-"""What every feature's DTOs share: the Wire base (camelCase JSON, msgspec), common field types,
-durations, and the error body."""
+"""What every feature's DTOs share: the Wire base (camelCase JSON, msgspec), common field types and
+durations."""
 
 from __future__ import annotations
 
