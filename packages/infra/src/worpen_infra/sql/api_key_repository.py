@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy import Row, func, insert, select, update
@@ -12,31 +13,12 @@ from worpen_infra.sql.tables import api_keys
 
 
 def _to_row(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "role": key.role.value,
-        "prefix": key.prefix,
-        "secret_hash": key.secret_hash,
-        "agent_ids": list(key.agent_ids),
-        "created_at": key.created_at,
-        "expires_at": key.expires_at,
-        "revoked_at": key.revoked_at,
-    }
+    """The table's columns are the key's fields."""
+    return {**dataclasses.asdict(key), "role": key.role.value, "agent_ids": list(key.agent_ids)}
 
 
 def _from_row(row: Row[Any]) -> ApiKey:
-    return ApiKey(
-        id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        prefix=row.prefix,
-        secret_hash=row.secret_hash,
-        created_at=row.created_at,
-        agent_ids=tuple(row.agent_ids),
-        expires_at=row.expires_at,
-        revoked_at=row.revoked_at,
-    )
+    return ApiKey(**{**row._mapping, "role": Role(row.role), "agent_ids": tuple(row.agent_ids)})
 
 
 class SqlAlchemyApiKeyRepository:

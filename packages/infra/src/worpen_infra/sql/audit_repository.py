@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from sqlalchemy import Row, insert, select, update
@@ -14,33 +15,13 @@ ERROR_MAX_LENGTH = 4000
 
 
 def _to_row(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": entry.at,
-        "actor": entry.actor,
-        "actor_key_id": entry.actor_key_id,
-        "action": entry.action,
-        "target": entry.target,
-        "node": entry.node,
-        "outcome": entry.outcome.value,
-        "error": None if entry.error is None else entry.error[:ERROR_MAX_LENGTH],
-        "finished_at": entry.finished_at,
-    }
+    """The table's columns are the entry's fields."""
+    error = None if entry.error is None else entry.error[:ERROR_MAX_LENGTH]
+    return {**dataclasses.asdict(entry), "outcome": entry.outcome.value, "error": error}
 
 
 def _from_row(row: Row[Any]) -> AuditEntry:
-    return AuditEntry(
-        id=row.id,
-        at=row.at,
-        actor=row.actor,
-        actor_key_id=row.actor_key_id,
-        action=row.action,
-        target=row.target,
-        node=row.node,
-        outcome=Outcome(row.outcome),
-        error=row.error,
-        finished_at=row.finished_at,
-    )
+    return AuditEntry(**{**row._mapping, "outcome": Outcome(row.outcome)})
 
 
 class SqlAlchemyAuditRepository:
