@@ -1,6 +1,6 @@
 """The heartbeat route on a real server: a heartbeat that changes nothing is logged at debug level only,
-and the lean path that takes most heartbeats (worpen_api.intake) answers exactly as the Litestar route
-behind it, which still serves requests from browsers (those with an Origin header)."""
+and the lean path that takes most heartbeats (worpen_api.http.fleet.intake) answers exactly as the
+Litestar route behind it, which still serves requests from browsers (those with an Origin header)."""
 
 from __future__ import annotations
 

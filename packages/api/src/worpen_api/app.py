@@ -108,6 +108,6 @@ def create_app(worpen: Worpen) -> Litestar:
         logging_config=None,
     )
     # Around everything Litestar does with a request (CORS, routing, exception handling), so that every
-    # request is observed, routed or not, and heartbeats can take their lean path (worpen_api.intake).
+    # request is observed, routed or not, and heartbeats can take their lean path (http.fleet.intake).
     app.asgi_handler = RequestObserver(HeartbeatIntake(app.asgi_handler, worpen), metrics)
     return app

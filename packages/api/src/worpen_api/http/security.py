@@ -85,7 +85,7 @@ class ApiKeyAuthMiddleware:
 
 async def authorize(worpen: Worpen, scope: Scope, opt: Mapping[str, Any]) -> Principal:
     """The caller of a route with these `opt`s, if its key may use it; WorpenError (401, 403, 429) if not.
-    The one check of every request, whether Litestar routed it or worpen_api.intake took it."""
+    The one check of every request, whether Litestar routed it or worpen_api.http.fleet.intake took it."""
     if not worpen.settings.auth:
         return ANONYMOUS_ADMIN
     client = scope["client"][0] if scope["client"] else "unknown"

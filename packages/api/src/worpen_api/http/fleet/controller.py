@@ -137,7 +137,7 @@ async def report_heartbeat(
     scope: Scope, fleet: Fleet, principal: Principal, data: HeartbeatIn
 ) -> HeartbeatAck:
     """The work of the heartbeat route once the caller is authenticated and the body decoded, whichever
-    path took the request: HeartbeatController, or worpen_api.intake in front of Litestar."""
+    path took the request: HeartbeatController, or worpen_api.http.fleet.intake in front of Litestar."""
     principal.authorize_report(data.id)
     ack = await fleet.record_heartbeat(data.to_command())
     if not ack.changed:
@@ -146,7 +146,7 @@ async def report_heartbeat(
 
 
 class HeartbeatController(Controller):
-    """Requests that worpen_api.intake does not take itself come here (see there); the route is
+    """Requests that worpen_api.http.fleet.intake does not take itself come here (see there); the route is
     documented here in the OpenAPI schema either way."""
 
     path = HEARTBEAT_PATH
