@@ -14,7 +14,7 @@ from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
 from worpen_core.fleet.model import FleetPolicy
-from worpen_core.fleet.readings import READINGS, Readings
+from worpen_core.fleet.readings import READING_NAMES, Readings
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import InvalidInput, NotFound, Unavailable
@@ -32,9 +32,6 @@ def beat(agent_id: str = "bee-001", cpu: float = 10, ram: float = 20, **extra: o
     readings = {name: value for name, value in extra.items() if name in READING_NAMES}
     rest = {name: value for name, value in extra.items() if name not in READING_NAMES}
     return RecordHeartbeat(agent_id, Readings(cpu, ram, **readings), **rest)  # type: ignore[arg-type]
-
-
-READING_NAMES = {reading.name for reading in READINGS}
 
 
 async def test_first_heartbeat_registers_and_is_persisted_before_the_ack(

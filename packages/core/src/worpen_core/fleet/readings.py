@@ -25,24 +25,20 @@ class Kind(StrEnum):
     """A count (bytes, seconds), 0 to COUNTER_MAX, as an int."""
 
 
-def _percent() -> dict[str, Kind]:
-    return {"kind": Kind.PERCENT}
-
-
-def _counter() -> dict[str, Kind]:
-    return {"kind": Kind.COUNTER}
+_PERCENT = {"kind": Kind.PERCENT}
+_COUNTER = {"kind": Kind.COUNTER}
 
 
 @dataclass(frozen=True, slots=True)
 class Readings:
     """One heartbeat's measurements. cpu and ram are always sent; the others when the agent has them."""
 
-    cpu: float = field(metadata=_percent())
-    ram: float = field(metadata=_percent())
-    disk: float | None = field(default=None, metadata=_percent())
-    net_rx_bytes: int | None = field(default=None, metadata=_counter())
-    net_tx_bytes: int | None = field(default=None, metadata=_counter())
-    uptime_seconds: int | None = field(default=None, metadata=_counter())
+    cpu: float = field(metadata=_PERCENT)
+    ram: float = field(metadata=_PERCENT)
+    disk: float | None = field(default=None, metadata=_PERCENT)
+    net_rx_bytes: int | None = field(default=None, metadata=_COUNTER)
+    net_tx_bytes: int | None = field(default=None, metadata=_COUNTER)
+    uptime_seconds: int | None = field(default=None, metadata=_COUNTER)
 
     def __post_init__(self) -> None:
         for name, kind, wire_name in _CHECKS:
@@ -76,5 +72,6 @@ READINGS = tuple(
 )
 """The fields of Readings, in order."""
 _CHECKS = tuple((reading.name, reading.kind, _camel(reading.name)) for reading in READINGS)
-values_of = attrgetter(*(reading.name for reading in READINGS))
+READING_NAMES = tuple(reading.name for reading in READINGS)
+values_of = attrgetter(*READING_NAMES)
 """A Readings' values as a tuple, in the order of READINGS (and of the constructor's parameters)."""

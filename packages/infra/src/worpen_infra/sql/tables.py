@@ -21,7 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
-from worpen_core.fleet.readings import READINGS, Kind
+from worpen_core.fleet.readings import READING_NAMES, READINGS, Kind
 
 metadata = MetaData()
 
@@ -63,7 +63,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 AGENT_READINGS = tuple({"cpu": "cpu_load", "ram": "memory_load"}.get(r.name, r.name) for r in READINGS)
 """The agents table's columns for each of Readings' fields, in order (two kept their first names)."""
-SAMPLE_READINGS = tuple(reading.name for reading in READINGS)
+SAMPLE_READINGS = READING_NAMES
 """The agent_samples table's columns for each of Readings' fields, in order."""
 
 

@@ -18,7 +18,7 @@ from worpen_api.http.wire import (
 )
 from worpen_core.fleet.commands import IP_MAX_LENGTH, MAX_PEERS, RecordHeartbeat
 from worpen_core.fleet.model import Agent, TelemetrySample
-from worpen_core.fleet.readings import READINGS, Readings, values_of
+from worpen_core.fleet.readings import READING_NAMES, Readings, values_of
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH
 
@@ -61,9 +61,6 @@ class HeartbeatIn(Wire):
             version=self.version,
             peers=tuple(self.peers),
         )
-
-
-READING_NAMES = tuple(reading.name for reading in READINGS)
 
 
 class HeartbeatAck(Wire):
