@@ -1,0 +1,1 @@
+"""The central log: domain events rendered as readable lines, and lines shipped by agents."""
