@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Sequence
 from worpen_core.containers.model import (
     Container,
     ContainerDetail,
+    ContainerUsage,
     EngineEvent,
     EngineInfo,
+    HealthCheckResult,
     Image,
     LogLine,
     LogQuery,
@@ -26,8 +28,10 @@ from worpen_core.shared.errors import (
 )
 
 
-def _detail(c: Container) -> ContainerDetail:
-    return ContainerDetail(c, (), (), {}, "", "", "", "no", (), {}, 0, 0, False, "", None, None, None)
+def _detail(c: Container, health_log: tuple[HealthCheckResult, ...] = ()) -> ContainerDetail:
+    return ContainerDetail(
+        c, (), (), {}, "", "", "", "no", (), {}, 0, 0, False, "", None, None, None, health_log
+    )
 
 
 async def _stream(events: list[EngineEvent]) -> AsyncIterator[EngineEvent]:
@@ -47,6 +51,10 @@ class FakeRuntime:
         self.events_from: list[int | None] = []
         self.streams: list[list[EngineEvent]] = []
         self.pull_closed = False
+        self.usages: dict[str, ContainerUsage] = {}
+        """Each container's usage reading, by id (set by tests; none: zero)."""
+        self.health_logs: dict[str, tuple[HealthCheckResult, ...]] = {}
+        self.usage_calls = 0
 
     def _check(self) -> None:
         if self.down:
@@ -69,7 +77,12 @@ class FakeRuntime:
             raise Ambiguous(ref)
         if not matches:
             raise NotFound("container", ref)
-        return _detail(matches[0])
+        return _detail(matches[0], self.health_logs.get(matches[0].id, ()))
+
+    async def usage(self, ref: str) -> ContainerUsage:
+        self.usage_calls += 1
+        self._check()
+        return self.usages.get(ref, ContainerUsage(0, 0, 1))
 
     async def logs(self, ref: str, query: LogQuery) -> AsyncIterator[Sequence[LogLine]]:
         raise NotImplementedError

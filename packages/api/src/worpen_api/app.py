@@ -21,6 +21,7 @@ from worpen_api.http.containers.controller import (
     DockerController,
     ImageController,
 )
+from worpen_api.http.dashboard.controller import DashboardController
 from worpen_api.http.errors import EXCEPTION_HANDLERS
 from worpen_api.http.events.controller import EventController
 from worpen_api.http.fleet.controller import NEXT_CURSOR, AgentController, HeartbeatController
@@ -65,11 +66,14 @@ def create_app(worpen: Worpen) -> Litestar:
             TerminalController,
             AuditController,
             EventController,
+            DashboardController,
         ],
         dependencies={
             "fleet": _constant(worpen.fleet),
             "containers": _constant(worpen.containers),
             "audit": _constant(worpen.audit),
+            "dashboard": _constant(worpen.dashboard),
+            "services": _constant(worpen.services),
             "feed": _constant(worpen.feed),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),

@@ -19,6 +19,10 @@ from worpen_core.audit.service import AuditTrail
 from worpen_core.containers.jobs import container_jobs
 from worpen_core.containers.ports import ContainerRuntime
 from worpen_core.containers.service import Containers
+from worpen_core.dashboard.jobs import dashboard_jobs
+from worpen_core.dashboard.service import Dashboard
+from worpen_core.dashboard.services import ServiceBoard
+from worpen_core.dashboard.throughput import Throughput
 from worpen_core.events.feed import EventFeed
 from worpen_core.events.ports import EventBus
 from worpen_core.fleet.jobs import fleet_jobs
@@ -93,13 +97,19 @@ def bootstrap(
         runtimes = dockers
     audit = AuditTrail(uow, clock)
     containers = Containers(runtimes, audit, clock, bus, settings.container_limits)
+    api_keys = ApiKeys(uow, clock)
+    throughput = Throughput(clock, [lambda: fleet.heartbeats_ingested])
+    services = ServiceBoard(containers, clock)
+    dashboard = Dashboard(fleet, api_keys, throttle, throughput, clock, auth_enabled=settings.auth)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
-        api_keys=ApiKeys(uow, clock),
+        api_keys=api_keys,
         authenticator=authenticator,
         containers=containers,
         audit=audit,
+        dashboard=dashboard,
+        services=services,
         feed=feed,
         event_queue_depth=depth,
         migrate=migrate,
@@ -112,6 +122,7 @@ def bootstrap(
             ),
             *audit_jobs(audit, flush_every=settings.flush_interval),
             *container_jobs(containers, first_retry=FIRST_ENGINE_RETRY, max_retry=settings.docker_retry_max),
+            *dashboard_jobs(throughput, services, sample_every=settings.service_sample_interval),
         ],
         on_start=on_start,
         on_stop=on_stop,

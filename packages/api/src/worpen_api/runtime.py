@@ -14,6 +14,8 @@ from worpen_api.settings import Settings
 from worpen_core.access.service import ApiKeys, Authenticator
 from worpen_core.audit.service import AuditTrail
 from worpen_core.containers.service import Containers
+from worpen_core.dashboard.service import Dashboard
+from worpen_core.dashboard.services import ServiceBoard
 from worpen_core.events.feed import EventFeed
 from worpen_core.fleet.service import Fleet
 from worpen_core.shared.jobs import Job
@@ -32,6 +34,8 @@ class Worpen:
     authenticator: Authenticator
     containers: Containers
     audit: AuditTrail
+    dashboard: Dashboard
+    services: ServiceBoard
     feed: EventFeed
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]

@@ -93,6 +93,7 @@ class Settings:
     docker_retry_max: float = 30.0
     docker_tls_verify: bool = True
     container_limits: ContainerLimits = field(default_factory=ContainerLimits)
+    service_sample_interval: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -148,6 +149,9 @@ class Settings:
                 terminals_per_key=read.integer("WORPEN_TERMINAL_SESSIONS_PER_KEY", 8, 1, 10_000),
                 terminals=read.integer("WORPEN_TERMINAL_SESSIONS_MAX", 32, 1, 10_000),
                 pull_stall_seconds=read.number("WORPEN_PULL_STALL_TIMEOUT", 60, 0.1, 86_400),
+            ),
+            service_sample_interval=read.number(
+                "WORPEN_SERVICE_SAMPLE_INTERVAL", cls.service_sample_interval, 0.1, 3600
             ),
         )
 

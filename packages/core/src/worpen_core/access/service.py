@@ -66,6 +66,7 @@ class ApiKeys:
         return key
 
 
+HOUR = timedelta(hours=1)
 MISSING_CREDENTIAL = "missing credential: send 'Authorization: Bearer <key>'"
 
 
@@ -128,13 +129,16 @@ class Authenticator:
 
 
 class FailedAuthThrottle:
-    """At most `limit` failed authentications per client within `window`; past that, 429."""
+    """At most `limit` failed authentications per client within `window`; past that, 429. It also
+    counts every client's failures per minute over the last hour, for the dashboard's security score."""
 
     def __init__(self, clock: Clock, limit: int, window: timedelta) -> None:
         self._clock = clock
         self._limit = limit
         self._window = window
         self._failures: dict[str, deque[datetime]] = {}
+        self._per_minute: deque[tuple[datetime, int]] = deque(maxlen=60)
+        """(minute, failures in it), oldest first."""
 
     def check(self, client: str) -> None:
         failures = self._failures.get(client)
@@ -150,4 +154,15 @@ class FailedAuthThrottle:
             raise RateLimited("too many failed authentications from this client", retry_after)
 
     def record_failure(self, client: str) -> None:
-        self._failures.setdefault(client, deque(maxlen=self._limit)).append(self._clock.now())
+        now = self._clock.now()
+        self._failures.setdefault(client, deque(maxlen=self._limit)).append(now)
+        minute = now.replace(second=0, microsecond=0)
+        if self._per_minute and self._per_minute[-1][0] == minute:
+            self._per_minute[-1] = (minute, self._per_minute[-1][1] + 1)
+        else:
+            self._per_minute.append((minute, 1))
+
+    def failures_in_last_hour(self) -> int:
+        """Failed authentications of every client in the last hour (counted by the minute)."""
+        since = self._clock.now().replace(second=0, microsecond=0) - HOUR
+        return sum(count for minute, count in self._per_minute if minute > since)

@@ -188,6 +188,29 @@ class EngineEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerUsage:
+    """One reading of a container's cumulative CPU time, as the engine's stats give it. Two readings
+    make a CPU share (see `cpu_percent`)."""
+
+    cpu_nanos: int
+    """CPU time the container has used since it started."""
+    system_nanos: int
+    """CPU time the whole host has spent (all cores), at the same moment."""
+    online_cpus: int
+    memory_bytes: int | None = None
+
+    def cpu_percent(self, earlier: ContainerUsage) -> float | None:
+        """CPU use between `earlier` and this reading as `docker stats` shows it: 100 is one core fully
+        busy, so a container may use up to `online_cpus` x 100. None when the readings cannot be compared
+        (the container restarted in between, or no host time passed)."""
+        used = self.cpu_nanos - earlier.cpu_nanos
+        elapsed = self.system_nanos - earlier.system_nanos
+        if used < 0 or elapsed <= 0:
+            return None
+        return used / elapsed * self.online_cpus * 100
+
+
+@dataclass(frozen=True, slots=True)
 class EngineInfo:
     version: str
     api_version: str

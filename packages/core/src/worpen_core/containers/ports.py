@@ -8,6 +8,7 @@ from typing import Protocol
 from worpen_core.containers.model import (
     Container,
     ContainerDetail,
+    ContainerUsage,
     EngineEvent,
     EngineInfo,
     Image,
@@ -45,6 +46,10 @@ class ContainerRuntime(Protocol):
         ...
 
     async def inspect(self, ref: str) -> ContainerDetail: ...
+
+    async def usage(self, ref: str) -> ContainerUsage:
+        """The container's cumulative CPU time now, from one call (no waiting for a second reading)."""
+        ...
 
     async def logs(self, ref: str, query: LogQuery) -> AsyncIterator[Sequence[LogLine]]:
         """Open the log (raising if the engine refuses) and return its lines in the batches they are

@@ -24,6 +24,7 @@ from worpen_core.containers.model import (
     Container,
     ContainerDetail,
     ContainerState,
+    ContainerUsage,
     EngineInfo,
     Image,
     LogLine,
@@ -160,6 +161,10 @@ class Containers:
 
     async def inspect(self, ref: str, node: str | None = None) -> ContainerDetail:
         return (await self._locate(ref, node))[1]
+
+    async def usage(self, container: Container) -> ContainerUsage:
+        """The container's CPU reading now, from its node's engine (see ContainerUsage.cpu_percent)."""
+        return await self._unless_known_down(self.runtime(container.node), lambda r: r.usage(container.id))
 
     async def logs(
         self, ref: str, query: LogQuery, node: str | None = None

@@ -152,6 +152,10 @@ class Fleet:
             key=lambda agent: agent.id,
         )
 
+    def agents(self) -> list[Agent]:
+        """Every agent as it is now, in no particular order (the fleet-wide figures read these)."""
+        return list(self._agents.values())
+
     def count_by_status(self) -> dict[AgentStatus, int]:
         counts = dict.fromkeys(AgentStatus, 0)
         for agent in self._agents.values():

@@ -36,6 +36,7 @@ from worpen_core.containers.model import (
     Container,
     ContainerDetail,
     ContainerState,
+    ContainerUsage,
     EngineEvent,
     EngineInfo,
     Health,
@@ -224,6 +225,18 @@ class DockerContainerRuntime:
     async def inspect(self, ref: str) -> ContainerDetail:
         raw = await self._run(lambda: self._client().inspect_container(ref), ref=ref)
         return self._detail(raw)
+
+    async def usage(self, ref: str) -> ContainerUsage:
+        # one_shot: the engine answers at once instead of waiting a second for a reading to compare with
+        raw = await self._run(lambda: self._client().stats(ref, stream=False, one_shot=True), ref=ref)
+        cpu = raw.get("cpu_stats") or {}
+        memory = raw.get("memory_stats") or {}
+        return ContainerUsage(
+            cpu_nanos=_int((cpu.get("cpu_usage") or {}).get("total_usage")) or 0,
+            system_nanos=_int(cpu.get("system_cpu_usage")) or 0,
+            online_cpus=_int(cpu.get("online_cpus")) or 1,
+            memory_bytes=_int(memory.get("usage")),
+        )
 
     def _detail(self, raw: dict[str, Any]) -> ContainerDetail:
         state = raw.get("State") or {}
