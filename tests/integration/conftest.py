@@ -54,6 +54,13 @@ def fleet_server(servers: Servers) -> WorpenServer:
 
 
 @pytest.fixture(scope="session")
+def dashboard_server(servers: Servers) -> WorpenServer:
+    """A fleet of its own (the dashboard counts every agent), services sampled every half second, agents
+    OFFLINE 3 s after their last heartbeat."""
+    return servers.ready("dashboard_server")
+
+
+@pytest.fixture(scope="session")
 def short_ttl_server(servers: Servers) -> WorpenServer:
     """Calls an agent OFFLINE one second after its last heartbeat, checking every 0.1 s."""
     return servers.ready("short_ttl_server")

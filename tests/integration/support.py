@@ -226,6 +226,14 @@ BUFFERING = {"WORPEN_FLUSH_INTERVAL": "60"}
 
 SERVERS: dict[str, ServerSpec] = {
     "fleet_server": ServerSpec(FLEET_SETTINGS),
+    "dashboard_server": ServerSpec(
+        {
+            "WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL}",
+            "WORPEN_SERVICE_SAMPLE_INTERVAL": "0.5",
+            "WORPEN_AGENT_TTL": "3",
+            "WORPEN_SWEEP_INTERVAL": "0.2",
+        }
+    ),
     "short_ttl_server": ServerSpec({"WORPEN_AGENT_TTL": "1", "WORPEN_SWEEP_INTERVAL": "0.1"}),
     "throttled_server": ServerSpec({"WORPEN_AUTH_FAILURES_PER_MINUTE": "5"}),
     "proxied_server": ServerSpec(
