@@ -7,15 +7,21 @@ from typing import Self
 
 from tests.fakes.access import FakeApiKeyRepository
 from tests.fakes.audit import FakeAuditRepository
+from tests.fakes.events import FakeEventRepository
 from tests.fakes.fleet import FakeAgentRepository, FakeSampleRepository
+from tests.fakes.logs import FakeLogRepository
 from tests.fakes.store import Store
+from tests.fakes.telemetry import FakeTelemetryStore
 from worpen_core.access.model import ApiKey
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.model import AuditEntry
 from worpen_core.audit.ports import AuditRepository
+from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
+from worpen_core.logs.ports import LogRepository
 from worpen_core.shared.errors import Unavailable
+from worpen_core.telemetry.ports import TelemetryStore
 
 
 class FakeUnitOfWork:
@@ -30,6 +36,12 @@ class FakeUnitOfWork:
         self.samples: SampleRepository = FakeSampleRepository(self._samples, store)
         self.api_keys: ApiKeyRepository = FakeApiKeyRepository(store, self._keys)
         self.audit: AuditRepository = FakeAuditRepository(store, self._audit)
+        self._events = FakeEventRepository(store)
+        self.events: EventRepository = self._events
+        self._logs = FakeLogRepository(store)
+        self.logs: LogRepository = self._logs
+        self._telemetry = FakeTelemetryStore(store)
+        self.telemetry: TelemetryStore = self._telemetry
 
     async def __aenter__(self) -> Self:
         if self._store.broken:
@@ -46,14 +58,20 @@ class FakeUnitOfWork:
         self._samples.clear()
         self._keys.clear()
         self._audit.clear()
+        self._events.discard()
+        self._logs.discard()
+        self._telemetry.discard()
 
     async def commit(self) -> None:
         if self._store.broken:
             raise Unavailable("database", "the fake database is broken")
         self._store.agents.update(self._agents)
-        self._store.samples.extend(self._samples)
+        self._store.add_samples(self._samples)
+        self._telemetry.commit()
         self._store.api_keys.update(self._keys)
         self._store.audit.update(self._audit)
+        self._events.commit()
+        self._logs.commit()
         self.committed = True
 
 

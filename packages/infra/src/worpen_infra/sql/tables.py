@@ -18,10 +18,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
 )
 
 from worpen_core.fleet.readings import READING_NAMES, READINGS, Kind
+from worpen_core.telemetry.model import COUNTERS, METRICS
 
 metadata = MetaData()
 
@@ -130,3 +132,92 @@ audit_log = Table(
     Column("finished_at", UtcDateTime),
     Index("ix_audit_log_at", "at"),
 )
+
+events = Table(
+    "events",
+    metadata,
+    # AUTOINCREMENT: an id is never handed out twice, even after retention deleted every row, so that a
+    # reader resuming after an id never skips a newer event that reused it.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("subject", String(300), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Index("ix_events_at", "at"),
+    Index("ix_events_type_id", "type", "id"),
+    sqlite_autoincrement=True,
+)
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Column("level", String(8), nullable=False),
+    Column("source", String(300), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("fields", JSON, nullable=False),
+    Column("size", Integer, nullable=False),
+    Index("ix_logs_timestamp", "timestamp"),
+    Index("ix_logs_source_id", "source", "id"),
+    Index("ix_logs_level_id", "level", "id"),
+    sqlite_autoincrement=True,
+)
+
+LOGS_FULL_TEXT = "logs_fts"
+"""The full-text index of logs.message on SQLite: an FTS5 table over `logs` (external content), created by
+migration 0004 and kept in step by triggers. SQLAlchemy cannot describe a virtual table, so it and the
+shadow tables FTS5 makes for it are not in `metadata` (see `described`)."""
+
+
+def described(name: str) -> bool:
+    """Whether `metadata` describes the table `name`: every table but the full-text index's."""
+    return name != LOGS_FULL_TEXT and not name.startswith(f"{LOGS_FULL_TEXT}_")
+
+
+AGGREGATE_PARTS = ("min", "max", "sum", "count")
+"""A rollup's columns for each metric of METRICS: `<metric>_<part>`."""
+
+
+def _rollup_columns() -> list[Column[Any]]:
+    """min and max (NULL when the bucket had no value), sum and count (0 then) per metric, and the bytes
+    each counter grew by."""
+    columns: list[Column[Any]] = []
+    for metric in METRICS:
+        columns.append(Column(f"{metric}_min", Float))
+        columns.append(Column(f"{metric}_max", Float))
+        columns.append(Column(f"{metric}_sum", Float, nullable=False))
+        columns.append(Column(f"{metric}_count", Integer, nullable=False))
+    columns.extend(Column(counter, BigInteger, nullable=False) for counter in COUNTERS)
+    return columns
+
+
+telemetry_rollups = Table(
+    "telemetry_rollups",
+    metadata,
+    Column("tier", Integer, primary_key=True),
+    Column("series", String(128), primary_key=True),
+    Column("start", BigInteger, primary_key=True),
+    *_rollup_columns(),
+    Index("ix_telemetry_rollups_tier_start", "tier", "start"),
+    sqlite_with_rowid=False,
+)
+"""One row per bucket: its tier (seconds), series (an agent id, or the fleet's "*"), start (seconds since
+the epoch) and aggregates. Without a rowid on SQLite: the key is the row's only index, its storage."""
+
+telemetry_progress = Table(
+    "telemetry_progress",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("watermark", BigInteger, nullable=False),
+)
+"""One row (id 1): the id of the last raw sample rolled up."""
+
+telemetry_counters = Table(
+    "telemetry_counters",
+    metadata,
+    Column("agent_id", String(128), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+    *(Column(counter, BigInteger) for counter in COUNTERS),
+)
+"""Each agent's last counters rolled up: where the rates of its next sample start from."""
