@@ -52,7 +52,7 @@ def container(node: str, cid: str = ID, name: str = "web") -> Container:
 def fleet(
     runtimes: Sequence[FakeRuntime], uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
 ) -> Containers:
-    return Containers(runtimes, AuditTrail(uow, clock), clock, bus, ContainerLimits())
+    return Containers(runtimes, AuditTrail(uow, clock, bus), clock, bus, ContainerLimits())
 
 
 async def test_a_reference_is_a_full_id_a_prefix_of_four_or_more_or_a_name(
@@ -118,7 +118,7 @@ async def test_an_operation_is_audited_before_it_runs_and_its_outcome_after(
     with pytest.raises(Conflict):
         await containers.stop(OPERATOR, "web")
 
-    entries = await AuditTrail(uow, clock).query(AuditQuery())
+    entries = await AuditTrail(uow, clock, bus).query(AuditQuery())
     by_action = {entry.action: entry for entry in entries}
     assert by_action["container.start"].outcome is Outcome.SUCCEEDED
     assert by_action["container.start"].actor == "ops"
@@ -142,7 +142,7 @@ async def test_no_operation_runs_when_its_audit_entry_cannot_be_written(
 async def test_an_outcome_that_cannot_be_written_at_once_is_written_later(
     uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
 ) -> None:
-    audit = AuditTrail(uow, clock)
+    audit = AuditTrail(uow, clock, bus)
 
     async def outage_midway() -> str:
         uow.store.broken = True
@@ -218,7 +218,7 @@ async def test_terminal_sessions_are_capped_per_key_and_in_all(
 ) -> None:
     runtime = FakeRuntime("a", [container("a")])
     limits = ContainerLimits(terminals_per_key=1, terminals=2)
-    containers = Containers([runtime], AuditTrail(uow, clock), clock, bus, limits)
+    containers = Containers([runtime], AuditTrail(uow, clock, bus), clock, bus, limits)
     other, third = Principal("key-2", "ci", Role.OPERATOR), Principal("key-3", "ci", Role.OPERATOR)
 
     opened = await asyncio.gather(
@@ -246,7 +246,7 @@ async def test_a_pull_that_stops_making_progress_is_abandoned_and_audited_as_fai
 ) -> None:
     runtime = FakeRuntime("a")
     limits = ContainerLimits(pull_stall_seconds=0.05)
-    containers = Containers([runtime], AuditTrail(uow, clock), clock, bus, limits)
+    containers = Containers([runtime], AuditTrail(uow, clock, bus), clock, bus, limits)
 
     progress = await containers.pull(OPERATOR, "img:1", None)
     first = await anext(progress)
@@ -255,6 +255,6 @@ async def test_a_pull_that_stops_making_progress_is_abandoned_and_audited_as_fai
 
     assert first.status == "Downloading"
     assert runtime.pull_closed
-    [entry] = await AuditTrail(uow, clock).query(AuditQuery(action="image.pull"))
+    [entry] = await AuditTrail(uow, clock, bus).query(AuditQuery(action="image.pull"))
     assert entry.outcome is Outcome.FAILED
     assert entry.error == "the pull of 'img:1' on node a stalled: no progress for 0.05 s"

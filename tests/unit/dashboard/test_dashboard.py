@@ -166,7 +166,9 @@ async def test_services_are_judged_by_their_containers_and_sampled_for_load_and_
     slow = HealthCheckResult(START - timedelta(seconds=10), START - timedelta(seconds=7), 0, "")
     a.health_logs["g1"] = (slow, check)  # the latest check counts
     b.health_logs["g2"] = (HealthCheckResult(START, START + timedelta(milliseconds=60), 0, ""),)
-    board = ServiceBoard(Containers([a, b], AuditTrail(uow, clock), clock, bus, ContainerLimits()), clock)
+    board = ServiceBoard(
+        Containers([a, b], AuditTrail(uow, clock, bus), clock, bus, ContainerLimits()), clock
+    )
     for runtime in (a, b):
         for c in runtime.held:
             runtime.usages[c.id] = ContainerUsage(cpu_nanos=0, system_nanos=0, online_cpus=2)

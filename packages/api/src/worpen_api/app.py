@@ -26,6 +26,7 @@ from worpen_api.http.errors import EXCEPTION_HANDLERS
 from worpen_api.http.events.controller import EventController
 from worpen_api.http.fleet.controller import NEXT_CURSOR, AgentController, HeartbeatController
 from worpen_api.http.fleet.intake import HeartbeatIntake
+from worpen_api.http.logs.controller import LogController, LogIntakeController
 from worpen_api.http.openapi import StructSchemaPlugin, answer_options
 from worpen_api.http.security import ApiKeyAuthMiddleware, requires
 from worpen_api.http.system.controller import SystemController
@@ -66,6 +67,8 @@ def create_app(worpen: Worpen) -> Litestar:
             TerminalController,
             AuditController,
             EventController,
+            LogController,
+            LogIntakeController,
             DashboardController,
         ],
         dependencies={
@@ -74,7 +77,9 @@ def create_app(worpen: Worpen) -> Litestar:
             "audit": _constant(worpen.audit),
             "dashboard": _constant(worpen.dashboard),
             "services": _constant(worpen.services),
-            "feed": _constant(worpen.feed),
+            "journal": _constant(worpen.journal),
+            "logs": _constant(worpen.logs),
+            "settings": _constant(settings),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),
             "authenticator": _constant(worpen.authenticator),

@@ -23,11 +23,15 @@ from worpen_core.dashboard.jobs import dashboard_jobs
 from worpen_core.dashboard.service import Dashboard
 from worpen_core.dashboard.services import ServiceBoard
 from worpen_core.dashboard.throughput import Throughput
-from worpen_core.events.feed import EventFeed
+from worpen_core.events.jobs import event_jobs
+from worpen_core.events.journal import EventJournal
 from worpen_core.events.ports import EventBus
 from worpen_core.fleet.jobs import fleet_jobs
 from worpen_core.fleet.ports import FleetUnitOfWork
 from worpen_core.fleet.service import Fleet
+from worpen_core.logs.jobs import log_jobs
+from worpen_core.logs.ports import LogsUnitOfWork
+from worpen_core.logs.service import CentralLog
 from worpen_core.shared.ports import Clock
 from worpen_infra.bus.in_process import InProcessEventBus
 from worpen_infra.clock import SystemClock
@@ -39,7 +43,7 @@ FIRST_ENGINE_RETRY = 0.5
 """Seconds before the first retry of a lost Docker engine; each retry doubles it, up to a maximum."""
 
 
-class Storage(FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, Protocol):
+class Storage(FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, LogsUnitOfWork, Protocol):
     """Every feature's repositories in one transaction: what the storage adapter provides."""
 
 
@@ -74,7 +78,11 @@ def bootstrap(
 
         close_database = None
 
-    feed = EventFeed()
+    policy = settings.log_policy
+    journal = EventJournal(
+        uow, clock, keep=policy.events_keep, buffer=settings.stream_buffer, prune_batch=policy.prune_batch
+    )
+    central_log = CentralLog(uow, journal, clock, policy, buffer=settings.stream_buffer)
     depth: Callable[[], int] = lambda: 0  # noqa: E731
     if bus is None:
         in_process = InProcessEventBus()
@@ -87,7 +95,8 @@ def bootstrap(
         on_start.append(start_bus)
         on_stop.append(in_process.stop)
 
-    bus.subscribe(feed.handle)
+    bus.subscribe(central_log.record)
+    on_stop.append(central_log.flush)  # after the bus delivered what it had queued
     fleet = Fleet(uow, bus, clock, settings.policy)
     throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1))
     authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds), throttle)
@@ -95,10 +104,13 @@ def bootstrap(
         dockers = [_docker(host, settings) for host in settings.docker_hosts]
         on_stop.extend(runtime.close for runtime in dockers)
         runtimes = dockers
-    audit = AuditTrail(uow, clock)
+    audit = AuditTrail(uow, clock, bus)
     containers = Containers(runtimes, audit, clock, bus, settings.container_limits)
     api_keys = ApiKeys(uow, clock)
-    throughput = Throughput(clock, [lambda: fleet.heartbeats_ingested])
+    throughput = Throughput(
+        clock,
+        [lambda: fleet.heartbeats_ingested, lambda: central_log.lines_ingested, lambda: journal.recorded],
+    )
     services = ServiceBoard(containers, clock)
     dashboard = Dashboard(fleet, api_keys, throttle, throughput, clock, auth_enabled=settings.auth)
     worpen = Worpen(
@@ -110,7 +122,8 @@ def bootstrap(
         audit=audit,
         dashboard=dashboard,
         services=services,
-        feed=feed,
+        journal=journal,
+        logs=central_log,
         event_queue_depth=depth,
         migrate=migrate,
         jobs=[
@@ -121,6 +134,8 @@ def bootstrap(
                 flush=TelemetryDrops(fleet).flush,
             ),
             *audit_jobs(audit, flush_every=settings.flush_interval),
+            *event_jobs(journal, prune_every=policy.prune_every),
+            *log_jobs(central_log, flush_every=settings.flush_interval),
             *container_jobs(containers, first_retry=FIRST_ENGINE_RETRY, max_retry=settings.docker_retry_max),
             *dashboard_jobs(throughput, services, sample_every=settings.service_sample_interval),
         ],

@@ -17,6 +17,7 @@ from worpen_core.shared.errors import (
     NotFound,
     RateLimited,
     TimedOut,
+    TooLarge,
     Unauthenticated,
     Unavailable,
     WorpenError,
@@ -42,6 +43,8 @@ ERROR_CODES: dict[type[WorpenError], ErrorCode] = {
     RateLimited: ErrorCode(429, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited"),
     Unavailable: ErrorCode(503, grpc.StatusCode.UNAVAILABLE, "unavailable"),
     TimedOut: ErrorCode(504, grpc.StatusCode.DEADLINE_EXCEEDED, "timed_out"),
+    # The code of Litestar's own 413 (a body over the size limit), so that clients see one code for both.
+    TooLarge: ErrorCode(413, grpc.StatusCode.RESOURCE_EXHAUSTED, "request_entity_too_large"),
     # The engine (or the registry behind it) did answer, with an error of its own that Worpen relays: a bad
     # gateway in HTTP. gRPC has no such code; UNKNOWN is its code for an error raised elsewhere whose kind
     # the server cannot tell (INTERNAL would blame Worpen, UNAVAILABLE would invite a retry).

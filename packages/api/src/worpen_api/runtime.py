@@ -16,8 +16,9 @@ from worpen_core.audit.service import AuditTrail
 from worpen_core.containers.service import Containers
 from worpen_core.dashboard.service import Dashboard
 from worpen_core.dashboard.services import ServiceBoard
-from worpen_core.events.feed import EventFeed
+from worpen_core.events.journal import EventJournal
 from worpen_core.fleet.service import Fleet
+from worpen_core.logs.service import CentralLog
 from worpen_core.shared.jobs import Job
 
 Hook = Callable[[], Awaitable[None]]
@@ -36,7 +37,8 @@ class Worpen:
     audit: AuditTrail
     dashboard: Dashboard
     services: ServiceBoard
-    feed: EventFeed
+    journal: EventJournal
+    logs: CentralLog
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
     jobs: list[Job] = field(default_factory=list)

@@ -13,6 +13,7 @@ from typing import Literal, cast
 
 from worpen_core.containers.service import ContainerLimits
 from worpen_core.fleet.model import FleetPolicy
+from worpen_core.logs.model import LogPolicy
 from worpen_core.shared.ids import AGENT_ID_PATTERN
 
 LogFormat = Literal["auto", "json", "console"]
@@ -94,6 +95,11 @@ class Settings:
     docker_tls_verify: bool = True
     container_limits: ContainerLimits = field(default_factory=ContainerLimits)
     service_sample_interval: float = 10.0
+    log_policy: LogPolicy = field(default_factory=LogPolicy)
+    stream_buffer: int = 1000
+    """Items a live stream (logs, events) holds for a client that reads slower than they come; beyond, the
+    client is sent why and disconnected."""
+    stream_ping_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -149,6 +155,16 @@ class Settings:
                 terminals_per_key=read.integer("WORPEN_TERMINAL_SESSIONS_PER_KEY", 8, 1, 10_000),
                 terminals=read.integer("WORPEN_TERMINAL_SESSIONS_MAX", 32, 1, 10_000),
                 pull_stall_seconds=read.number("WORPEN_PULL_STALL_TIMEOUT", 60, 0.1, 86_400),
+            ),
+            log_policy=LogPolicy(
+                keep=timedelta(days=read.number("WORPEN_LOG_RETENTION_DAYS", 30, 0.0001, 36_500)),
+                max_bytes=read.integer("WORPEN_LOG_MAX_BYTES", 1 << 30, 4096, 1 << 50),
+                events_keep=timedelta(days=read.number("WORPEN_EVENT_RETENTION_DAYS", 30, 0.0001, 36_500)),
+                prune_every=read.number("WORPEN_LOG_PRUNE_INTERVAL", 60, 0.05, 86_400),
+            ),
+            stream_buffer=read.integer("WORPEN_STREAM_BUFFER", cls.stream_buffer, 1, 1_000_000),
+            stream_ping_seconds=read.number(
+                "WORPEN_STREAM_PING_SECONDS", cls.stream_ping_seconds, 0.05, 3600
             ),
             service_sample_interval=read.number(
                 "WORPEN_SERVICE_SAMPLE_INTERVAL", cls.service_sample_interval, 0.1, 3600

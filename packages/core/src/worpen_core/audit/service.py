@@ -6,8 +6,10 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from worpen_core.access.model import Principal
+from worpen_core.audit.events import OperationAudited
 from worpen_core.audit.model import AuditEntry, AuditQuery
 from worpen_core.audit.ports import AuditUnitOfWorkFactory
+from worpen_core.events.ports import EventBus
 from worpen_core.shared.errors import (
     WorpenError,
     failure_reason,
@@ -20,11 +22,13 @@ T = TypeVar("T")
 class AuditTrail:
     """Writes an entry before an operation runs and its outcome after, so the trail never says an
     operation did not happen when it did: if the entry cannot be written, the operation is not run; if
-    the outcome cannot be written yet, it is kept and written by `flush()`."""
+    the outcome cannot be written yet, it is kept and written by `flush()`. Each outcome is also
+    published (OperationAudited), so that it reaches the journal and the central log."""
 
-    def __init__(self, uow: AuditUnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(self, uow: AuditUnitOfWorkFactory, clock: Clock, bus: EventBus) -> None:
         self._uow = uow
         self._clock = clock
+        self._bus = bus
         self._unwritten: list[AuditEntry] = []
 
     async def begin(self, principal: Principal, action: str, target: str, node: str | None) -> AuditEntry:
@@ -44,6 +48,7 @@ class AuditTrail:
                 await tx.commit()
         except WorpenError:
             self._unwritten.append(finished)
+        await self._bus.publish([OperationAudited.of(finished)])
 
     async def run(
         self,

@@ -1,1 +1,1 @@
-"""Domain events: their base, the bus port and the live feed."""
+"""Domain events: their base, the bus port, and the journal that keeps them."""

@@ -67,6 +67,10 @@ class Unavailable(WorpenError):
         self.reason = detail
 
 
+class TooLarge(WorpenError):
+    """A request carries more than Worpen takes at once (too many items, too many bytes)."""
+
+
 class TimedOut(WorpenError):
     """An operation that had started stopped making progress and was abandoned after its deadline."""
 

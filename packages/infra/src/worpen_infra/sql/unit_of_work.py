@@ -10,12 +10,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.ports import AuditRepository
+from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
+from worpen_core.logs.ports import LogRepository
 from worpen_core.shared.errors import Conflict, Unavailable, WorpenError
+from worpen_core.telemetry.ports import TelemetryStore
 from worpen_infra.sql.agent_repository import SqlAlchemyAgentRepository
 from worpen_infra.sql.api_key_repository import SqlAlchemyApiKeyRepository
 from worpen_infra.sql.audit_repository import SqlAlchemyAuditRepository
+from worpen_infra.sql.event_repository import SqlAlchemyEventRepository
+from worpen_infra.sql.log_repository import SqlAlchemyLogRepository
 from worpen_infra.sql.sample_repository import SqlAlchemySampleRepository
+from worpen_infra.sql.telemetry_repository import SqlAlchemyTelemetryStore
 
 
 def translate(exc: SQLAlchemyError) -> WorpenError:
@@ -30,6 +36,9 @@ class SqlAlchemyUnitOfWork:
     samples: SampleRepository
     api_keys: ApiKeyRepository
     audit: AuditRepository
+    telemetry: TelemetryStore
+    events: EventRepository
+    logs: LogRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -47,6 +56,9 @@ class SqlAlchemyUnitOfWork:
         self.samples = SqlAlchemySampleRepository(self._connection)
         self.api_keys = SqlAlchemyApiKeyRepository(self._connection)
         self.audit = SqlAlchemyAuditRepository(self._connection)
+        self.telemetry = SqlAlchemyTelemetryStore(self._connection)
+        self.events = SqlAlchemyEventRepository(self._connection)
+        self.logs = SqlAlchemyLogRepository(self._connection)
         return self
 
     async def __aexit__(

@@ -1,4 +1,4 @@
-"""The live event feed over Server-Sent Events."""
+"""The journal of domain events: read from the store, or followed over Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -16,11 +16,24 @@ from worpen_api.http.errors import documented
 from worpen_api.http.events.dto import event_out
 from worpen_api.http.openapi import MayStream
 from worpen_api.http.security import browser_streams
+from worpen_api.settings import Settings
 from worpen_core.access.model import Permission
-from worpen_core.events.feed import EventFeed
+from worpen_core.events.journal import EventJournal
+from worpen_core.shared.broadcast import FellBehind, with_pings
 from worpen_core.shared.streams import until
 
 _encode = msgspec.json.Encoder().encode
+TYPES_PATTERN = r"^[A-Za-z][A-Za-z0-9]*(,[A-Za-z][A-Za-z0-9]*)*$"
+
+
+def _types(types: str | None) -> frozenset[str] | None:
+    return None if types is None else frozenset(types.split(","))
+
+
+def resume_after(request: Request[Any, Any, Any], after: int | None) -> int | None:
+    """Where a follow starts: after the Last-Event-ID a reconnecting EventSource sends, else `after`."""
+    resume = request.headers.get("last-event-id", "")
+    return int(resume) if resume.isdigit() else after
 
 
 class EventController(Controller):
@@ -30,32 +43,50 @@ class EventController(Controller):
     @get(
         operation_id="domainEvents",
         opt=browser_streams(Permission.READ),
-        responses=documented(422),
+        responses=documented(422, 503),
         operation_class=MayStream,
-        summary="Domain events: agents, containers, images and engines",
-        description="The latest events numbered above `after` (`seq`), as JSON. With `follow=true`, a "
-        "Server-Sent Events stream of them as they happen (each event's SSE id is its `seq`; a reconnect "
-        "with Last-Event-ID resumes after it).",
+        summary="Domain events: agents, containers, images, engines and audited operations",
+        description="The journal, kept across restarts (for `WORPEN_EVENT_RETENTION_DAYS`): the events "
+        "numbered above `after` (`seq`), or the newest ones without it, oldest first, at most `limit`. "
+        "With `follow=true`, a Server-Sent Events stream of them as they happen: each event's SSE id is "
+        "its `seq`, and a reconnect with Last-Event-ID (or `after`) gets what it missed, then the live "
+        "ones, none twice. A comment keeps an idle stream open; a client that falls too far behind gets "
+        "an `error` event saying so and the stream ends.",
     )
     async def events(
         self,
         request: Request[Any, Any, Any],
-        feed: NamedDependency[EventFeed],
+        journal: NamedDependency[EventJournal],
+        settings: NamedDependency[Settings],
         draining: NamedDependency[asyncio.Event],
         # Litestar 2 leaves a minimum of 0 out of the schema: stated again.
         after: Annotated[int | None, QueryParameter(ge=0, schema_extra={"minimum": 0})] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
+        types: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=2000,
+                pattern=TYPES_PATTERN,
+                description="Only events of these types, comma-separated (`AgentWentOffline,ContainerDied`)",
+            ),
+        ] = None,
         follow: FromQuery[bool] = False,
     ) -> Response[Any]:
         if not follow:
-            return Response([event_out(n, e) for n, e in feed.since(after or 0)])
-        resume = request.headers.get("last-event-id", "")
-        start = int(resume) if resume.isdigit() else after
-        return ServerSentEvent(_follow(feed, start, draining))
+            return Response([event_out(event) for event in await journal.read(after, limit, _types(types))])
+        events = journal.follow(resume_after(request, after), _types(types))
+        return ServerSentEvent(_follow(events, settings.stream_ping_seconds, draining))
 
 
 async def _follow(
-    feed: EventFeed, after: int | None, draining: asyncio.Event
+    events: AsyncIterator[Any], ping_seconds: float, draining: asyncio.Event
 ) -> AsyncIterator[ServerSentEventMessage]:
-    async for number, event in until(feed.follow(after), draining):
-        body = event_out(number, event)
-        yield ServerSentEventMessage(data=_encode(body).decode(), event=body["type"], id=str(number))
+    try:
+        async for event in until(with_pings(events, ping_seconds), draining):
+            if event is None:
+                yield ServerSentEventMessage(comment="ping")
+                continue
+            body = event_out(event)
+            yield ServerSentEventMessage(data=_encode(body).decode(), event=body["type"], id=str(event.id))
+    except FellBehind as exc:
+        yield ServerSentEventMessage(data=_encode({"detail": str(exc)}).decode(), event="error")

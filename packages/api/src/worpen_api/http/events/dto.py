@@ -1,12 +1,10 @@
-"""The live feed's event bodies."""
+"""The journal's event bodies."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
-from worpen_core.events.model import Event
+from worpen_core.events.model import RecordedEvent
 
 
 def _camel(name: str) -> str:
@@ -14,7 +12,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
-def event_out(number: int, event: Event) -> dict[str, Any]:
-    """A domain event on the wire: its number in the feed, its type, and its fields in camelCase."""
-    fields = msgspec.to_builtins(event)
-    return {"seq": number, "type": type(event).__name__, **{_camel(k): v for k, v in fields.items()}}
+def event_out(event: RecordedEvent) -> dict[str, Any]:
+    """A domain event on the wire: its number in the journal, its type, and its fields in camelCase, as
+    they were recorded."""
+    return {"seq": event.id, "type": event.type, **{_camel(k): v for k, v in event.payload.items()}}

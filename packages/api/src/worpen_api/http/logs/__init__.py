@@ -1,0 +1,1 @@
+"""The central log over HTTP: agents ship lines, operators search and follow them."""
