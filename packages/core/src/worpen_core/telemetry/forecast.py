@@ -57,7 +57,7 @@ def _smooth(
     else:
         trend = 0.0 if len(data) < 2 or data[1] is None else data[1] - first
         seasonal = [0.0]
-    level = first
+    level = first - trend * (period + 1) / 2  # the first season's mean is its middle's level
     fitted: list[float] = []
     error = 0.0
     for index, observed in enumerate(data):
