@@ -4,7 +4,7 @@ through one in-memory fan-out."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import timedelta
 from functools import partial
 
@@ -52,7 +52,9 @@ class EventJournal:
                 return await tx.events.latest(limit, types)
             return await tx.events.after(after, limit, types)
 
-    def follow(self, after: int | None, types: frozenset[str] | None = None) -> AsyncIterator[RecordedEvent]:
+    def follow(
+        self, after: int | None, types: frozenset[str] | None = None
+    ) -> AsyncGenerator[RecordedEvent, None]:
         """Events numbered above `after` (from now on when None), as they are recorded, forever; raises
         FellBehind when the follower does not keep up."""
         return resume(self._live, partial(self._stored, types=types), after, partial(_of_types, types))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -87,7 +87,7 @@ class CentralLog:
         async with self._uow() as tx:
             return await tx.logs.query(query)
 
-    def follow(self, after: int | None, kept: LogFilter) -> AsyncIterator[LogEntry]:
+    def follow(self, after: int | None, kept: LogFilter) -> AsyncGenerator[LogEntry, None]:
         """Entries numbered above `after` (from now on when None) that `kept` keeps, as they are written,
         forever; raises FellBehind when the follower does not keep up."""
         return resume(self._live, partial(self._stored, kept=kept), after, kept.keeps)

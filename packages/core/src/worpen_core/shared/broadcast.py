@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
@@ -102,7 +102,7 @@ async def resume(
     stored: Callable[[int, int], Awaitable[Sequence[N]]],
     after: int | None,
     wanted: Callable[[N], bool],
-) -> AsyncIterator[N]:
+) -> AsyncGenerator[N, None]:
     """The items numbered above `after` (from now on when None) that are `wanted`, oldest first, forever:
     first those `stored(after, limit)` returns (already filtered, oldest first), then the live ones.
 

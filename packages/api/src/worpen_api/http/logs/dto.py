@@ -25,7 +25,7 @@ FieldValue = Annotated[str, Meta(max_length=FIELD_VALUE_MAX_LENGTH)] | int | flo
 Fields = Annotated[
     dict[FieldName, FieldValue],
     Meta(
-        max_properties=MAX_FIELDS,
+        max_length=MAX_FIELDS,
         description="Structured fields: names to strings, numbers, booleans or null",
     ),
 ]
