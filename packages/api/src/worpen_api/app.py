@@ -79,6 +79,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "services": _constant(worpen.services),
             "journal": _constant(worpen.journal),
             "logs": _constant(worpen.logs),
+            "telemetry": _constant(worpen.telemetry),
             "settings": _constant(settings),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Protocol
 
@@ -33,6 +34,9 @@ from worpen_core.logs.jobs import log_jobs
 from worpen_core.logs.ports import LogsUnitOfWork
 from worpen_core.logs.service import CentralLog
 from worpen_core.shared.ports import Clock
+from worpen_core.telemetry.jobs import telemetry_jobs
+from worpen_core.telemetry.ports import TelemetryUnitOfWork
+from worpen_core.telemetry.service import Telemetry
 from worpen_infra.bus.in_process import InProcessEventBus
 from worpen_infra.clock import SystemClock
 from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
@@ -43,7 +47,9 @@ FIRST_ENGINE_RETRY = 0.5
 """Seconds before the first retry of a lost Docker engine; each retry doubles it, up to a maximum."""
 
 
-class Storage(FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, LogsUnitOfWork, Protocol):
+class Storage(
+    FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, LogsUnitOfWork, TelemetryUnitOfWork, Protocol
+):
     """Every feature's repositories in one transaction: what the storage adapter provides."""
 
 
@@ -112,6 +118,15 @@ def bootstrap(
         [lambda: fleet.heartbeats_ingested, lambda: central_log.lines_ingested, lambda: journal.recorded],
     )
     services = ServiceBoard(containers, clock)
+    telemetry = Telemetry(
+        uow,
+        clock,
+        fleet,
+        # A bucket is shown once its last samples were flushed and rolled up.
+        replace(
+            settings.telemetry, settle=timedelta(seconds=settings.flush_interval + settings.rollup_interval)
+        ),
+    )
     dashboard = Dashboard(fleet, api_keys, throttle, throughput, clock, auth_enabled=settings.auth)
     worpen = Worpen(
         settings=settings,
@@ -124,6 +139,7 @@ def bootstrap(
         services=services,
         journal=journal,
         logs=central_log,
+        telemetry=telemetry,
         event_queue_depth=depth,
         migrate=migrate,
         jobs=[
@@ -138,6 +154,9 @@ def bootstrap(
             *log_jobs(central_log, flush_every=settings.flush_interval),
             *container_jobs(containers, first_retry=FIRST_ENGINE_RETRY, max_retry=settings.docker_retry_max),
             *dashboard_jobs(throughput, services, sample_every=settings.service_sample_interval),
+            *telemetry_jobs(
+                telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval
+            ),
         ],
         on_start=on_start,
         on_stop=on_stop,

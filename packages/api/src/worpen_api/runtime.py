@@ -20,6 +20,7 @@ from worpen_core.events.journal import EventJournal
 from worpen_core.fleet.service import Fleet
 from worpen_core.logs.service import CentralLog
 from worpen_core.shared.jobs import Job
+from worpen_core.telemetry.service import Telemetry
 
 Hook = Callable[[], Awaitable[None]]
 log = structlog.get_logger("worpen")
@@ -39,6 +40,7 @@ class Worpen:
     services: ServiceBoard
     journal: EventJournal
     logs: CentralLog
+    telemetry: Telemetry
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
     jobs: list[Job] = field(default_factory=list)

@@ -15,6 +15,7 @@ from worpen_core.containers.service import ContainerLimits
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.logs.model import LogPolicy
 from worpen_core.shared.ids import AGENT_ID_PATTERN
+from worpen_core.telemetry.model import TelemetryPolicy
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -100,6 +101,11 @@ class Settings:
     """Items a live stream (logs, events) holds for a client that reads slower than they come; beyond, the
     client is sent why and disconnected."""
     stream_ping_seconds: float = 15.0
+    rollup_interval: float = 10.0
+    """Seconds between two runs of the telemetry rollup."""
+    retention_interval: float = 60.0
+    """Seconds between two runs of the telemetry retention."""
+    telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -163,6 +169,15 @@ class Settings:
                 prune_every=read.number("WORPEN_LOG_PRUNE_INTERVAL", 60, 0.05, 86_400),
             ),
             stream_buffer=read.integer("WORPEN_STREAM_BUFFER", cls.stream_buffer, 1, 1_000_000),
+            rollup_interval=read.number("WORPEN_TELEMETRY_ROLLUP_INTERVAL", cls.rollup_interval, 0.05, 3600),
+            retention_interval=read.number(
+                "WORPEN_TELEMETRY_RETENTION_INTERVAL", cls.retention_interval, 0.05, 86_400
+            ),
+            telemetry=TelemetryPolicy(
+                raw_retention=timedelta(hours=read.number("WORPEN_TELEMETRY_RAW_HOURS", 24, 0.1, 8760)),
+                minute_retention=timedelta(days=read.number("WORPEN_TELEMETRY_MINUTE_DAYS", 30, 0.1, 3650)),
+                hour_retention=timedelta(days=read.number("WORPEN_TELEMETRY_HOUR_DAYS", 365, 0.1, 36_500)),
+            ),
             stream_ping_seconds=read.number(
                 "WORPEN_STREAM_PING_SECONDS", cls.stream_ping_seconds, 0.05, 3600
             ),
