@@ -226,6 +226,15 @@ BUFFERING = {"WORPEN_FLUSH_INTERVAL": "60"}
 
 SERVERS: dict[str, ServerSpec] = {
     "fleet_server": ServerSpec(FLEET_SETTINGS),
+    "telemetry_server": ServerSpec(
+        # Samples written and rolled up within half a second; nobody OFFLINE behind a test's back.
+        {
+            "WORPEN_FLUSH_INTERVAL": "0.2",
+            "WORPEN_TELEMETRY_ROLLUP_INTERVAL": "0.2",
+            "WORPEN_AGENT_TTL": "3600",
+            "WORPEN_DOCKER_HOSTS": "none",
+        }
+    ),
     "dashboard_server": ServerSpec(
         {
             "WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL}",
@@ -259,6 +268,14 @@ SERVERS: dict[str, ServerSpec] = {
             # answers 429. Valid keys pass it either way; the throttle has its own server.
             "WORPEN_AUTH_FAILURES_PER_MINUTE": "100000",
         }
+    ),
+    "retention_server": ServerSpec(
+        # The log keeps 8 KiB (the default 30 days too), checked every 0.1 s.
+        {"WORPEN_LOG_MAX_BYTES": "8192", "WORPEN_LOG_PRUNE_INTERVAL": "0.1", "WORPEN_DOCKER_HOSTS": "none"}
+    ),
+    "slow_stream_server": ServerSpec(
+        # A follower is cut off once 8 entries wait for it; an idle stream gets a ping every 0.2 s.
+        {"WORPEN_STREAM_BUFFER": "8", "WORPEN_STREAM_PING_SECONDS": "0.2", "WORPEN_DOCKER_HOSTS": "none"}
     ),
 }
 """The servers of the integration tests, by the name of the fixture that provides each."""

@@ -7,7 +7,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 STORE_PAGE = 500
 """Items read from the store at a time when a follower catches up."""
@@ -128,25 +128,33 @@ async def resume(
                     yield item
 
 
-async def with_pings(stream: AsyncIterator[T], seconds: float) -> AsyncIterator[T | None]:
-    """The stream's items, and None whenever `seconds` pass without one (a stream's keep-alive), without
-    cancelling the stream's pending step."""
+async def keep_alive(
+    stream: AsyncIterator[T], seconds: float, stopping: asyncio.Event
+) -> AsyncIterator[T | None]:
+    """The stream's items, and None whenever `seconds` pass without one (a stream's keep-alive), until the
+    stream ends or `stopping` is set (the server drains). However it ends (its reader cancelled
+    included), the stream's pending step is cancelled before the stream is closed."""
+    stop = asyncio.ensure_future(stopping.wait())
     step: asyncio.Future[T] | None = None
     try:
         while True:
             if step is None:
                 step = asyncio.ensure_future(anext(stream))
-            done, _ = await asyncio.wait([step], timeout=seconds)
-            if not done:
-                yield None
-                continue
-            finished, step = step, None
-            try:
-                item = finished.result()
-            except StopAsyncIteration:
+            racing: list[asyncio.Future[Any]] = [step, stop]
+            done, _ = await asyncio.wait(racing, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            if step in done:
+                finished, step = step, None
+                try:
+                    item = finished.result()
+                except StopAsyncIteration:
+                    return
+                yield item
+            elif stop in done:
                 return
-            yield item
+            else:
+                yield None
     finally:
+        stop.cancel()
         if step is not None:
             step.cancel()
             await asyncio.gather(step, return_exceptions=True)

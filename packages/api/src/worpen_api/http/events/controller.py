@@ -19,8 +19,8 @@ from worpen_api.http.security import browser_streams
 from worpen_api.settings import Settings
 from worpen_core.access.model import Permission
 from worpen_core.events.journal import EventJournal
-from worpen_core.shared.broadcast import FellBehind, with_pings
-from worpen_core.shared.streams import until
+from worpen_core.events.model import RecordedEvent
+from worpen_core.shared.broadcast import FellBehind, keep_alive
 
 _encode = msgspec.json.Encoder().encode
 TYPES_PATTERN = r"^[A-Za-z][A-Za-z0-9]*(,[A-Za-z][A-Za-z0-9]*)*$"
@@ -79,12 +79,12 @@ class EventController(Controller):
 
 
 async def _follow(
-    events: AsyncIterator[Any], ping_seconds: float, draining: asyncio.Event
+    events: AsyncIterator[RecordedEvent], ping_seconds: float, draining: asyncio.Event
 ) -> AsyncIterator[ServerSentEventMessage]:
     try:
-        async for event in until(with_pings(events, ping_seconds), draining):
+        async for event in keep_alive(events, ping_seconds, draining):
             if event is None:
-                yield ServerSentEventMessage(comment="ping")
+                yield ServerSentEventMessage(data=None, comment="ping")
                 continue
             body = event_out(event)
             yield ServerSentEventMessage(data=_encode(body).decode(), event=body["type"], id=str(event.id))

@@ -23,9 +23,8 @@ from worpen_core.access.model import Permission
 from worpen_core.logs.commands import MAX_BATCH_BYTES
 from worpen_core.logs.model import Level, LogEntry, LogFilter, LogQuery
 from worpen_core.logs.service import CentralLog
-from worpen_core.shared.broadcast import FellBehind, with_pings
+from worpen_core.shared.broadcast import FellBehind, keep_alive
 from worpen_core.shared.errors import InvalidInput
-from worpen_core.shared.streams import until
 
 NEXT_CURSOR = "X-Next-Cursor"
 """The header that holds the cursor of the next page, as on the agents list."""
@@ -175,9 +174,9 @@ async def _follow(
     entries: AsyncIterator[LogEntry], ping_seconds: float, draining: asyncio.Event
 ) -> AsyncIterator[ServerSentEventMessage]:
     try:
-        async for entry in until(with_pings(entries, ping_seconds), draining):
+        async for entry in keep_alive(entries, ping_seconds, draining):
             if entry is None:
-                yield ServerSentEventMessage(comment="ping")
+                yield ServerSentEventMessage(data=None, comment="ping")
                 continue
             body = _encode(LogEntryOut.of(entry)).decode()
             yield ServerSentEventMessage(data=body, event="log", id=str(entry.id))
