@@ -22,6 +22,7 @@ PROTECTED = [
     ("POST", "/api/v1/apikeys"),
     ("DELETE", "/api/v1/apikeys/0123456789ab"),
     ("GET", "/metrics"),
+    ("GET", "/metrics/fleet"),
     ("GET", "/schema/openapi.json"),
 ]
 BODIES: dict[str, object] = {

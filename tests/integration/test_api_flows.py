@@ -344,6 +344,7 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
     assert routes == {
         "/health": {"get"},
         "/metrics": {"get"},
+        "/metrics/fleet": {"get"},
         "/api/v1/agents": {"get"},
         "/api/v1/agents/{agent_id}": {"get"},
         "/api/v1/agents/{agent_id}/telemetry": {"get"},

@@ -30,6 +30,7 @@ from worpen_api.http.logs.controller import LogController, LogIntakeController
 from worpen_api.http.openapi import StructSchemaPlugin, answer_options
 from worpen_api.http.security import ApiKeyAuthMiddleware, requires
 from worpen_api.http.system.controller import SystemController
+from worpen_api.http.telemetry.controller import TelemetryController
 from worpen_api.http.terminal.controller import TerminalController
 from worpen_api.observability import Metrics, RequestObserver
 from worpen_api.runtime import Worpen
@@ -58,6 +59,7 @@ def create_app(worpen: Worpen) -> Litestar:
     app = Litestar(
         route_handlers=[
             SystemController,
+            TelemetryController,
             AgentController,
             HeartbeatController,
             ApiKeyController,

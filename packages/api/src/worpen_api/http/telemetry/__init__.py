@@ -1,0 +1,1 @@
+"""The fleet's telemetry for Prometheus (and so Grafana)."""
