@@ -48,11 +48,12 @@ class FakeTelemetryStore:
 
     async def delete_samples(self, before: datetime, limit: int) -> int:
         watermark = await self.watermark()
-        found = [
-            number
+        oldest = [
+            (number, sample)
             for number, sample in zip(self._store.sample_ids, self._store.samples, strict=True)
-            if number < watermark and sample.at < before and number not in self._deleted_samples
+            if number < watermark and number not in self._deleted_samples
         ][:limit]
+        found = [number for number, sample in oldest if sample.at < before]
         self._deleted_samples.update(found)
         return len(found)
 

@@ -42,8 +42,10 @@ class TelemetryStore(Protocol):
         ...
 
     async def delete_samples(self, before: datetime, limit: int) -> int:
-        """Delete up to `limit` raw samples taken before `before` that were rolled up, but never the one
-        at the watermark (so a new sample's id stays above it); returns how many."""
+        """Of the `limit` oldest raw samples (by id) that were rolled up, delete those taken before
+        `before`; returns how many. Never the one at the watermark, so that a new sample's id stays above
+        it. A bounded amount of work, whatever the table holds; the caller goes on while a whole batch
+        went (ids follow time, so the oldest samples are the first ones)."""
         ...
 
     async def delete_rollups(self, tier: Tier, before: datetime, limit: int) -> int:
