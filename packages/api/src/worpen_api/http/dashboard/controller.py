@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get
 from litestar.di import NamedDependency
+from litestar.params import QueryParameter
 
-from worpen_api.http.dashboard.dto import ServiceOut, StatsOut
+from worpen_api.http.dashboard.dto import LoadOut, NetworkOut, ServiceOut, StatsOut
 from worpen_api.http.errors import documented
 from worpen_api.http.security import requires
+from worpen_api.http.wire import AgentId
 from worpen_core.access.model import Permission
 from worpen_core.dashboard.service import Dashboard
 from worpen_core.dashboard.services import ServiceBoard
+from worpen_core.telemetry.model import MAX_POINTS, Range
+from worpen_core.telemetry.service import Telemetry
+
+Points = Annotated[
+    int,
+    QueryParameter(
+        ge=1, le=MAX_POINTS, description=f"At most this many points per series (at most {MAX_POINTS})"
+    ),
+]
 
 
 class DashboardController(Controller):
@@ -47,3 +60,40 @@ class DashboardController(Controller):
     )
     async def services(self, services: NamedDependency[ServiceBoard]) -> list[ServiceOut]:
         return [ServiceOut.of(service) for service in services.services]
+
+    @get(
+        "/network",
+        operation_id="dashboardNetwork",
+        responses=documented(404, 422, 503),
+        summary="Network traffic in bytes/s, summed over the fleet or of one node",
+        description="Buckets from the telemetry rollups (1-minute buckets up to a day, then 1-hour ones, "
+        "merged so that no series has more than `points`), each starting at its timestamp; only complete "
+        "buckets are shown. Rates come from the agents' cumulative counters, across counter resets (an "
+        "agent restart counts from zero) and never across an agent's offline time. null: no data.",
+    )
+    async def network(
+        self,
+        telemetry: NamedDependency[Telemetry],
+        range: Range = Range.HOUR,  # the cockpit's parameter name
+        node: Annotated[AgentId | None, QueryParameter(description="Only this agent")] = None,
+        points: Points = MAX_POINTS,
+    ) -> NetworkOut:
+        return NetworkOut.of(await telemetry.network(range, node, points))
+
+    @get(
+        "/load",
+        operation_id="dashboardLoad",
+        responses=documented(422, 503),
+        summary="The fleet's mean cpu and its forecast",
+        description="`actual`: the fleet's mean cpu per bucket from the rollups. `predicted`: a forecast "
+        "from history (Holt-Winters, additive, with a daily season once two days of hourly history exist; "
+        "Holt's linear trend before that), one step ahead at each past bucket and extending a quarter of "
+        "the range past now, where `actual` is null.",
+    )
+    async def load(
+        self,
+        telemetry: NamedDependency[Telemetry],
+        range: Range = Range.DAY,  # the cockpit's parameter name
+        points: Points = MAX_POINTS,
+    ) -> LoadOut:
+        return LoadOut.of(await telemetry.load(range, points))

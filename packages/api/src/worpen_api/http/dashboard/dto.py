@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 from worpen_api.http.wire import Wire
@@ -9,6 +11,7 @@ from worpen_core.dashboard.security import Finding
 from worpen_core.dashboard.service import Stats
 from worpen_core.dashboard.services import Service, ServiceStatus
 from worpen_core.dashboard.throughput import human_rate
+from worpen_core.telemetry.service import LoadSeries, NetworkSeries
 
 
 class FindingOut(Wire):
@@ -88,3 +91,32 @@ class ServiceOut(Wire):
             containers=service.containers,
             nodes=list(service.nodes),
         )
+
+
+class NetworkOut(Wire):
+    """Bytes/s per bucket (null where there is no data), each starting at its timestamp."""
+
+    inbound: list[float | None]
+    outbound: list[float | None]
+    timestamps: list[datetime]
+
+    @classmethod
+    def of(cls, series: NetworkSeries) -> NetworkOut:
+        return cls(_rounded(series.inbound), _rounded(series.outbound), series.timestamps)
+
+
+class LoadOut(Wire):
+    """The fleet's mean cpu per bucket and its forecast; the last quarter of the timestamps are ahead of
+    now, where `actual` is null."""
+
+    predicted: list[float | None]
+    actual: list[float | None]
+    timestamps: list[datetime]
+
+    @classmethod
+    def of(cls, series: LoadSeries) -> LoadOut:
+        return cls(_rounded(series.predicted), _rounded(series.actual), series.timestamps)
+
+
+def _rounded(values: list[float | None]) -> list[float | None]:
+    return [None if value is None else round(value, 2) for value in values]
