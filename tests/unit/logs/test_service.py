@@ -103,7 +103,7 @@ async def test_a_follower_gets_what_it_missed_from_the_store_then_the_live_ones_
     await log.ship(ShipLogs("bee-001", lines("seen", "missed-1", "missed-2")))
     seen = uow.store.logs[0].id
 
-    follow = log.follow(seen, LogFilter())
+    follow = await log.follow(seen, LogFilter())
     first = await anext(follow)
     await log.ship(ShipLogs("bee-001", lines("live")))
     rest = [await anext(follow) for _ in range(2)]
@@ -116,7 +116,7 @@ async def test_followers_keep_only_their_level_and_source(
     uow: FakeUnitOfWorkFactory, clock: FakeClock
 ) -> None:
     log, _ = central_log(uow, clock)
-    follow = log.follow(None, LogFilter(Level.WARN, "bee-001"))
+    follow = await log.follow(None, LogFilter(Level.WARN, "bee-001"))
     pending = asyncio.ensure_future(anext(follow))
     await asyncio.sleep(0)
 
@@ -133,8 +133,8 @@ async def test_a_follower_that_falls_behind_is_cut_off_and_others_go_on(
     uow: FakeUnitOfWorkFactory, clock: FakeClock
 ) -> None:
     log, _ = central_log(uow, clock, buffer=2)
-    slow = log.follow(None, LogFilter())
-    fast = log.follow(None, LogFilter())
+    slow = await log.follow(None, LogFilter())
+    fast = await log.follow(None, LogFilter())
     slow_first = asyncio.ensure_future(anext(slow))
     fast_first = asyncio.ensure_future(anext(fast))
     await asyncio.sleep(0)
@@ -162,7 +162,7 @@ async def test_the_journal_resumes_after_an_id_with_a_type_filter(
     await log.flush()
     [registered] = await journal.read(None, 10)
 
-    follow = journal.follow(0, frozenset({"AgentWentOffline"}))
+    follow = await journal.follow(0, frozenset({"AgentWentOffline"}))
     pending = asyncio.ensure_future(anext(follow))
     await bus.publish([AgentWentOffline("bee-001", clock.now(), clock.now() - timedelta(seconds=30))])
     await log.flush()

@@ -97,9 +97,10 @@ class Settings:
     container_limits: ContainerLimits = field(default_factory=ContainerLimits)
     service_sample_interval: float = 10.0
     log_policy: LogPolicy = field(default_factory=LogPolicy)
-    stream_buffer: int = 1000
+    stream_buffer: int = 10_000
     """Items a live stream (logs, events) holds for a client that reads slower than they come; beyond, the
-    client is sent why and disconnected."""
+    client is sent why and disconnected. Above the central log's batch (logs.service.BATCH_LINES), so that
+    a burst does not cut off a client that keeps up."""
     stream_ping_seconds: float = 15.0
     rollup_interval: float = 10.0
     """Seconds between two runs of the telemetry rollup."""

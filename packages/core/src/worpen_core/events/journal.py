@@ -52,11 +52,14 @@ class EventJournal:
                 return await tx.events.latest(limit, types)
             return await tx.events.after(after, limit, types)
 
-    def follow(
+    async def follow(
         self, after: int | None, types: frozenset[str] | None = None
     ) -> AsyncGenerator[RecordedEvent, None]:
-        """Events numbered above `after` (from now on when None), as they are recorded, forever; raises
-        FellBehind when the follower does not keep up."""
+        """Events numbered above `after` (when None, above the newest at the time of the call), as they
+        are recorded, forever; the stream raises FellBehind when the follower does not keep up."""
+        if after is None:
+            newest = await self.read(None, 1)
+            after = newest[-1].id if newest else 0
         return resume(self._live, partial(self._stored, types=types), after, partial(_of_types, types))
 
     async def _stored(self, after: int, limit: int, types: frozenset[str] | None) -> list[RecordedEvent]:

@@ -87,9 +87,13 @@ class CentralLog:
         async with self._uow() as tx:
             return await tx.logs.query(query)
 
-    def follow(self, after: int | None, kept: LogFilter) -> AsyncGenerator[LogEntry, None]:
-        """Entries numbered above `after` (from now on when None) that `kept` keeps, as they are written,
-        forever; raises FellBehind when the follower does not keep up."""
+    async def follow(self, after: int | None, kept: LogFilter) -> AsyncGenerator[LogEntry, None]:
+        """Entries numbered above `after` (when None, above the newest at the time of the call) that
+        `kept` keeps, as they are written, forever; the stream raises FellBehind when the follower does
+        not keep up."""
+        if after is None:
+            newest = await self.query(LogQuery(limit=1))
+            after = newest[0].id if newest else 0
         return resume(self._live, partial(self._stored, kept=kept), after, kept.keeps)
 
     async def _stored(self, after: int, limit: int, kept: LogFilter) -> list[LogEntry]:

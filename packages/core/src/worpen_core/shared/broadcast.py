@@ -100,28 +100,27 @@ class Broadcast(Generic[T]):
 async def resume(
     live: Broadcast[N],
     stored: Callable[[int, int], Awaitable[Sequence[N]]],
-    after: int | None,
+    after: int,
     wanted: Callable[[N], bool],
 ) -> AsyncGenerator[N, None]:
-    """The items numbered above `after` (from now on when None) that are `wanted`, oldest first, forever:
-    first those `stored(after, limit)` returns (already filtered, oldest first), then the live ones.
+    """The items numbered above `after` that are `wanted`, oldest first, forever: first those
+    `stored(after, limit)` returns (already filtered, oldest first), then the live ones.
 
     The subscription is taken before the store is read, so nothing committed meanwhile is missed, and
     live items numbered at or below the last one sent are skipped, so nothing comes twice. Items must be
     published in the order of their numbers (one writer commits and publishes them)."""
     with live.subscribe() as subscription:
         last = after
-        if last is not None:
-            while True:
-                page = await stored(last, STORE_PAGE)
-                for item in page:
-                    last = item.id
-                    yield item
-                if len(page) < STORE_PAGE:
-                    break
+        while True:
+            page = await stored(last, STORE_PAGE)
+            for item in page:
+                last = item.id
+                yield item
+            if len(page) < STORE_PAGE:
+                break
         while True:
             for item in await subscription.take():
-                if last is not None and item.id <= last:
+                if item.id <= last:
                     continue
                 last = item.id
                 if wanted(item):

@@ -74,7 +74,7 @@ class EventController(Controller):
     ) -> Response[Any]:
         if not follow:
             return Response([event_out(event) for event in await journal.read(after, limit, _types(types))])
-        events = journal.follow(resume_after(request, after), _types(types))
+        events = await journal.follow(resume_after(request, after), _types(types))
         return ServerSentEvent(_follow(events, settings.stream_ping_seconds, draining))
 
 

@@ -126,7 +126,7 @@ class LogController(Controller):
     ) -> ServerSentEvent:
         resume = request.headers.get("last-event-id", "")
         after = int(resume) if resume.isdigit() else None
-        entries = logs.follow(after, LogFilter(level, source))
+        entries = await logs.follow(after, LogFilter(level, source))
         return ServerSentEvent(_follow(entries, settings.stream_ping_seconds, draining))
 
 
