@@ -181,7 +181,7 @@ def test_followers_resume_across_a_restart_without_a_gap_or_a_duplicate(tmp_path
         second.stop()
 
     assert [m.data["message"] for m in [*caught_up, *live_line]] == ["line 2", "line 3", "line 4", "line 5"]
-    line_ids = [m.id for m in [*caught_up, *live_line]]
+    line_ids = [m.data["id"] for m in [*caught_up, *live_line]]
     assert line_ids == sorted(set(line_ids))
     assert [m.data["agentId"] for m in [*registered_after, *live_event]] == ["bee-after", "bee-live"]
     assert kept == ["bee-before", "bee-after", "bee-live"]  # the journal outlived the first process
@@ -210,7 +210,7 @@ def test_a_follower_that_stops_reading_is_cut_off_with_a_last_event_saying_why(
     assert "fell behind" in received[-1].data["detail"]
     assert "Last-Event-ID" in received[-1].data["detail"]
     assert 0 < len(logs) < batches * 100
-    ids = [m.id for m in logs]
+    ids: list[int] = [m.data["id"] for m in logs]
     assert ids == list(range(ids[0], ids[0] + len(ids)))  # nothing skipped before the cut-off
     with (
         slow_stream_server.client(key) as client,

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.openapi.spec import Example, OpenAPIFormat, OpenAPIType, Schema
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+)
 from litestar.params import Body, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from worpen_api.http.errors import documented
 from worpen_api.http.logs.dto import LogBatchAck, LogBatchIn, LogEntryOut
+from worpen_api.http.openapi import EVENT_STREAM, SERVER_SENT_EVENT
 from worpen_api.http.parameters import EARLIEST, LATEST, Since, since_of
 from worpen_api.http.security import browser_streams, principal_of, requires
 from worpen_api.settings import Settings
@@ -52,6 +62,16 @@ Until = Annotated[
         },
     ),
 ]
+
+
+@dataclass
+class EventStream(Operation):
+    """An operation whose successful answer is a stream of Server-Sent Events, and nothing else."""
+
+    def __post_init__(self) -> None:
+        success = (self.responses or {}).get("200")
+        if isinstance(success, OpenAPIResponse):
+            success.content = {EVENT_STREAM: OpenAPIMediaType(schema=SERVER_SENT_EVENT)}
 
 
 def _until(until: str | None) -> datetime | None:
@@ -108,7 +128,8 @@ class LogController(Controller):
         "/stream",
         operation_id="followLogs",
         opt=browser_streams(Permission.READ),
-        responses=documented(422),
+        responses=documented(422, 503),
+        operation_class=EventStream,
         summary="Follow the central log (Server-Sent Events)",
         description="Each entry as an SSE event `log` whose id is the entry's; a reconnect with "
         "Last-Event-ID gets what it missed (from the store, across restarts), then the live ones, none "
