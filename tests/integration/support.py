@@ -274,7 +274,7 @@ SERVERS: dict[str, ServerSpec] = {
         {"WORPEN_LOG_MAX_BYTES": "8192", "WORPEN_LOG_PRUNE_INTERVAL": "0.1", "WORPEN_DOCKER_HOSTS": "none"}
     ),
     "slow_stream_server": ServerSpec(
-        # A follower is cut off once more than 200 entries wait for it; an idle stream gets a ping every 0.2 s.
+        # A follower is cut off once more than 200 entries wait for it; idle streams get a ping every 0.2 s.
         {"WORPEN_STREAM_BUFFER": "200", "WORPEN_STREAM_PING_SECONDS": "0.2", "WORPEN_DOCKER_HOSTS": "none"}
     ),
 }

@@ -365,6 +365,9 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
         "/api/v1/terminal/sessions": {"get"},
         "/api/v1/audit": {"get"},
         "/api/v1/events": {"get"},
+        "/api/v1/logs": {"get"},
+        "/api/v1/logs/stream": {"get"},
+        "/api/v1/internal/logs": {"post"},
     }
 
 
