@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from tests.fakes.store import Store
-from worpen_core.telemetry.model import Counters, RawSample, Rollup, Tier, merge_rollups
+from worpen_core.telemetry.model import Counters, RawSample, Rollup, Tier
+
+
+def merge_rollups(rollups: Iterable[Rollup]) -> list[Rollup]:
+    """Rollups of the same key merged into one, in order of key."""
+    merged: dict[tuple[Tier, str, datetime], Rollup] = {}
+    for rollup in rollups:
+        found = merged.get(rollup.key)
+        if found is not None:
+            rollup = replace(rollup, totals=found.totals.merge(rollup.totals))
+        merged[rollup.key] = rollup
+    return [merged[key] for key in sorted(merged)]
 
 
 class FakeTelemetryStore:

@@ -129,17 +129,6 @@ class Rollup:
         return self.tier, self.series, self.start
 
 
-def merge_rollups(rollups: Iterable[Rollup]) -> list[Rollup]:
-    """Rollups of the same key merged into one, in order of key."""
-    merged: dict[tuple[Tier, str, datetime], Rollup] = {}
-    for rollup in rollups:
-        found = merged.get(rollup.key)
-        merged[rollup.key] = (
-            rollup if found is None else Rollup(*rollup.key, found.totals.merge(rollup.totals))
-        )
-    return [merged[key] for key in sorted(merged)]
-
-
 @dataclass(frozen=True, slots=True)
 class RawSample:
     """A stored sample and its id: samples are rolled up in the order of their ids."""
@@ -193,18 +182,33 @@ def floor(at: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(stamp - stamp % seconds, UTC)
 
 
-@dataclass(slots=True)
-class _Gathering:
-    """A minute bucket being filled: per metric [min, max, sum, count], and increases."""
+_Gathering = tuple[list[list[float] | None], list[int]]
+"""A bucket being filled: per metric of METRICS [min, max, sum, count] (None until a value came), and
+the increases of COUNTERS. Plain lists: the rollup updates them for every sample."""
 
-    values: list[list[float] | None]
-    increases: list[int]
 
-    def totals(self) -> Totals:
-        return Totals(
-            tuple(None if v is None else Aggregate(v[0], v[1], v[2], int(v[3])) for v in self.values),
-            tuple(self.increases),
-        )
+def _gather(into: _Gathering, values: list[list[float] | None], increases: list[int]) -> None:
+    held_values, held_increases = into
+    for position, new in enumerate(values):
+        if new is None:
+            continue
+        held = held_values[position]
+        if held is None:
+            held_values[position] = list(new)
+        else:
+            held[0] = min(held[0], new[0])
+            held[1] = max(held[1], new[1])
+            held[2] += new[2]
+            held[3] += new[3]
+    for position, increase in enumerate(increases):
+        held_increases[position] += increase
+
+
+def _totals(gathering: _Gathering) -> Totals:
+    values, increases = gathering
+    return Totals(
+        tuple(None if v is None else Aggregate(v[0], v[1], v[2], int(v[3])) for v in values), tuple(increases)
+    )
 
 
 _GAUGE_INDEXES = tuple(READING_NAMES.index(name) for name in GAUGES)
@@ -214,63 +218,78 @@ _COUNTER_INDEXES = tuple(READING_NAMES.index(name) for name in COUNTERS)
 class RollupBuilder:
     """Rolls raw samples up, in the order they are given (the order of their ids): per agent and fleet
     wide, in every tier. `counters` are the agents' last counters before the first sample; `counters`
-    after `add` are what the next batch starts from."""
+    after `add` are what the next batch starts from.
+
+    Samples are gathered per agent and minute, then minutes into hours and into the fleet's series: the
+    aggregates are mergeable, so this is the same as gathering each sample into every bucket."""
 
     def __init__(self, counters: Mapping[str, Counters], max_gap: timedelta) -> None:
         self.counters = dict(counters)
         self.latest: dict[str, tuple[Change | None, ...]] = {}
         """Each agent's changes at its last sample."""
         self._max_gap = max_gap
-        self._minutes: dict[tuple[str, datetime], _Gathering] = {}
+        self._minutes: dict[tuple[str, int], _Gathering] = {}
+        """By agent and minute (seconds since the epoch at its start)."""
 
     def add(self, samples: Iterable[TelemetrySample]) -> None:
+        minutes = self._minutes
         for sample in samples:
+            agent_id = sample.agent_id
             readings = values_of(sample.readings)
             current = Counters(sample.at, tuple(readings[index] for index in _COUNTER_INDEXES))
-            last = self.counters.get(sample.agent_id)
+            last = self.counters.get(agent_id)
             found = changes(last, current, self._max_gap)
             if last is None or current.at > last.at:
-                self.counters[sample.agent_id] = current
-                self.latest[sample.agent_id] = found
-            key = (sample.agent_id, floor(sample.at, Tier.MINUTE))
-            gathering = self._minutes.get(key)
+                self.counters[agent_id] = current
+                self.latest[agent_id] = found
+            stamp = sample.at.timestamp()
+            key = (agent_id, int(stamp - stamp % Tier.MINUTE))
+            gathering = minutes.get(key)
             if gathering is None:
-                gathering = self._minutes[key] = _Gathering([None] * len(METRICS), [0] * len(COUNTERS))
-            values: list[float | None] = [readings[index] for index in _GAUGE_INDEXES]
-            values.extend(None if change is None else change.rate for change in found)
-            for position, value in enumerate(values):
-                if value is None:
-                    continue
-                held = gathering.values[position]
-                if held is None:
-                    gathering.values[position] = [value, value, value, 1]
-                else:
-                    held[0] = min(held[0], value)
-                    held[1] = max(held[1], value)
-                    held[2] += value
-                    held[3] += 1
-            for position, change in enumerate(found):
+                gathering = minutes[key] = ([None] * len(METRICS), [0] * len(COUNTERS))
+            held_values, held_increases = gathering
+            position = 0
+            for index in _GAUGE_INDEXES:
+                value = readings[index]
+                if value is not None:
+                    _take(held_values, position, value)
+                position += 1
+            for counter, change in enumerate(found):
                 if change is not None:
-                    gathering.increases[position] += change.increase
+                    _take(held_values, position, change.rate)
+                    held_increases[counter] += change.increase
+                position += 1
 
     def rollups(self) -> list[Rollup]:
         """The buckets of what was added: each agent's and the fleet's, per minute and per hour."""
-        minutes = [
-            Rollup(Tier.MINUTE, agent_id, start, gathering.totals())
-            for (agent_id, start), gathering in self._minutes.items()
+        buckets: dict[tuple[Tier, str, int], _Gathering] = {}
+        for (agent_id, minute), (values, increases) in self._minutes.items():
+            for tier in Tier:
+                start = minute - minute % tier
+                for series in (agent_id, FLEET):
+                    key = (tier, series, start)
+                    held = buckets.get(key)
+                    if held is None:
+                        buckets[key] = ([None if v is None else list(v) for v in values], list(increases))
+                    else:
+                        _gather(held, values, increases)
+        return [
+            Rollup(tier, series, datetime.fromtimestamp(start, UTC), _totals(gathering))
+            for (tier, series, start), gathering in sorted(buckets.items())
         ]
-        derived = [
-            Rollup(tier, series, floor(minute.start, tier), minute.totals)
-            for minute in minutes
-            for tier in Tier
-            for series in (minute.series, FLEET)
-            if (tier, series) != (Tier.MINUTE, minute.series)
-        ]
-        return merge_rollups([*minutes, *derived])
 
 
-def empty_totals() -> Totals:
-    return Totals((None,) * len(METRICS), (0,) * len(COUNTERS))
+def _take(values: list[list[float] | None], position: int, value: float) -> None:
+    held = values[position]
+    if held is None:
+        values[position] = [value, value, value, 1]
+    else:
+        if value < held[0]:
+            held[0] = value
+        if value > held[1]:
+            held[1] = value
+        held[2] += value
+        held[3] += 1
 
 
 class Range(StrEnum):

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from worpen_core.fleet.model import TelemetrySample
 from worpen_core.fleet.service import Fleet
 from worpen_core.shared.errors import InvalidInput
 from worpen_core.shared.ports import Clock
@@ -19,6 +20,7 @@ from worpen_core.telemetry.model import (
     MAX_POINTS,
     Change,
     Range,
+    Rollup,
     RollupBuilder,
     TelemetryPolicy,
     Tier,
@@ -100,12 +102,13 @@ class Telemetry:
                         return rolled
                     agents = {item.sample.agent_id for item in raw}
                     builder = RollupBuilder(await store.counters(agents), self._fleet.policy.offline_after)
-                    builder.add(item.sample for item in raw)
+                    # In a worker thread: the event loop goes on answering heartbeats meanwhile.
+                    rollups = await asyncio.to_thread(_roll_up, builder, [item.sample for item in raw])
                     if not await store.advance(
                         watermark, raw[-1].id, {a: builder.counters[a] for a in agents}
                     ):
                         return rolled  # another server on this database rolled this batch up
-                    await store.merge(builder.rollups())
+                    await store.merge(rollups)
                     await uow.commit()
                 self._rates.update({agent: _rates(found) for agent, found in builder.latest.items()})
                 rolled += len(raw)
@@ -203,6 +206,11 @@ class Telemetry:
             deleted += count
             if count < self.policy.batch:
                 return deleted
+
+
+def _roll_up(builder: RollupBuilder, samples: list[TelemetrySample]) -> list[Rollup]:
+    builder.add(samples)
+    return builder.rollups()
 
 
 def _interpolate(hourly: Sequence[float | None], origin: datetime, at: datetime) -> float | None:
