@@ -112,7 +112,7 @@ class LogPolicy:
     """The log's size budget, counted as LogLine.size."""
     events_keep: timedelta = timedelta(days=30)
     prune_every: float = 60.0
-    prune_batch: int = 5000
+    prune_batch: int = 1000
     """Entries deleted per transaction, so that no write waits long for the database."""
     max_pending_events: int = 100_000
     """Events kept in memory while the database cannot be written; the oldest go beyond."""

@@ -57,6 +57,9 @@ class CentralLog:
         """Entries committed since this process started, events' lines included."""
         self.events_dropped = 0
         """Events lost because the database could not be written for too long (see LogPolicy)."""
+        self._size: int | None = None
+        """The log's size (LogLine.size summed): read from the store once, then kept up to date by the
+        writes and the pruning (this process is the log's only writer)."""
 
     @property
     def followers(self) -> int:
@@ -104,15 +107,17 @@ class CentralLog:
         """Delete entries older than the retention, then the oldest until the log fits its size budget,
         a bounded batch per transaction so that no write waits long for the database; how many went."""
         before = self._clock.now() - self.policy.keep
-        async with self._uow() as tx:
-            excess = await tx.logs.size() - self.policy.max_bytes
+        if self._size is None:
+            async with self._write, self._uow() as tx:  # no write commits meanwhile
+                self._size = await tx.logs.size()
         pruned = 0
         while True:
+            excess = max(self._size - self.policy.max_bytes, 0)
             async with self._uow() as tx:
-                batch = await tx.logs.prune(before, max(excess, 0), self.policy.prune_batch)
+                batch = await tx.logs.prune(before, excess, self.policy.prune_batch)
                 await tx.commit()
             pruned += batch.entries
-            excess -= batch.bytes
+            self._size -= batch.bytes
             if batch.entries < self.policy.prune_batch:
                 return pruned
             await asyncio.sleep(0)
@@ -136,10 +141,12 @@ class CentralLog:
                 if not batch:
                     return
                 try:
-                    recorded, entries = await self._commit(batch)
+                    recorded, entries, size = await self._commit(batch)
                 except Exception as exc:
                     self._put_back(batch, exc)
                     raise
+                if self._size is not None:
+                    self._size += size
                 self._journal.committed(recorded)
                 self._live.publish(entries)
                 self.entries_written += len(entries)
@@ -159,7 +166,11 @@ class CentralLog:
         batch, self._pending = self._pending[:taken], self._pending[taken:]
         return batch
 
-    async def _commit(self, batch: Sequence[Event | _Shipped]) -> tuple[list[RecordedEvent], list[LogEntry]]:
+    async def _commit(
+        self, batch: Sequence[Event | _Shipped]
+    ) -> tuple[list[RecordedEvent], list[LogEntry], int]:
+        """Write the batch in one transaction: its events, their lines and the shipped lines; returns the
+        events and entries as numbered, and the bytes the entries count for."""
         now = self._clock.now()
         events = [item for item in batch if isinstance(item, Event)]
         records = [EventRecord.of(event, now) for event in events]
@@ -169,7 +180,8 @@ class CentralLog:
             lines = _lines(batch, iter(zip(events, recorded, strict=True)))
             line_ids = await tx.logs.append(lines)
             await tx.commit()
-        return recorded, [LogEntry.numbered(i, line) for i, line in zip(line_ids, lines, strict=True)]
+        entries = [LogEntry.numbered(i, line) for i, line in zip(line_ids, lines, strict=True)]
+        return recorded, entries, sum(line.size for line in lines)
 
     def _put_back(self, batch: Sequence[Event | _Shipped], exc: Exception) -> None:
         self._pending[:0] = [item for item in batch if isinstance(item, Event)]

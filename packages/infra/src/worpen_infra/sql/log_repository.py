@@ -116,17 +116,20 @@ class SqlAlchemyLogRepository:
         )
 
     async def prune(self, before: datetime, excess: int, limit: int) -> Pruned:
-        oldest = (
-            await self._connection.execute(
-                select(logs.c.id, logs.c.timestamp, logs.c.size).order_by(logs.c.id).limit(limit)
-            )
-        ).all()
-        last, freed, count = None, 0, 0
-        for entry_id, timestamp, size in oldest:
-            if timestamp >= before and freed >= excess:
-                break
-            last, freed, count = entry_id, freed + size, count + 1
-        if last is None:
-            return Pruned(0, 0)
-        await self._connection.execute(delete(logs).where(logs.c.id <= last))
-        return Pruned(count, freed)
+        """One statement, so that the transaction's first access is a write: on SQLite (WAL), a transaction
+        that read first cannot write once another has committed since (SQLITE_BUSY_SNAPSHOT)."""
+        head = select(logs.c.id, logs.c.timestamp, logs.c.size).order_by(logs.c.id).limit(limit).subquery()
+        walked = select(
+            head.c.id,
+            head.c.timestamp,
+            (func.sum(head.c.size).over(order_by=head.c.id) - head.c.size).label("freed_before"),
+        ).subquery()
+        first_kept = (
+            select(func.min(walked.c.id))
+            .where(walked.c.timestamp >= before, walked.c.freed_before >= excess)
+            .scalar_subquery()
+        )
+        last_walked = select(func.max(head.c.id)).scalar_subquery()
+        doomed = delete(logs).where(logs.c.id < func.coalesce(first_kept, last_walked + 1))
+        sizes = (await self._connection.execute(doomed.returning(logs.c.size))).scalars().all()
+        return Pruned(len(sizes), sum(sizes))
