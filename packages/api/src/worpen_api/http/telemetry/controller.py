@@ -3,7 +3,8 @@ by agent id, so that one scrape gives Grafana the whole fleet."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
 
 from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
@@ -14,66 +15,54 @@ from prometheus_client.registry import Collector
 from worpen_api.http.errors import documented
 from worpen_api.http.security import requires
 from worpen_core.access.model import Permission
+from worpen_core.fleet.model import Agent
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
-from worpen_core.telemetry.service import Telemetry
+from worpen_core.telemetry.service import NetworkRates, Telemetry
 
 PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.removesuffix("; charset=utf-8")
 LABEL = "agent"
 
 
 class FleetTelemetryCollector(Collector):
-    """Read at scrape time: the readings of each agent's latest heartbeat (from the fleet, in memory), its
-    network rates as of the last rollup run, and its status as one gauge per status (1 for the current)."""
+    """The readings of each agent's latest heartbeat, its network rates as of the last rollup run, and its
+    status as one gauge per status (1 for the current), from a snapshot taken on the event loop."""
 
-    def __init__(self, fleet: Fleet, telemetry: Telemetry) -> None:
-        self._fleet = fleet
-        self._telemetry = telemetry
+    def __init__(self, agents: Sequence[Agent], rates: Mapping[str, NetworkRates]) -> None:
+        self._agents = agents
+        self._rates = rates
 
     def collect(self) -> Iterator[Metric]:
-        agents = self._fleet.query()
-        rates = self._telemetry.network_rates()
-        cpu = GaugeMetricFamily(
-            "worpen_agent_cpu_percent", "CPU in use at the last heartbeat", labels=[LABEL]
-        )
-        ram = GaugeMetricFamily(
-            "worpen_agent_ram_percent", "Memory in use at the last heartbeat", labels=[LABEL]
-        )
-        disk = GaugeMetricFamily(
-            "worpen_agent_disk_percent",
-            "Disk in use at the last heartbeat (agents that report it)",
-            labels=[LABEL],
-        )
-        received = GaugeMetricFamily(
+        def gauge(name: str, documentation: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, documentation, labels=[LABEL])
+
+        cpu = gauge("worpen_agent_cpu_percent", "CPU in use at the last heartbeat")
+        ram = gauge("worpen_agent_ram_percent", "Memory in use at the last heartbeat")
+        disk = gauge("worpen_agent_disk_percent", "Disk in use at the last heartbeat (agents that report it)")
+        received = gauge(
             "worpen_agent_network_receive_bytes_per_second",
             "Bytes received per second between the agent's last two heartbeats rolled up",
-            labels=[LABEL],
         )
-        sent = GaugeMetricFamily(
+        sent = gauge(
             "worpen_agent_network_transmit_bytes_per_second",
             "Bytes sent per second between the agent's last two heartbeats rolled up",
-            labels=[LABEL],
         )
-        last_seen = GaugeMetricFamily(
-            "worpen_agent_last_seen_timestamp_seconds", "When the agent's last heartbeat came", labels=[LABEL]
-        )
+        last_seen = gauge("worpen_agent_last_seen_timestamp_seconds", "When the agent's last heartbeat came")
         status = GaugeMetricFamily(
-            "worpen_agent_status",
-            "1 for the agent's current status, 0 for the others",
-            labels=[LABEL, "status"],
+            "worpen_agent_status", "1 for the agent's status, 0 for the others", labels=[LABEL, "status"]
         )
-        for agent in agents:
+        for agent in self._agents:
             label = [agent.id]
             readings = agent.readings
             cpu.add_metric(label, readings.cpu)
             ram.add_metric(label, readings.ram)
             if readings.disk is not None:
                 disk.add_metric(label, readings.disk)
-            rate = rates.get(agent.id)
-            if rate is not None and rate.inbound is not None:
-                received.add_metric(label, rate.inbound)
-            if rate is not None and rate.outbound is not None:
-                sent.add_metric(label, rate.outbound)
+            rates = self._rates.get(agent.id)
+            if rates is not None and rates.inbound is not None:
+                received.add_metric(label, rates.inbound)
+            if rates is not None and rates.outbound is not None:
+                sent.add_metric(label, rates.outbound)
             last_seen.add_metric(label, agent.last_seen.timestamp())
             for state in AgentStatus:
                 status.add_metric([agent.id, state.value], 1 if agent.status is state else 0)
@@ -93,12 +82,14 @@ class TelemetryController(Controller):
         description="Gauges labelled by agent id: cpu, ram and disk percent, network bytes/s received and "
         "sent (from the cumulative counters, as of the last rollup), the last heartbeat's time, and one "
         "`worpen_agent_status` series per status (1 for the current one).",
-        sync_to_thread=False,
     )
-    def fleet_metrics(
+    async def fleet_metrics(
         self, fleet: NamedDependency[Fleet], telemetry: NamedDependency[Telemetry]
     ) -> Response[bytes]:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(FleetTelemetryCollector(fleet, telemetry))
+        # Agents are replaced, never changed, by a heartbeat: a list of them is a snapshot. Rendering ten
+        # thousand agents takes most of a second: in a worker thread, off the heartbeat path.
+        registry.register(FleetTelemetryCollector(fleet.query(), dict(telemetry.network_rates())))
+        body = await asyncio.to_thread(generate_latest, registry)
         # Litestar adds the charset of every text/* answer itself.
-        return Response(generate_latest(registry), media_type=PROMETHEUS_TEXT)
+        return Response(body, media_type=PROMETHEUS_TEXT)
