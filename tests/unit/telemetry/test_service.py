@@ -195,6 +195,16 @@ async def test_the_coarsest_tier_with_enough_points_is_read_and_never_more_than_
     assert series.timestamps[1] - series.timestamps[0] == timedelta(seconds=step)
 
 
+@pytest.mark.parametrize("range_", list(Range))
+@pytest.mark.parametrize("points", [1, 2, 3, 61, 500])
+async def test_the_load_never_has_more_points_than_asked(
+    telemetry: Telemetry, range_: Range, points: int
+) -> None:
+    load = await telemetry.load(range_, points)
+
+    assert 0 < len(load.timestamps) == len(load.actual) == len(load.predicted) <= points
+
+
 async def test_the_load_is_the_fleets_mean_cpu_and_its_forecast_extends_past_now(
     telemetry: Telemetry, fleet: Fleet, clock: FakeClock
 ) -> None:

@@ -373,8 +373,8 @@ def window(
         step = tier * steps
         past = math.ceil(span.total_seconds() / step)
         future = math.ceil(ahead.total_seconds() / step)
-        if past + future <= points:
+        if past + future <= points or past == 1:
             break
         steps += 1
     end = floor(now - settle, step)
-    return Window(tier, step, end, past, future)
+    return Window(tier, step, end, past, min(future, points - past))
