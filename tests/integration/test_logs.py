@@ -184,6 +184,7 @@ def test_batches_beyond_the_limits_are_refused_with_an_error_body(agent: httpx.C
     bad_level = ship(agent, "bee-001", {"message": "x", "level": "FATAL"})
     too_long = ship(agent, "bee-001", {"message": "x" * 8193})
     naive = ship(agent, "bee-001", {"message": "x", "timestamp": "2026-01-01T00:00:00"})
+    before_year_one = ship(agent, "bee-001", {"message": "x", "timestamp": "0001-01-01T00:00:00+01:00"})
 
     assert (too_many.status_code, too_many.json()["code"]) == (413, "request_entity_too_large")
     assert "1000 lines" in too_many.json()["detail"]
@@ -192,6 +193,13 @@ def test_batches_beyond_the_limits_are_refused_with_an_error_body(agent: httpx.C
     assert bad_level.json()["field"] == "lines[0].level"
     assert too_long.status_code == 422
     assert naive.status_code == 422
+    assert (before_year_one.status_code, before_year_one.json()["field"]) == (422, "lines[0].timestamp")
+
+
+def test_times_out_of_range_are_refused_naming_them(admin: httpx.Client) -> None:
+    for name in ("since", "until"):
+        refused = admin.get(LOGS, params={name: "0001-01-01T00:00:00+01:00"})
+        assert (refused.status_code, refused.json()["field"]) == (422, name)
 
 
 def test_domain_events_read_as_lines_from_their_agent(agent: httpx.Client, admin: httpx.Client) -> None:

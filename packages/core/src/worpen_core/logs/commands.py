@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from worpen_core.logs.model import FieldValue, Level, LogLine
 from worpen_core.shared.errors import InvalidInput, TooLarge
@@ -47,8 +47,8 @@ class ShipLogs:
                 raise InvalidInput(f"at most {MESSAGE_MAX_LENGTH} characters", f"lines[{number}].message")
             if len(line.fields) > MAX_FIELDS:
                 raise InvalidInput(f"at most {MAX_FIELDS} fields", f"lines[{number}].fields")
-            if line.timestamp is not None and line.timestamp.tzinfo is None:
-                raise InvalidInput("must carry a UTC offset", f"lines[{number}].timestamp")
+            if line.timestamp is not None:
+                _check_instant(line.timestamp, f"lines[{number}].timestamp")
 
     @property
     def source(self) -> str:
@@ -60,3 +60,13 @@ class ShipLogs:
             LogLine(line.timestamp or now, line.level, source, line.message, dict(line.fields))
             for line in self.lines
         ]
+
+
+def _check_instant(at: datetime, name: str) -> None:
+    """A time the log can store: with an offset, and in UTC still within years 1 to 9999."""
+    if at.tzinfo is None:
+        raise InvalidInput("must carry a UTC offset", name)
+    try:
+        at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput("is out of range once in UTC", name) from None

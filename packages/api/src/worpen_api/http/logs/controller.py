@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -74,11 +74,15 @@ class EventStream(Operation):
             success.content = {EVENT_STREAM: OpenAPIMediaType(schema=SERVER_SENT_EVENT)}
 
 
-def _until(until: str | None) -> datetime | None:
+def _instant(text: str | None, name: str) -> datetime | None:
+    """`since` or `until` as a UTC time (one beyond year 1 to 9999 in UTC is refused, not stored)."""
     try:
-        return since_of(until)
+        at = since_of(text)
+        return None if at is None else at.astimezone(UTC)
     except InvalidInput as exc:
-        raise InvalidInput(exc.detail, "until") from None
+        raise InvalidInput(exc.detail, name) from None
+    except OverflowError:
+        raise InvalidInput("is out of range once in UTC", name) from None
 
 
 class LogController(Controller):
@@ -113,8 +117,8 @@ class LogController(Controller):
     ) -> Response[list[LogEntryOut]]:
         query = LogQuery(
             filter=LogFilter(level, source),
-            since=since_of(since),
-            until=_until(until),
+            since=_instant(since, "since"),
+            until=_instant(until, "until"),
             text=q,
             before=None if cursor is None else int(cursor),
             limit=limit + 1,
