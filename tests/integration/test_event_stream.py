@@ -151,8 +151,14 @@ def test_followers_resume_across_a_restart_without_a_gap_or_a_duplicate(tmp_path
                 lambda: [e for e in client.get(EVENTS).json() if e["type"] == "AgentRegistered"],
                 "the registration before the restart to be recorded",
             )
+            with client.stream("GET", STREAM, params={"source": "bee-restart"}) as followed:
+                stream = messages(followed)
+                assert next(stream) is PING
+                first.stop_async()  # the server drains: the stream ends rather than hold the shutdown
+                assert [m for m in stream if m is not PING] == []
+            assert first.wait_for_exit() == 0
     finally:
-        assert first.stop() == 0
+        first.stop()
     second = start_server(database, settings)
     try:
         with second.client(key) as client:
