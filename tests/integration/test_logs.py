@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.docker_support import wait_for
+from tests.integration.docker_support import Containers, wait_for
 from tests.integration.support import Keys, Servers, WorpenServer, heartbeat
 
 pytestmark = pytest.mark.integration
@@ -218,6 +218,30 @@ def test_domain_events_read_as_lines_from_their_agent(agent: httpx.Client, admin
         if e["agentId"] == agent_id
     ]
     assert line[0]["fields"]["eventId"] == event["seq"]
+
+
+def test_an_audited_operation_is_an_event_and_a_line(admin: httpx.Client, containers: Containers) -> None:
+    container = containers.run("sleep 600")
+
+    assert admin.post(f"/api/v1/containers/{container.id}/stop", json={"timeout": 0}).status_code == 200
+
+    def audited() -> list[dict[str, Any]]:
+        events = admin.get("/api/v1/events", params={"types": "OperationAudited"}).json()
+        return [e for e in events if e["action"] == "container.stop" and container.name in e["target"]]
+
+    [event] = wait_for(audited, "the stop's outcome to be recorded")
+    assert (event["outcome"], event["node"], event["error"]) == ("SUCCEEDED", "local", None)
+    [line] = admin.get(LOGS, params={"source": "worpen", "q": container.name}).json()
+    assert line["level"] == "SUCCESS"
+    assert line["message"].endswith(
+        f"container.stop {container.name} ({container.id[:12]}) on local succeeded"
+    )
+    assert line["fields"] == {"event": "OperationAudited", "eventId": event["seq"]}
+    stopped = wait_for(
+        lambda: admin.get(LOGS, params={"source": "local", "q": f"{container.name} stopped"}).json(),
+        "the engine's stop event to be written as a line",
+    )
+    assert [entry["message"] for entry in stopped] == [f"container {container.name} on local stopped"]
 
 
 def test_retention_deletes_lines_past_their_age_and_the_oldest_beyond_the_size_budget(
