@@ -1,0 +1,302 @@
+"""Dashboard latency at fleet scale, and what telemetry costs on disk, from one run.
+
+For each fleet size (100 and 10,000 agents by default) it seeds a fresh SQLite database through
+Worpen's own storage layer: the agents, 24 hours of 10-second heartbeat samples for up to 1,000 of them
+(a daily cpu wave, network counters that grow and sometimes reset), then the telemetry rollups made by
+Worpen's own rollup use case. It starts a real `worpen serve` on that database and times, in interleaved
+rounds, each dashboard endpoint against two floors measured in the same run:
+
+- `GET /health` through the same server (what any request costs there);
+- the SQL the network and load series need (the fleet's 1-minute rollups over 24 h), run straight on
+  the database with the standard library's sqlite3 (what the data costs to read at all).
+
+It prints the medians, the 10,000/100 ratio of each endpoint (target <= 2, and < 50 ms at 10,000 for
+stats, network?range=24h and load?range=24h), and the bytes on disk per raw sample and per rollup row
+(SQLite's dbstat: table and index pages). See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import TypedDict
+
+import httpx
+
+from worpen_core.fleet.model import Agent, FleetPolicy, TelemetrySample
+from worpen_core.fleet.readings import Readings
+from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
+from worpen_core.telemetry.model import TelemetryPolicy
+from worpen_core.telemetry.service import Telemetry
+from worpen_infra.bus.in_process import InProcessEventBus
+from worpen_infra.clock import SystemClock
+from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
+
+SECRET = re.compile(r"wpn_[A-Za-z0-9_-]{20,}")
+TARGET_MS = 50.0
+TARGET_RATIO = 2.0
+INTERVAL = 10
+"""Seconds between an agent's samples."""
+CHUNK = 100_000
+"""Samples per seeding transaction."""
+ENDPOINTS = {
+    "stats": ("/api/v1/dashboard/stats", {}),
+    "network?range=24h": ("/api/v1/dashboard/network", {"range": "24h"}),
+    "load?range=24h": ("/api/v1/dashboard/load", {"range": "24h"}),
+    "network?range=1h&node": ("/api/v1/dashboard/network", {"range": "1h", "node": "agent-00000"}),
+    "services": ("/api/v1/dashboard/services", {}),
+}
+TARGETED = ("stats", "network?range=24h", "load?range=24h")
+
+
+class Measured(TypedDict):
+    medians: dict[str, float]
+    """Median ms by endpoint."""
+    bytes_per_row: dict[str, float]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def agent_id(number: int) -> str:
+    return f"agent-{number:05d}"
+
+
+def samples(number: int, now: datetime, hours: int) -> Iterator[TelemetrySample]:
+    """One agent's samples every INTERVAL seconds over `hours`: cpu on a daily wave with noise, ram
+    steady, network counters growing at the agent's own pace and reset once (a restart)."""
+    rng = random.Random(number)
+    count = hours * 3600 // INTERVAL
+    start = now - timedelta(seconds=count * INTERVAL)
+    rx = tx = 0
+    pace = rng.uniform(1e3, 1e6)
+    reset_at = rng.randrange(count)
+    for index in range(count):
+        at = start + timedelta(seconds=index * INTERVAL)
+        day = (at.hour * 3600 + at.minute * 60 + at.second) / 86400
+        cpu = min(100.0, max(0.0, 40 + 25 * math.sin(2 * math.pi * day) + rng.uniform(-5, 5)))
+        if index == reset_at:
+            rx = tx = 0
+        rx += int(pace * INTERVAL * rng.uniform(0.5, 1.5))
+        tx += int(pace * INTERVAL * rng.uniform(0.2, 0.8))
+        yield TelemetrySample(agent_id(number), at, Readings(cpu, 50.0, 60.0, rx, tx, index * INTERVAL))
+
+
+async def seed(database: Path, size: int, with_samples: int, hours: int) -> dict[str, float]:
+    """The fleet, its samples and their rollups, through Worpen's storage layer and rollup use case."""
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    await upgrade_database(engine)
+    uow = SqlAlchemyUnitOfWorkFactory(engine)
+    now = datetime.now(UTC)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    agents = [
+        Agent(
+            id=agent_id(n),
+            name=agent_id(n),
+            status=AgentStatus.ONLINE,
+            reported_status=AgentStatus.ONLINE,
+            readings=Readings(30.0, 50.0),
+            last_seen=now,
+            registered_at=now - timedelta(days=1),
+            version=f"1.{n % 3}.0",
+        )
+        for n in range(size)
+    ]
+    async with uow() as work:
+        await work.agents.save(agents)
+        await work.commit()
+    written = 0
+    batch: list[TelemetrySample] = []
+    for number in range(min(size, with_samples)):
+        for sample in samples(number, now, hours):
+            batch.append(sample)
+            if len(batch) == CHUNK:
+                written += await _write(uow, batch)
+                batch = []
+    written += await _write(uow, batch)
+    timings["samples"] = written
+    timings["seed_seconds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    clock = SystemClock()
+    fleet = Fleet(uow, InProcessEventBus(), clock, FleetPolicy())
+    telemetry = Telemetry(uow, clock, fleet, TelemetryPolicy(batch=50_000))
+    rolled = await telemetry.roll_up()
+    timings["rollup_seconds"] = time.perf_counter() - started
+    timings["rolled"] = rolled
+    await engine.dispose()
+    return timings
+
+
+async def _write(uow: SqlAlchemyUnitOfWorkFactory, batch: list[TelemetrySample]) -> int:
+    if not batch:
+        return 0
+    async with uow() as work:
+        await work.samples.add(batch)
+        await work.commit()
+    return len(batch)
+
+
+def disk_cost(database: Path) -> dict[str, float]:
+    """Bytes on disk (table and index pages) per raw sample and per rollup row."""
+    with sqlite3.connect(database) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        indexes = dict(db.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'").fetchall())
+        pages: dict[str, int] = {}
+        for name, size in db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            owner = indexes.get(name, name)
+            pages[owner] = pages.get(owner, 0) + size
+        cost: dict[str, float] = {}
+        for table in ("agent_samples", *(t for t in tables if "rollup" in t)):
+            rows = db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            if rows:
+                cost[table] = round(pages.get(table, 0) / rows, 1)
+        return cost
+
+
+def fleet_rollups_query(database: Path) -> Callable[[], object]:
+    """The SQL behind the fleet's 24 h series, straight on the database: the floor for network and load."""
+    db = sqlite3.connect(database, check_same_thread=False)
+    since = int(time.time()) - 24 * 3600
+
+    def query() -> object:
+        return db.execute(
+            "SELECT * FROM telemetry_rollups WHERE tier = 60 AND series = '*' AND start >= ?", (since,)
+        ).fetchall()
+
+    return query
+
+
+def start_worpen(workdir: Path, database: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    log_path = workdir / f"worpen-{port}.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WORPEN_")},
+        "WORPEN_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+        "WORPEN_DOCKER_HOSTS": "none",
+        "WORPEN_AGENT_TTL": "86400",  # the seeded fleet stays as seeded while it is measured
+        "WORPEN_LOG_FORMAT": "json",
+        "WORPEN_LOG_LEVEL": "warning",
+    }
+    worpen = Path(sys.executable).parent / "worpen"
+    command = [str(worpen), "serve", "--port", str(port), "--grpc-port", str(free_port())]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return process, url, log_path
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"worpen serve did not start:\n{log_path.read_text()}")
+
+
+def timed(call: Callable[[], object], samples: list[float]) -> None:
+    started = time.perf_counter()
+    result = call()
+    samples.append((time.perf_counter() - started) * 1000)
+    if isinstance(result, httpx.Response) and result.status_code != 200:
+        raise SystemExit(f"{result.request.url} answered {result.status_code}: {result.text[:300]}")
+
+
+def measure(calls: dict[str, Callable[[], object]], rounds: int, per_round: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        for _ in range(3):
+            call()
+    for number in range(rounds):
+        order = list(calls.items()) if number % 2 == 0 else list(reversed(calls.items()))
+        for name, call in order:
+            for _ in range(per_round):
+                timed(call, samples[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--with-samples", type=int, default=1000, help="agents with sample history")
+    parser.add_argument("--hours", type=int, default=24, help="hours of samples per agent")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--per-round", type=int, default=10)
+    args = parser.parse_args()
+
+    results: dict[int, Measured] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for size in args.sizes:
+            database = Path(workdir) / f"fleet-{size}.db"
+            seeded = asyncio.run(seed(database, size, args.with_samples, args.hours))
+            print(
+                f"fleet of {size}: {int(seeded['samples']):,} samples seeded in "
+                f"{seeded['seed_seconds']:.0f} s, rolled up in {seeded['rollup_seconds']:.0f} s",
+                flush=True,
+            )
+            cost = disk_cost(database)
+            process, url, log_path = start_worpen(Path(workdir), database)
+            key = SECRET.search(log_path.read_text())
+            assert key is not None, log_path.read_text()
+            api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key.group(0)}"}, timeout=60)
+            try:
+                calls: dict[str, Callable[[], object]] = {
+                    name: partial(api.get, path, params=params) for name, (path, params) in ENDPOINTS.items()
+                }
+                calls["(floor) GET /health"] = partial(api.get, "/health")
+                calls["(floor) fleet rollups SQL"] = fleet_rollups_query(database)
+                medians = measure(calls, args.rounds, args.per_round)
+            finally:
+                api.close()
+                process.send_signal(signal.SIGINT)
+                process.wait(timeout=60)
+            results[size] = {"medians": medians, "bytes_per_row": cost}
+
+    sizes = args.sizes
+    by_size = {size: results[size]["medians"] for size in sizes}
+    print(f"\nmedian latency, ms ({args.rounds} rounds of {args.per_round} requests each)")
+    print(f"{'endpoint':<28}" + "".join(f"{size:>12,}" for size in sizes) + f"{'ratio':>9}")
+    summary: dict[str, dict[str, float | bool]] = {}
+    for name in by_size[sizes[0]]:
+        values = [by_size[size][name] for size in sizes]
+        ratio = values[-1] / values[0]
+        met = ratio <= TARGET_RATIO and (name not in TARGETED or values[-1] < TARGET_MS)
+        flag = "" if name.startswith("(floor)") else ("  ok" if met else "  MISSED")
+        print(f"{name:<28}" + "".join(f"{value:>12.2f}" for value in values) + f"{ratio:>8.2f}x{flag}")
+        summary[name] = {"ms": round(values[-1], 3), "ratio": round(ratio, 3), "met": met}
+    cost = results[sizes[-1]]["bytes_per_row"]
+    print(
+        "\nbytes on disk per row (table and its indexes): " + ", ".join(f"{t} {b}" for t, b in cost.items())
+    )
+    print(
+        json.dumps(
+            {"targets": {"ms": TARGET_MS, "ratio": TARGET_RATIO}, "summary": summary, "bytes_per_row": cost}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
