@@ -222,6 +222,7 @@ def test_domain_events_read_as_lines_from_their_agent(agent: httpx.Client, admin
 
 def test_an_audited_operation_is_an_event_and_a_line(admin: httpx.Client, containers: Containers) -> None:
     container = containers.run("sleep 600")
+    short_id = str(container.id)[:12]
 
     assert admin.post(f"/api/v1/containers/{container.id}/stop", json={"timeout": 0}).status_code == 200
 
@@ -233,9 +234,7 @@ def test_an_audited_operation_is_an_event_and_a_line(admin: httpx.Client, contai
     assert (event["outcome"], event["node"], event["error"]) == ("SUCCEEDED", "local", None)
     [line] = admin.get(LOGS, params={"source": "worpen", "q": container.name}).json()
     assert line["level"] == "SUCCESS"
-    assert line["message"].endswith(
-        f"container.stop {container.name} ({container.id[:12]}) on local succeeded"
-    )
+    assert line["message"].endswith(f"container.stop {container.name} ({short_id}) on local succeeded")
     assert line["fields"] == {"event": "OperationAudited", "eventId": event["seq"]}
     stopped = wait_for(
         lambda: admin.get(LOGS, params={"source": "local", "q": f"{container.name} stopped"}).json(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -24,6 +25,10 @@ from worpen_core.shared.broadcast import FellBehind, keep_alive
 
 _encode = msgspec.json.Encoder().encode
 TYPES_PATTERN = r"^[A-Za-z][A-Za-z0-9]*(,[A-Za-z][A-Za-z0-9]*)*$"
+MAX_ID = 2**63 - 1
+"""The largest id the database holds (a signed 64-bit integer)."""
+LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
+"""An id this server hands out; any other Last-Event-ID is ignored, as a new follow."""
 
 
 def _types(types: str | None) -> frozenset[str] | None:
@@ -33,7 +38,7 @@ def _types(types: str | None) -> frozenset[str] | None:
 def resume_after(request: Request[Any, Any, Any], after: int | None) -> int | None:
     """Where a follow starts: after the Last-Event-ID a reconnecting EventSource sends, else `after`."""
     resume = request.headers.get("last-event-id", "")
-    return int(resume) if resume.isdigit() else after
+    return int(resume) if LAST_EVENT_ID.fullmatch(resume) else after
 
 
 class EventController(Controller):
@@ -60,7 +65,7 @@ class EventController(Controller):
         settings: NamedDependency[Settings],
         draining: NamedDependency[asyncio.Event],
         # Litestar 2 leaves a minimum of 0 out of the schema: stated again.
-        after: Annotated[int | None, QueryParameter(ge=0, schema_extra={"minimum": 0})] = None,
+        after: Annotated[int | None, QueryParameter(ge=0, le=MAX_ID, schema_extra={"minimum": 0})] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 1000,
         types: Annotated[
             str | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +37,8 @@ from worpen_core.logs.service import CentralLog
 from worpen_core.shared.broadcast import FellBehind, keep_alive
 from worpen_core.shared.errors import InvalidInput
 
+LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
+"""An id this server hands out; any other Last-Event-ID is ignored, as a new follow."""
 NEXT_CURSOR = "X-Next-Cursor"
 """The header that holds the cursor of the next page, as on the agents list."""
 LEVEL_DESCRIPTION = (
@@ -150,7 +153,7 @@ class LogController(Controller):
         source: Source = None,
     ) -> ServerSentEvent:
         resume = request.headers.get("last-event-id", "")
-        after = int(resume) if resume.isdigit() else None
+        after = int(resume) if LAST_EVENT_ID.fullmatch(resume) else None
         entries = await logs.follow(after, LogFilter(level, source))
         return ServerSentEvent(_follow(entries, settings.stream_ping_seconds, draining))
 
