@@ -51,7 +51,7 @@ SOURCE_DESCRIPTION = (
 
 _encode = msgspec.json.Encoder().encode
 
-Level_ = Annotated[Level | None, QueryParameter(description=LEVEL_DESCRIPTION)]
+LevelAndAbove = Annotated[Level | None, QueryParameter(description=LEVEL_DESCRIPTION)]
 Source = Annotated[str | None, QueryParameter(min_length=1, max_length=300, description=SOURCE_DESCRIPTION)]
 Until = Annotated[
     str | None,
@@ -105,7 +105,7 @@ class LogController(Controller):
     async def list_logs(
         self,
         logs: NamedDependency[CentralLog],
-        level: Level_ = None,
+        level: LevelAndAbove = None,
         source: Source = None,
         since: Since = None,
         until: Until = None,
@@ -149,7 +149,7 @@ class LogController(Controller):
         logs: NamedDependency[CentralLog],
         settings: NamedDependency[Settings],
         draining: NamedDependency[asyncio.Event],
-        level: Level_ = None,
+        level: LevelAndAbove = None,
         source: Source = None,
     ) -> ServerSentEvent:
         resume = request.headers.get("last-event-id", "")
