@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import QueryParameter
+from litestar.params import FromQuery, QueryParameter
 
 from worpen_api.http.dashboard.dto import LoadOut, NetworkOut, ServiceOut, StatsOut
 from worpen_api.http.errors import documented
@@ -74,7 +74,7 @@ class DashboardController(Controller):
     async def network(
         self,
         telemetry: NamedDependency[Telemetry],
-        range: Range = Range.HOUR,  # the cockpit's parameter name
+        range: FromQuery[Range] = Range.HOUR,  # the cockpit's parameter name
         node: Annotated[AgentId | None, QueryParameter(description="Only this agent")] = None,
         points: Points = MAX_POINTS,
     ) -> NetworkOut:
@@ -93,7 +93,7 @@ class DashboardController(Controller):
     async def load(
         self,
         telemetry: NamedDependency[Telemetry],
-        range: Range = Range.DAY,  # the cockpit's parameter name
+        range: FromQuery[Range] = Range.DAY,  # the cockpit's parameter name
         points: Points = MAX_POINTS,
     ) -> LoadOut:
         return LoadOut.of(await telemetry.load(range, points))
