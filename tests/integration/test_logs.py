@@ -265,3 +265,13 @@ def test_retention_deletes_lines_past_their_age_and_the_oldest_beyond_the_size_b
 
     assert kept[0].startswith(f"{word} big 19")
     assert [message.split()[2] for message in kept] == [f"{n:02}" for n in range(19, 19 - len(kept), -1)]
+
+
+def test_a_line_may_carry_its_time_as_a_unix_time(agent: httpx.Client, admin: httpx.Client) -> None:
+    word = marker()
+    shipped = ship(agent, "bee-001", {"message": f"{word} from a syslog", "timestamp": 1_700_000_000.25})
+
+    assert shipped.status_code == 201, shipped.text
+    [entry] = admin.get(LOGS, params={"q": word}).json()
+    assert datetime.fromisoformat(entry["timestamp"]) == datetime.fromtimestamp(1_700_000_000.25, UTC)
+    assert ship(agent, "bee-001", {"message": "x", "timestamp": 1e12}).status_code == 422

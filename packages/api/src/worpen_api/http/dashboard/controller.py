@@ -49,6 +49,7 @@ class DashboardController(Controller):
     @get(
         "/services",
         operation_id="dashboardServices",
+        responses=documented(),
         summary="Services: containers grouped by their Compose or Swarm service",
         description="A container's service is its `com.docker.compose.service` (or Swarm service) label, "
         "else its name less a replica suffix (`web-2`, `web_2`, `web.2.x1`). `status`: HEALTHY when every "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 
+from worpen_api.http.parameters import EARLIEST, LATEST
 from worpen_api.http.wire import AgentId, Wire
 from worpen_core.logs.commands import (
     FIELD_NAME_MAX_LENGTH,
@@ -34,8 +35,18 @@ Fields = Annotated[
 class LogLineIn(Wire, forbid_unknown_fields=True):
     message: Annotated[str, Meta(max_length=MESSAGE_MAX_LENGTH)]
     level: Level = Level.INFO
-    timestamp: Annotated[datetime, Meta(tz=True)] | None = None
-    """When it was logged; when the server took it if left out."""
+    timestamp: (
+        Annotated[datetime, Meta(tz=True, description="An RFC 3339 date-time with an offset")]
+        | Annotated[float, Meta(ge=EARLIEST, le=LATEST, description="A unix time in seconds")]
+        | None
+    ) = None
+    """When it was logged (an RFC 3339 date-time, or a unix time as agents often have it); when the server
+    took it if left out."""
+
+    def at(self) -> datetime | None:
+        if isinstance(self.timestamp, float | int):
+            return datetime.fromtimestamp(self.timestamp, UTC)
+        return self.timestamp
     fields: Fields = msgspec.field(default_factory=dict)
 
 
@@ -60,7 +71,7 @@ class LogBatchIn(Wire, forbid_unknown_fields=True):
 
     def to_command(self) -> ShipLogs:
         lines = tuple(
-            ShippedLine(line.message, line.level, line.timestamp, line.fields) for line in self.lines
+            ShippedLine(line.message, line.level, line.at(), line.fields) for line in self.lines
         )
         return ShipLogs(self.agent_id, lines, self.unit)
 
