@@ -1,13 +1,14 @@
-"""Telemetry history's store, in memory: changes are staged and applied when the unit of work commits."""
+"""Telemetry history's store, in memory: changes are staged and applied when the unit of work commits. The
+rollup is core's reference, RollupBuilder."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tests.fakes.store import Store
-from worpen_core.telemetry.model import Counters, RawSample, Rollup, Tier
+from worpen_core.telemetry.model import Counters, RolledUp, Rollup, RollupBuilder, Tier
 
 
 def merge_rollups(rollups: Iterable[Rollup]) -> list[Rollup]:
@@ -30,26 +31,20 @@ class FakeTelemetryStore:
         self._deleted_samples: set[int] = set()
         self._deleted_rollups: set[tuple[Tier, str, datetime]] = set()
 
-    async def samples_after(self, sample_id: int, limit: int) -> list[RawSample]:
+    async def roll_up(self, batch: int, max_gap: timedelta) -> RolledUp:
+        watermark = self._current_watermark()
         numbered = zip(self._store.sample_ids, self._store.samples, strict=True)
-        return [RawSample(number, sample) for number, sample in numbered if number > sample_id][:limit]
-
-    async def watermark(self) -> int:
-        return self._store.watermark if self._watermark is None else self._watermark
-
-    async def counters(self, agent_ids: Collection[str]) -> dict[str, Counters]:
+        taken = [(number, sample) for number, sample in numbered if number > watermark][:batch]
+        if not taken:
+            return RolledUp(0, {})
+        agents = {sample.agent_id for _, sample in taken}
         stored = {**self._store.counters, **self._counters}
-        return {agent_id: stored[agent_id] for agent_id in agent_ids if agent_id in stored}
-
-    async def merge(self, rollups: Sequence[Rollup]) -> None:
-        self._staged.extend(rollups)
-
-    async def advance(self, since: int, watermark: int, counters: Mapping[str, Counters]) -> bool:
-        if await self.watermark() != since:
-            return False
-        self._watermark = watermark
-        self._counters.update(counters)
-        return True
+        builder = RollupBuilder({agent: stored[agent] for agent in agents if agent in stored}, max_gap)
+        builder.add(sample for _, sample in taken)
+        self._staged.extend(builder.rollups())
+        self._watermark = taken[-1][0]
+        self._counters.update({agent: builder.counters[agent] for agent in agents})
+        return RolledUp(len(taken), builder.rates())
 
     async def rollups(self, tier: Tier, series: str, start: datetime, end: datetime) -> list[Rollup]:
         return [
@@ -59,7 +54,7 @@ class FakeTelemetryStore:
         ]
 
     async def delete_samples(self, before: datetime, limit: int) -> int:
-        watermark = await self.watermark()
+        watermark = self._current_watermark()
         oldest = [
             (number, sample)
             for number, sample in zip(self._store.sample_ids, self._store.samples, strict=True)
@@ -77,6 +72,9 @@ class FakeTelemetryStore:
         ][:limit]
         self._deleted_rollups.update(found)
         return len(found)
+
+    def _current_watermark(self) -> int:
+        return self._store.watermark if self._watermark is None else self._watermark
 
     def commit(self) -> None:
         store = self._store

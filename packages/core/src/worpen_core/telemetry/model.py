@@ -130,14 +130,6 @@ class Rollup:
 
 
 @dataclass(frozen=True, slots=True)
-class RawSample:
-    """A stored sample and its id: samples are rolled up in the order of their ids."""
-
-    id: int
-    sample: TelemetrySample
-
-
-@dataclass(frozen=True, slots=True)
 class Counters:
     """An agent's last values of COUNTERS (None where it sent none) and when it sent them: where the
     rates of its next sample start from."""
@@ -153,6 +145,23 @@ class Change:
     increase: int
     rate: float
     """bytes/s"""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRates:
+    """An agent's bytes/s over the interval before its latest rolled-up sample; None if unmeasured."""
+
+    inbound: float | None
+    outbound: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RolledUp:
+    """What one transaction of the rollup did: how many raw samples it rolled up, and the rates at the new
+    last sample of each agent whose last counters it moved."""
+
+    samples: int
+    rates: Mapping[str, NetworkRates]
 
 
 def changes(last: Counters | None, current: Counters, max_gap: timedelta) -> tuple[Change | None, ...]:
@@ -220,6 +229,11 @@ class RollupBuilder:
     wide, in every tier. `counters` are the agents' last counters before the first sample; `counters`
     after `add` are what the next batch starts from.
 
+    The reference for what a rollup is: a store may compute the same in its own engine (the SQL store
+    does, in the database), and the contract tests hold it to this. An agent's sample is measured from its
+    latest sample so far (the one with the greatest time among those of lower ids, the first of equals),
+    and becomes the latest only if it is later still.
+
     Samples are gathered per agent and minute, then minutes into hours and into the fleet's series: the
     aggregates are mergeable, so this is the same as gathering each sample into every bucket."""
 
@@ -259,6 +273,14 @@ class RollupBuilder:
                     _take(held_values, position, change.rate)
                     held_increases[counter] += change.increase
                 position += 1
+
+    def rates(self) -> dict[str, NetworkRates]:
+        """The rates at each agent's new last sample (of the agents whose last counters moved)."""
+        found = {}
+        for agent_id, latest in self.latest.items():
+            inbound, outbound = (None if change is None else change.rate for change in latest)
+            found[agent_id] = NetworkRates(inbound, outbound)
+        return found
 
     def rollups(self) -> list[Rollup]:
         """The buckets of what was added: each agent's and the fleet's, per minute and per hour."""

@@ -1,40 +1,29 @@
 """What telemetry history needs from storage. The raw tier is the fleet's samples; the rollups, the
-rollup's progress and the agents' last counters are this feature's own. A backend's specifics (upserts,
-batched deletes) stay in its adapter."""
+rollup's progress and the agents' last counters are this feature's own. A backend's specifics (the rollup
+computed in its own engine, upserts, batched deletes) stay in its adapter."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from worpen_core.shared.ports import UnitOfWork
-from worpen_core.telemetry.model import Counters, RawSample, Rollup, Tier
+from worpen_core.telemetry.model import RolledUp, Rollup, Tier
 
 
 class TelemetryStore(Protocol):
-    async def samples_after(self, sample_id: int, limit: int) -> list[RawSample]:
-        """Up to `limit` raw samples with ids above `sample_id`, in order of id. Ids grow in the order
-        samples are committed, so none can later appear below one already read."""
-        ...
+    async def roll_up(self, batch: int, max_gap: timedelta) -> RolledUp:
+        """Roll up the next `batch` raw samples after the watermark (the id of the last one rolled up; all
+        there are if fewer), as RollupBuilder does: merge them into the stored buckets of every tier, per
+        agent and fleet wide, starting each agent's rates from its stored last counters (`max_gap` is the
+        longest interval a rate is measured on); then move the watermark to the last of them and store
+        each agent's new last counters. Ids grow in the order samples are committed, so none can later
+        appear at or below the watermark.
 
-    async def watermark(self) -> int:
-        """The id of the last raw sample rolled up (0 before the first)."""
-        ...
-
-    async def counters(self, agent_ids: Collection[str]) -> dict[str, Counters]:
-        """The last counters stored for these agents (those that have some)."""
-        ...
-
-    async def merge(self, rollups: Sequence[Rollup]) -> None:
-        """Merge each rollup into the stored bucket of its key (tier, series, start), or store it."""
-        ...
-
-    async def advance(self, since: int, watermark: int, counters: Mapping[str, Counters]) -> bool:
-        """Move the watermark from `since` to `watermark` and store these agents' last counters (replacing
-        theirs); False, changing nothing, if the watermark is no longer at `since` (another server on
-        the same database rolled these samples up). Called before `merge`, so that a run that lost the
-        race writes nothing."""
+        Nothing changes, and no sample is counted, if another server on the same database moved the
+        watermark meanwhile. The caller commits: the buckets, the watermark and the counters move
+        together or not at all."""
         ...
 
     async def rollups(self, tier: Tier, series: str, start: datetime, end: datetime) -> list[Rollup]:

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from worpen_core.fleet.model import TelemetrySample
 from worpen_core.fleet.service import Fleet
 from worpen_core.shared.errors import InvalidInput
 from worpen_core.shared.ports import Clock
@@ -18,10 +17,8 @@ from worpen_core.telemetry.model import (
     COUNTERS,
     FLEET,
     MAX_POINTS,
-    Change,
+    NetworkRates,
     Range,
-    Rollup,
-    RollupBuilder,
     TelemetryPolicy,
     Tier,
     Totals,
@@ -60,19 +57,6 @@ class LoadSeries:
     predicted: list[float | None]
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkRates:
-    """An agent's bytes/s over the interval before its latest rolled-up sample; None if unmeasured."""
-
-    inbound: float | None
-    outbound: float | None
-
-
-def _rates(found: Sequence[Change | None]) -> NetworkRates:
-    inbound, outbound = (None if change is None else change.rate for change in found)
-    return NetworkRates(inbound, outbound)
-
-
 class Telemetry:
     def __init__(
         self, uow: TelemetryUnitOfWorkFactory, clock: Clock, fleet: Fleet, policy: TelemetryPolicy
@@ -89,30 +73,19 @@ class Telemetry:
 
         Each transaction merges its batch into the stored buckets and moves the watermark and the agents'
         last counters with them: a run that fails changes nothing, a new one (after a restart too)
-        starts where the last committed one ended. Rates across an offline gap are left out: the fleet's
-        `offline_after` is the longest interval they are measured on."""
+        starts where the last committed one ended. The store does the arithmetic (the SQL store in the
+        database, so that the samples never pass through Python: the event loop goes on answering
+        heartbeats). Rates across an offline gap are left out: the fleet's `offline_after` is the longest
+        interval they are measured on."""
         rolled = 0
         async with self._rolling:
             while True:
                 async with self._uow() as uow:
-                    store = uow.telemetry
-                    watermark = await store.watermark()
-                    raw = await store.samples_after(watermark, self.policy.batch)
-                    if not raw:
-                        return rolled
-                    agents = {item.sample.agent_id for item in raw}
-                    builder = RollupBuilder(await store.counters(agents), self._fleet.policy.offline_after)
-                    # In a worker thread: the event loop goes on answering heartbeats meanwhile.
-                    rollups = await asyncio.to_thread(_roll_up, builder, [item.sample for item in raw])
-                    if not await store.advance(
-                        watermark, raw[-1].id, {a: builder.counters[a] for a in agents}
-                    ):
-                        return rolled  # another server on this database rolled this batch up
-                    await store.merge(rollups)
+                    done = await uow.telemetry.roll_up(self.policy.batch, self._fleet.policy.offline_after)
                     await uow.commit()
-                self._rates.update({agent: _rates(found) for agent, found in builder.latest.items()})
-                rolled += len(raw)
-                if len(raw) < self.policy.batch:
+                self._rates.update(done.rates)
+                rolled += done.samples
+                if done.samples < self.policy.batch:
                     return rolled
 
     async def forget(self) -> int:
@@ -206,11 +179,6 @@ class Telemetry:
             deleted += count
             if count < self.policy.batch:
                 return deleted
-
-
-def _roll_up(builder: RollupBuilder, samples: list[TelemetrySample]) -> list[Rollup]:
-    builder.add(samples)
-    return builder.rollups()
 
 
 def _interpolate(hourly: Sequence[float | None], origin: datetime, at: datetime) -> float | None:

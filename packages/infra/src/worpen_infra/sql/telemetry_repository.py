@@ -1,32 +1,62 @@
-"""TelemetryStore on SQLAlchemy Core. The SQLite specifics stay here: buckets are merged by an upsert whose
-scalar min()/max() merge the aggregates in the database, and deletes go a bounded batch at a time."""
+"""TelemetryStore on SQLAlchemy Core. The SQLite specifics stay here: the rollup is computed in the
+database, a batch per transaction, so that raw samples never pass through Python (window functions measure
+the network counters, GROUP BY fills the buckets, an upsert merges them into the stored ones with scalar
+min()/max()); deletes go a bounded batch at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Float,
+    Insert,
+    Integer,
+    MetaData,
+    Over,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateTable
+from sqlalchemy.sql.functions import FunctionElement
 
-from worpen_core.fleet.model import TelemetrySample
-from worpen_core.fleet.readings import Readings
 from worpen_core.telemetry.model import (
     COUNTERS,
+    FLEET,
+    GAUGES,
     METRICS,
+    RATES,
     Aggregate,
-    Counters,
-    RawSample,
+    NetworkRates,
+    RolledUp,
     Rollup,
     Tier,
     Totals,
 )
-from worpen_infra.sql.bulk_write import BulkWrite
 from worpen_infra.sql.tables import (
     AGGREGATE_PARTS,
-    SAMPLE_READINGS,
     agent_samples,
     telemetry_counters,
     telemetry_progress,
@@ -35,8 +65,7 @@ from worpen_infra.sql.tables import (
 
 PROGRESS = 1
 """The id of telemetry_progress' one row."""
-IDS_PER_QUERY = 500
-"""Agent ids per IN (...) list, well under SQLite's limit on bound parameters."""
+MICROSECONDS = 1_000_000
 
 _values = tuple(f"{metric}_{part}" for metric in METRICS for part in AGGREGATE_PARTS) + COUNTERS
 _rollup = telemetry_rollups.c
@@ -58,38 +87,183 @@ def _merged() -> dict[str, ColumnElement[Any]]:
     return merged
 
 
-_merge = BulkWrite(
-    upsert(telemetry_rollups).on_conflict_do_update(
-        index_elements=[_rollup.tier, _rollup.series, _rollup.start], set_=_merged()
-    ),
-    ("tier", "series", "start", *_values),
+_sample = agent_samples.c
+_stored = telemetry_counters.c
+INCREASES = tuple(name.removesuffix("_bytes") + "_increase" for name in COUNTERS)
+"""The batch's columns for the bytes each of COUNTERS grew by over the interval before a sample."""
+
+_batch = Table(
+    "telemetry_batch",
+    MetaData(),
+    Column("id", Integer),
+    Column("agent_id", String),
+    Column("minute", BigInteger),
+    *(Column(name, Float) for name in GAUGES + RATES),
+    *(Column(name, BigInteger) for name in INCREASES),
+    Column("last", Boolean),
+    prefixes=["TEMPORARY"],
 )
+"""The batch being rolled up, a row per raw sample (its id) with its minute, gauges, rates and increases;
+`last` marks each agent's new last sample. A temporary table (the connection's own, emptied before the
+transaction ends): the buckets, the agents' last counters and their rates are all read from it."""
+_create_batch = CreateTable(_batch, if_not_exists=True)
+
+
+def _times(at: ColumnElement[Any]) -> tuple[ColumnElement[int], ColumnElement[int]]:
+    """A stored time (UtcDateTime's text on SQLite, "YYYY-MM-DD HH:MM:SS.ffffff") as `seconds` and `us`
+    since the epoch, both whole. SQLite's date functions keep milliseconds only, hence the fraction read
+    from the text; strftime rather than unixepoch(), which SQLite before 3.38 lacks."""
+    seconds = cast(func.strftime("%s", func.substr(at, 1, 19)), Integer)
+    us = seconds * MICROSECONDS + cast(func.substr(at, 21, 6), Integer)
+    return seconds.label("seconds"), us.label("us")
+
+
+def _fill_batch() -> Insert:
+    """INSERT INTO telemetry_batch the samples with ids in (:since, :upper], measured as RollupBuilder does.
+
+    Each agent's stored last counters come first (id 0). A row is a record when it is later than every row
+    of its agent before it (in order of id); a record is measured from the record before it, any other
+    sample measures nothing. That is RollupBuilder's rule, a sample measured from the agent's latest
+    sample so far: the records are what that latest was, in turn. One window over (agent, record) gives
+    each record the one before it. The windows sort only what they need (ids, times, counters); the
+    gauges are joined back by id."""
+    taken = and_(_sample.id > bindparam("since"), _sample.id <= bindparam("upper"))
+    fresh = select(
+        _sample.agent_id, _sample.id, *_times(_sample.at), *(_sample[name] for name in COUNTERS)
+    ).where(taken)
+    seeds = select(
+        _stored.agent_id,
+        literal(0, Integer).label("id"),
+        *_times(_stored.at),
+        *(_stored[name] for name in COUNTERS),
+    ).where(_stored.agent_id.in_(select(_sample.agent_id).where(taken).distinct()))
+    history = union_all(fresh, seeds).subquery("history")
+    h = history.c
+    earlier = func.max(h.us).over(partition_by=h.agent_id, order_by=h.id, rows=(None, -1))
+    running = select(history, func.coalesce(h.us > earlier, True).label("record")).subquery("running")
+    r = running.c
+
+    def chained(function: FunctionElement[Any]) -> Over[Any]:
+        return function.over(partition_by=[r.agent_id, r.record], order_by=r.id)
+
+    records = select(
+        running,
+        chained(func.lag(r.us)).label("previous_us"),
+        *(chained(func.lag(r[name])).label(f"previous_{name}") for name in COUNTERS),
+        chained(func.lead(r.id)).label("next_id"),
+    ).subquery("records")
+    c = records.c
+    elapsed = c.us - c.previous_us
+    measured = and_(c.record, c.previous_us.is_not(None), elapsed <= bindparam("max_gap"))
+    increases = []
+    for name, increase in zip(COUNTERS, INCREASES, strict=True):
+        now, before = c[name], c[f"previous_{name}"]
+        increases.append(
+            case(
+                (or_(~measured, now.is_(None), before.is_(None)), null()),
+                (now >= before, now - before),
+                else_=now,
+            ).label(increase)
+        )
+    changes = (
+        select(
+            c.id,
+            (c.seconds - c.seconds % Tier.MINUTE).label("minute"),
+            *increases,
+            (elapsed / literal_column("1000000.0")).label("seconds"),
+            and_(c.record, c.next_id.is_(None)).label("last"),
+        )
+        .where(c.id > 0)
+        .subquery("changes")
+    )
+    d = changes.c
+    rows = select(
+        d.id,
+        _sample.agent_id,
+        d.minute,
+        *(_sample[name] for name in GAUGES),
+        *(d[increase] / d.seconds for increase in INCREASES),
+        *(d[increase] for increase in INCREASES),
+        d.last,
+    ).join_from(changes, agent_samples, _sample.id == d.id)
+    return insert(_batch).from_select([column.name for column in _batch.columns], rows)
+
+
+def _merge_batch() -> Insert:
+    """Merge the batch into telemetry_rollups: grouped per agent and minute, then those groups into the
+    agents' hours and the fleet's minutes and hours; each bucket merged into the stored one (see
+    `_merged`)."""
+    b = _batch.c
+    parts: list[ColumnElement[Any]] = []
+    for metric in METRICS:
+        value = b[metric]
+        parts += [func.min(value), func.max(value), func.coalesce(func.sum(value), 0.0), func.count(value)]
+    parts += [func.coalesce(func.sum(b[increase]), 0) for increase in INCREASES]
+    minutes = (
+        select(
+            b.agent_id.label("series"),
+            b.minute.label("start"),
+            *(part.label(name) for part, name in zip(parts, _values, strict=True)),
+        )
+        .group_by(b.agent_id, b.minute)
+        .cte("minutes")
+    )
+    m = minutes.c
+    merged: list[ColumnElement[Any]] = []
+    for metric in METRICS:
+        merged += [
+            func.min(m[f"{metric}_min"]),
+            func.max(m[f"{metric}_max"]),
+            func.sum(m[f"{metric}_sum"]),
+            func.sum(m[f"{metric}_count"]),
+        ]
+    merged += [func.sum(m[counter]) for counter in COUNTERS]
+    hour = m.start - m.start % Tier.HOUR
+    fleet = literal(FLEET, String)
+
+    def tier(seconds: Tier) -> ColumnElement[int]:
+        return literal(int(seconds), Integer)
+
+    buckets = union_all(
+        select(tier(Tier.MINUTE), m.series, m.start, *(m[name] for name in _values)),
+        select(tier(Tier.HOUR), m.series, hour, *merged).group_by(m.series, hour),
+        select(tier(Tier.MINUTE), fleet, m.start, *merged).group_by(m.start),
+        select(tier(Tier.HOUR), fleet, hour, *merged).group_by(hour),
+    )
+    return (
+        upsert(telemetry_rollups)
+        .from_select(["tier", "series", "start", *_values], buckets)
+        .on_conflict_do_update(index_elements=[_rollup.tier, _rollup.series, _rollup.start], set_=_merged())
+    )
+
+
 _new_counters = upsert(telemetry_counters)
-_save_counters = BulkWrite(
-    _new_counters.on_conflict_do_update(
-        index_elements=[telemetry_counters.c.agent_id],
-        set_={name: _new_counters.excluded[name] for name in ("at", *COUNTERS)},
-    ),
-    ("agent_id", "at", *COUNTERS),
+_fill = _fill_batch()
+_merge = _merge_batch()
+_save_counters = _new_counters.from_select(
+    ["agent_id", "at", *COUNTERS],
+    # ending in WHERE: SQLite could read an upsert's ON after a join's as the join's
+    select(_sample.agent_id, _sample.at, *(_sample[name] for name in COUNTERS))
+    .join_from(_batch, agent_samples, _sample.id == _batch.c.id)
+    .where(_batch.c.last),
+).on_conflict_do_update(
+    index_elements=[_stored.agent_id], set_={name: _new_counters.excluded[name] for name in ("at", *COUNTERS)}
 )
-_read_samples = select(
-    agent_samples.c.id,
-    agent_samples.c.agent_id,
-    agent_samples.c.at,
-    *(agent_samples.c[n] for n in SAMPLE_READINGS),
-)
+_read_rates = select(_batch.c.agent_id, *(_batch.c[name] for name in RATES)).where(_batch.c.last)
+_empty_batch = delete(_batch)
+
 _read_rollups = select(_rollup.start, *(_rollup[name] for name in _values))
 _watermark = select(telemetry_progress.c.watermark).where(telemetry_progress.c.id == PROGRESS)
-
-
-def _row(rollup: Rollup) -> tuple[object, ...]:
-    values: list[object] = [int(rollup.tier), rollup.series, int(rollup.start.timestamp())]
-    for found in rollup.totals.aggregates:
-        values.extend(
-            (None, None, 0.0, 0) if found is None else (found.min, found.max, found.sum, found.count)
-        )
-    values.extend(rollup.totals.increases)
-    return tuple(values)
+_taken = (
+    select(_sample.id).where(_sample.id > bindparam("since")).order_by(_sample.id).limit(bindparam("batch"))
+).subquery()
+_upper = select(func.max(_taken.c.id))
+"""The id of the last sample of the next batch; NULL if there is none."""
+_advance = (
+    update(telemetry_progress)
+    .where(telemetry_progress.c.id == PROGRESS, telemetry_progress.c.watermark == bindparam("since"))
+    .values(watermark=bindparam("upper"))
+)
 
 
 def _rollup_of(tier: Tier, series: str, row: Sequence[Any]) -> Rollup:
@@ -105,49 +279,35 @@ class SqlAlchemyTelemetryStore:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
-    async def samples_after(self, sample_id: int, limit: int) -> list[RawSample]:
-        rows = await self._connection.execute(
-            _read_samples.where(agent_samples.c.id > sample_id).order_by(agent_samples.c.id).limit(limit)
-        )
-        return [RawSample(row[0], TelemetrySample(row[1], row[2], Readings(*row[3:]))) for row in rows]
-
-    async def watermark(self) -> int:
-        found = await self._connection.scalar(_watermark)
-        return int(found or 0)
-
-    async def counters(self, agent_ids: Collection[str]) -> dict[str, Counters]:
-        found: dict[str, Counters] = {}
-        columns = [telemetry_counters.c[name] for name in ("agent_id", "at", *COUNTERS)]
-        ordered = sorted(agent_ids)
-        for first in range(0, len(ordered), IDS_PER_QUERY):
-            chunk = ordered[first : first + IDS_PER_QUERY]
-            rows = await self._connection.execute(
-                select(*columns).where(telemetry_counters.c.agent_id.in_(chunk))
-            )
-            found.update((row[0], Counters(row[1], tuple(row[2:]))) for row in rows)
-        return found
-
-    async def merge(self, rollups: Sequence[Rollup]) -> None:
-        await _merge.run(self._connection, (_row(rollup) for rollup in rollups))
-
-    async def advance(self, since: int, watermark: int, counters: Mapping[str, Counters]) -> bool:
-        moved = await self._connection.execute(
-            update(telemetry_progress)
-            .where(telemetry_progress.c.id == PROGRESS, telemetry_progress.c.watermark == since)
-            .values(watermark=watermark)
-        )
+    async def roll_up(self, batch: int, max_gap: timedelta) -> RolledUp:
+        connection = self._connection
+        since = int(await connection.scalar(_watermark) or 0)
+        upper = await connection.scalar(_upper, {"since": since, "batch": batch})
+        if upper is None:
+            return RolledUp(0, {})  # nothing new: no write, no transaction
+        await connection.execute(_create_batch)
+        # The transaction's first statement writes, so it holds the write lock from the start: no flush
+        # commits between what it reads and what it writes (a SQLite transaction that read first could
+        # not write after another commit). The batch was fixed before: no sample can come below `upper`.
+        moved = await connection.execute(_advance, {"since": since, "upper": upper})
         if moved.rowcount == 0:
             if since != 0:
-                return False
-            first = await self._connection.execute(
+                return RolledUp(0, {})  # another server on this database rolled this batch up
+            first = await connection.execute(
                 upsert(telemetry_progress)
-                .values(id=PROGRESS, watermark=watermark)
+                .values(id=PROGRESS, watermark=upper)
                 .on_conflict_do_nothing(index_elements=[telemetry_progress.c.id])
             )
             if first.rowcount == 0:
-                return False
-        await _save_counters.run(self._connection, _counter_rows(counters))
-        return True
+                return RolledUp(0, {})
+        filled = await connection.execute(
+            _fill, {"since": since, "upper": upper, "max_gap": max_gap // timedelta(microseconds=1)}
+        )
+        await connection.execute(_merge)
+        await connection.execute(_save_counters)
+        rates = {row[0]: NetworkRates(row[1], row[2]) for row in await connection.execute(_read_rates)}
+        await connection.execute(_empty_batch)
+        return RolledUp(filled.rowcount, rates)
 
     async def rollups(self, tier: Tier, series: str, start: datetime, end: datetime) -> list[Rollup]:
         rows = await self._connection.execute(
@@ -182,7 +342,3 @@ class SqlAlchemyTelemetryStore:
             delete(telemetry_rollups).where(tuple_(_rollup.tier, _rollup.series, _rollup.start).in_(oldest))
         )
         return deleted.rowcount
-
-
-def _counter_rows(counters: Mapping[str, Counters]) -> Iterable[tuple[object, ...]]:
-    return ((agent_id, found.at, *found.values) for agent_id, found in sorted(counters.items()))

@@ -18,7 +18,8 @@ from worpen_core.access.model import Permission
 from worpen_core.fleet.model import Agent
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
-from worpen_core.telemetry.service import NetworkRates, Telemetry
+from worpen_core.telemetry.model import NetworkRates
+from worpen_core.telemetry.service import Telemetry
 
 PROMETHEUS_TEXT = CONTENT_TYPE_LATEST.removesuffix("; charset=utf-8")
 LABEL = "agent"
