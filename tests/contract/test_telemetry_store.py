@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -202,13 +202,16 @@ def histories(draw: st.DrawFn) -> list[TelemetrySample]:
     return drawn
 
 
+Run = tuple[int, list[tuple[int, bool]], bool]
+
+
 @st.composite
-def runs(draw: st.DrawFn, size: int) -> list[tuple[int, list[tuple[int, bool]]]]:
-    """Where the history is cut into flushes, and after each the rollups made: their batch sizes, and
-    whether each is committed."""
+def runs(draw: st.DrawFn, size: int) -> list[Run]:
+    """Where the history is cut into flushes, and after each the rollups made (their batch sizes, and
+    whether each is committed) and whether the server restarts then."""
     cuts = sorted(draw(st.lists(st.integers(0, size), max_size=5)))
     rollups = st.lists(st.tuples(st.integers(1, 8), st.booleans() | st.just(True)), max_size=4)
-    return [(cut, draw(rollups)) for cut in [*cuts, size]]
+    return [(cut, draw(rollups), draw(st.booleans())) for cut in [*cuts, size]]
 
 
 @pytest.fixture(scope="module")
@@ -222,13 +225,16 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 async def rolled_up(
-    uow: StorageFactory, history: list[TelemetrySample], plan: list[tuple[int, list[tuple[int, bool]]]]
+    uow: StorageFactory,
+    history: list[TelemetrySample],
+    plan: list[Run],
+    restart: Callable[[], Awaitable[None]],
 ) -> tuple[list[RolledUp], dict[tuple[Tier, str], list[Rollup]]]:
     """The history written and rolled up as planned, then the rest rolled up: what each committed rollup
     answered, and every stored bucket."""
     answers = []
     written = 0
-    for cut, rollups in plan:
+    for cut, rollups, restarted in plan:
         await add(uow, history[written:cut])
         written = max(written, cut)
         for batch, commit in rollups:
@@ -237,11 +243,17 @@ async def rolled_up(
                 if commit:
                     await tx.commit()
                     answers.append(done)
+        if restarted:
+            await restart()
     answers.append(await roll_up(uow))
     buckets = {
         (tier, series): await stored(uow, tier, series) for tier in Tier for series in (*AGENTS, FLEET)
     }
     return answers, buckets
+
+
+async def nothing() -> None:
+    """The fake's restart: it keeps nothing outside its store."""
 
 
 def close(first: float | None, second: float | None) -> bool:
@@ -256,13 +268,14 @@ def test_the_sql_rollup_agrees_with_the_reference_for_any_history(
     migrated: Path, data: st.DataObject, history: list[TelemetrySample]
 ) -> None:
     plan = data.draw(runs(len(history)))
-    expected = asyncio.run(rolled_up(FakeUnitOfWorkFactory(), history, plan))
+    expected = asyncio.run(rolled_up(FakeUnitOfWorkFactory(), history, plan, nothing))
     with tempfile.TemporaryDirectory() as directory:
         database = Path(directory) / "rollup.db"
         shutil.copy(migrated, database)
         engine = create_engine(f"sqlite+aiosqlite:///{database}")
         try:
-            found = asyncio.run(rolled_up(SqlAlchemyUnitOfWorkFactory(engine), history, plan))
+            # a restart: the pool's connections closed, new ones opened (their temporary tables gone)
+            found = asyncio.run(rolled_up(SqlAlchemyUnitOfWorkFactory(engine), history, plan, engine.dispose))
         finally:
             asyncio.run(engine.dispose())
 
