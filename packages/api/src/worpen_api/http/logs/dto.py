@@ -47,6 +47,7 @@ class LogLineIn(Wire, forbid_unknown_fields=True):
         if isinstance(self.timestamp, float | int):
             return datetime.fromtimestamp(self.timestamp, UTC)
         return self.timestamp
+
     fields: Fields = msgspec.field(default_factory=dict)
 
 
@@ -70,9 +71,7 @@ class LogBatchIn(Wire, forbid_unknown_fields=True):
     ) = None
 
     def to_command(self) -> ShipLogs:
-        lines = tuple(
-            ShippedLine(line.message, line.level, line.at(), line.fields) for line in self.lines
-        )
+        lines = tuple(ShippedLine(line.message, line.level, line.at(), line.fields) for line in self.lines)
         return ShipLogs(self.agent_id, lines, self.unit)
 
 
