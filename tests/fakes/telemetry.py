@@ -8,7 +8,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from tests.fakes.store import Store
-from worpen_core.telemetry.model import Counters, RolledUp, Rollup, RollupBuilder, Tier
+from worpen_core.telemetry.model import Counters, RolledUp, Rollup, RollupBuilder, Tier, Totals, Window
 
 
 def merge_rollups(rollups: Iterable[Rollup]) -> list[Rollup]:
@@ -52,6 +52,12 @@ class FakeTelemetryStore:
             for rollup in merge_rollups([*self._store.rollups.values(), *self._staged])
             if rollup.tier is tier and rollup.series == series and start <= rollup.start < end
         ]
+
+    async def buckets(
+        self, tier: Tier, series: str, start: datetime, step: int, count: int
+    ) -> list[Totals | None]:
+        shown = Window(tier, step, start + timedelta(seconds=step * count), count)
+        return shown.gather(await self.rollups(tier, series, start, shown.end))
 
     async def delete_samples(self, before: datetime, limit: int) -> int:
         watermark = self._current_watermark()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,12 +56,14 @@ def version_key(version: str | None) -> tuple[int, ...] | None:
 
 
 def outdated(agents: Iterable[Agent]) -> int:
-    """How many agents report a lower version than the newest any agent reports."""
-    keys = [key for key in (version_key(agent.version) for agent in agents) if key is not None]
+    """How many agents report a lower version than the newest any agent reports. Each version is read
+    once, however many agents run it: a fleet runs a handful."""
+    counts = Counter(agent.version for agent in agents)
+    keys = {version: key for version in counts if (key := version_key(version)) is not None}
     if not keys:
         return 0
-    newest = max(keys)
-    return sum(1 for key in keys if key < newest)
+    newest = max(keys.values())
+    return sum(counts[version] for version, key in keys.items() if key < newest)
 
 
 def security_score(

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from worpen_core.shared.ports import UnitOfWork
-from worpen_core.telemetry.model import RolledUp, Rollup, Tier
+from worpen_core.telemetry.model import RolledUp, Rollup, Tier, Totals
 
 
 class TelemetryStore(Protocol):
@@ -28,6 +28,13 @@ class TelemetryStore(Protocol):
 
     async def rollups(self, tier: Tier, series: str, start: datetime, end: datetime) -> list[Rollup]:
         """The series' buckets of `tier` starting in [start, end), in order of start."""
+        ...
+
+    async def buckets(
+        self, tier: Tier, series: str, start: datetime, step: int, count: int
+    ) -> list[Totals | None]:
+        """The series' buckets of `tier` merged into `count` buckets of `step` seconds (a multiple of the
+        tier's) from `start`, as `Window.gather` merges them; None for a bucket without data."""
         ...
 
     async def delete_samples(self, before: datetime, limit: int) -> int:

@@ -161,8 +161,7 @@ class Telemetry:
 
     async def _buckets(self, shown: Window, series: str) -> list[Totals | None]:
         async with self._uow() as uow:
-            rollups = await uow.telemetry.rollups(shown.tier, series, shown.start, shown.end)
-        return shown.gather(rollups)
+            return await uow.telemetry.buckets(shown.tier, series, shown.start, shown.step, shown.past)
 
     async def _in_batches(self, tier: Tier | None, before: datetime) -> int:
         """Delete the raw samples (tier None) or the buckets of `tier` before `before`, a batch per
