@@ -103,6 +103,24 @@ async def test_samples_are_rolled_up_in_every_tier_per_agent_and_fleet_wide(uow:
         assert await stored(uow, tier, FLEET) == [Rollup(tier, FLEET, T0, fleet)]
 
 
+async def test_buckets_are_the_stored_ones_merged_into_display_steps(uow: StorageFactory) -> None:
+    # cpu 10 to 70 every 10 s over three minutes, rx growing 100 bytes/s: six samples a minute
+    await add(uow, [sample(10 * n, rx=1000 * n, cpu=10.0 + n) for n in range(18)])
+    await roll_up(uow)
+
+    async with uow() as tx:
+        shown = await tx.telemetry.buckets(Tier.MINUTE, FLEET, T0 - timedelta(minutes=2), 120, 4)
+
+    assert shown[0] is None  # nothing before T0
+    first, second = shown[1], shown[2]  # [T0, T0 + 2 min) and [T0 + 2 min, T0 + 4 min)
+    assert first is not None
+    assert second is not None
+    assert first.aggregate("cpu") == Aggregate(10, 21, sum(10.0 + n for n in range(12)), 12)
+    assert second.aggregate("cpu") == Aggregate(22, 27, sum(10.0 + n for n in range(12, 18)), 6)
+    assert (first.increases, second.increases) == ((11_000, 0), (6000, 0))
+    assert shown[3] is None
+
+
 async def test_a_later_batch_merges_into_the_stored_buckets_from_the_stored_counters(
     uow: StorageFactory,
 ) -> None:
