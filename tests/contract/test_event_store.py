@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
-
-from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_api.bootstrap import StorageFactory
 from worpen_core.events.model import EventRecord
-from worpen_infra.sql.database import create_engine, upgrade_database
-from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["fake", "sqlite"])
-async def uow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageFactory]:
-    if request.param == "fake":
-        yield FakeUnitOfWorkFactory()
-        return
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'events.db'}")
-    await upgrade_database(engine)
-    yield SqlAlchemyUnitOfWorkFactory(engine)
-    await engine.dispose()
 
 
 def record(kind: str = "AgentWentOffline", minutes: int = 0, subject: str = "bee-001") -> EventRecord:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_api.bootstrap import StorageFactory
 from worpen_core.access.model import ApiKey, Role
 from worpen_core.fleet.model import Agent, TelemetrySample
@@ -21,17 +19,6 @@ from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["fake", "sqlite"])
-async def uow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageFactory]:
-    if request.param == "fake":
-        yield FakeUnitOfWorkFactory()
-        return
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}")
-    await upgrade_database(engine)
-    yield SqlAlchemyUnitOfWorkFactory(engine)
-    await engine.dispose()
 
 
 READINGS = Readings(cpu=12.5, ram=40.0, disk=71.5, net_rx_bytes=10**12, net_tx_bytes=5, uptime_seconds=3600)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,17 +36,6 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GAP = timedelta(seconds=30)
 EVER = (T0 - timedelta(days=1), T0 + timedelta(days=2))
 """A span that holds every bucket of these tests."""
-
-
-@pytest.fixture(params=["fake", "sqlite"])
-async def uow(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageFactory]:
-    if request.param == "fake":
-        yield FakeUnitOfWorkFactory()
-        return
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}")
-    await upgrade_database(engine)
-    yield SqlAlchemyUnitOfWorkFactory(engine)
-    await engine.dispose()
 
 
 def totals(

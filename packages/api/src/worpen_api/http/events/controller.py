@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromQuery, QueryParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEventMessage
 
+from worpen_api.http import streams
 from worpen_api.http.errors import documented
 from worpen_api.http.events.dto import event_out
 from worpen_api.http.openapi import MayStream
@@ -21,24 +20,15 @@ from worpen_api.settings import Settings
 from worpen_core.access.model import Permission
 from worpen_core.events.journal import EventJournal
 from worpen_core.events.model import RecordedEvent
-from worpen_core.shared.broadcast import FellBehind, keep_alive
 
 _encode = msgspec.json.Encoder().encode
 TYPES_PATTERN = r"^[A-Za-z][A-Za-z0-9]*(,[A-Za-z][A-Za-z0-9]*)*$"
 MAX_ID = 2**63 - 1
 """The largest id the database holds (a signed 64-bit integer)."""
-LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
-"""An id this server hands out; any other Last-Event-ID is ignored, as a new follow."""
 
 
 def _types(types: str | None) -> frozenset[str] | None:
     return None if types is None else frozenset(types.split(","))
-
-
-def resume_after(request: Request[Any, Any, Any], after: int | None) -> int | None:
-    """Where a follow starts: after the Last-Event-ID a reconnecting EventSource sends, else `after`."""
-    resume = request.headers.get("last-event-id", "")
-    return int(resume) if LAST_EVENT_ID.fullmatch(resume) else after
 
 
 class EventController(Controller):
@@ -79,19 +69,10 @@ class EventController(Controller):
     ) -> Response[Any]:
         if not follow:
             return Response([event_out(event) for event in await journal.read(after, limit, _types(types))])
-        events = await journal.follow(resume_after(request, after), _types(types))
-        return ServerSentEvent(_follow(events, settings.stream_ping_seconds, draining))
+        events = await journal.follow(streams.resume_after(request, after), _types(types))
+        return streams.follow(events, _message, settings.stream_ping_seconds, draining)
 
 
-async def _follow(
-    events: AsyncIterator[RecordedEvent], ping_seconds: float, draining: asyncio.Event
-) -> AsyncIterator[ServerSentEventMessage]:
-    try:
-        async for event in keep_alive(events, ping_seconds, draining):
-            if event is None:
-                yield ServerSentEventMessage(data=None, comment="ping")
-                continue
-            body = event_out(event)
-            yield ServerSentEventMessage(data=_encode(body).decode(), event=body["type"], id=str(event.id))
-    except FellBehind as exc:
-        yield ServerSentEventMessage(data=_encode({"detail": str(exc)}).decode(), event="error")
+def _message(event: RecordedEvent) -> ServerSentEventMessage:
+    body = event_out(event)
+    return ServerSentEventMessage(data=_encode(body).decode(), event=body["type"], id=str(event.id))

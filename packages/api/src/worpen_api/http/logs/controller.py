@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -24,6 +22,7 @@ from litestar.openapi.spec import (
 from litestar.params import Body, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from worpen_api.http import streams
 from worpen_api.http.errors import documented
 from worpen_api.http.logs.dto import LogBatchAck, LogBatchIn, LogEntryOut
 from worpen_api.http.openapi import EVENT_STREAM, SERVER_SENT_EVENT
@@ -34,10 +33,8 @@ from worpen_core.access.model import Permission
 from worpen_core.logs.commands import MAX_BATCH_BYTES
 from worpen_core.logs.model import Level, LogEntry, LogFilter, LogQuery
 from worpen_core.logs.service import CentralLog
-from worpen_core.shared.broadcast import FellBehind, keep_alive
 from worpen_core.shared.errors import InvalidInput
 
-LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
 """An id this server hands out; any other Last-Event-ID is ignored, as a new follow."""
 NEXT_CURSOR = "X-Next-Cursor"
 """The header that holds the cursor of the next page, as on the agents list."""
@@ -152,10 +149,8 @@ class LogController(Controller):
         level: LevelAndAbove = None,
         source: Source = None,
     ) -> ServerSentEvent:
-        resume = request.headers.get("last-event-id", "")
-        after = int(resume) if LAST_EVENT_ID.fullmatch(resume) else None
-        entries = await logs.follow(after, LogFilter(level, source))
-        return ServerSentEvent(_follow(entries, settings.stream_ping_seconds, draining))
+        entries = await logs.follow(streams.resume_after(request), LogFilter(level, source))
+        return streams.follow(entries, _message, settings.stream_ping_seconds, draining)
 
 
 class LogIntakeController(Controller):
@@ -198,15 +193,5 @@ class LogIntakeController(Controller):
         return LogBatchAck(accepted=await logs.ship(data.to_command()))
 
 
-async def _follow(
-    entries: AsyncIterator[LogEntry], ping_seconds: float, draining: asyncio.Event
-) -> AsyncIterator[ServerSentEventMessage]:
-    try:
-        async for entry in keep_alive(entries, ping_seconds, draining):
-            if entry is None:
-                yield ServerSentEventMessage(data=None, comment="ping")
-                continue
-            body = _encode(LogEntryOut.of(entry)).decode()
-            yield ServerSentEventMessage(data=body, event="log", id=str(entry.id))
-    except FellBehind as exc:
-        yield ServerSentEventMessage(data=_encode({"detail": str(exc)}).decode(), event="error")
+def _message(entry: LogEntry) -> ServerSentEventMessage:
+    return ServerSentEventMessage(data=_encode(LogEntryOut.of(entry)).decode(), event="log", id=str(entry.id))
