@@ -111,7 +111,11 @@ async def test_stats_count_active_agents_their_load_and_each_security_finding(
         "authDisabled": (0, 0),
     }
     assert stats.security.score == 100 - 17
-    clock.advance(3601)
+    await fleet.record_heartbeat(RecordHeartbeat("c", Readings(60.0, 10.0)))
+    assert await dashboard.stats() == stats  # computed at most once a second
+    clock.advance(1)
+    assert (await dashboard.stats()).active_nodes == 3
+    clock.advance(3600)
     assert (await dashboard.stats()).security.findings["failedAuthentications"].count == 0
 
 

@@ -4,6 +4,7 @@ now (in memory, but for the list of API keys): cheap at any fleet size."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from statistics import fmean
 
 from worpen_core.access.service import ApiKeys, FailedAuthThrottle
@@ -28,6 +29,9 @@ class Stats:
 
 
 class Dashboard:
+    """The figures are computed at most once per `fresh_for` (a second by default): they read every agent,
+    about 6 ms at 10,000 of them, and many cockpits polling cost no more than one."""
+
     def __init__(
         self,
         fleet: Fleet,
@@ -37,6 +41,7 @@ class Dashboard:
         clock: Clock,
         *,
         auth_enabled: bool,
+        fresh_for: timedelta = timedelta(seconds=1),
     ) -> None:
         self._fleet = fleet
         self._api_keys = api_keys
@@ -44,8 +49,18 @@ class Dashboard:
         self.throughput = throughput
         self._clock = clock
         self._auth_enabled = auth_enabled
+        self._fresh_for = fresh_for
+        self._computed: tuple[datetime, Stats] | None = None
 
     async def stats(self) -> Stats:
+        now = self._clock.now()
+        if self._computed is not None and now - self._computed[0] < self._fresh_for:
+            return self._computed[1]
+        stats = await self._compute(now)
+        self._computed = (now, stats)
+        return stats
+
+    async def _compute(self, now: datetime) -> Stats:
         agents = self._fleet.agents()
         loads = [agent.readings.cpu for agent in agents if agent.status in ACTIVE]
         keys = await self._api_keys.list_all()
@@ -54,6 +69,6 @@ class Dashboard:
             messages_per_second=self.throughput.per_second(),
             avg_load=fmean(loads) if loads else None,
             security=security_score(
-                agents, keys, self._throttle.failures_in_last_hour(), self._auth_enabled, self._clock.now()
+                agents, keys, self._throttle.failures_in_last_hour(), self._auth_enabled, now
             ),
         )
