@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,53 +28,13 @@ from pathlib import Path
 
 import docker
 import httpx
+from worpen_process import admin_key, start_worpen
 
 ENGINE_SOCKET = "/var/run/docker.sock"
 IMAGE = os.environ.get("WORPEN_TEST_IMAGE", "worpen-test/busybox:1")
 LABEL = "worpen.bench"
 TARGET_RATIO = 1.5
 LOGGER = "i=0; while [ $i -lt 1000 ]; do i=$((i+1)); echo line $i of the log; done; sleep 3600"
-SECRET = re.compile(r"wpn_[A-Za-z0-9_-]{20,}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_worpen(workdir: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log_path = workdir / "worpen.log"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("WORPEN_")},
-        "WORPEN_DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'worpen.db'}",
-        "WORPEN_DOCKER_HOSTS": f"local=unix://{ENGINE_SOCKET}",
-        "WORPEN_LOG_FORMAT": "json",
-    }
-    worpen = Path(sys.executable).parent / "worpen"
-    command = [str(worpen), "serve", "--port", str(port), "--grpc-port", str(free_port())]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:
-        process.kill()
-        raise SystemExit(f"worpen serve did not start:\n{log_path.read_text()}")
-    return process, url, log_path
-
-
-def admin_key(log_path: Path) -> str:
-    found = SECRET.search(log_path.read_text())
-    assert found is not None
-    return found.group(0)
 
 
 def fill(client: docker.DockerClient, size: int, run: str) -> int:
@@ -128,7 +84,11 @@ def main() -> None:
     raw = httpx.Client(transport=httpx.HTTPTransport(uds=ENGINE_SOCKET), base_url=f"http://docker/v{version}")
     sizes: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as workdir:
-        process, url, log_path = start_worpen(Path(workdir))
+        settings = {
+            "WORPEN_DATABASE_URL": f"sqlite+aiosqlite:///{Path(workdir) / 'worpen.db'}",
+            "WORPEN_DOCKER_HOSTS": f"local=unix://{ENGINE_SOCKET}",
+        }
+        process, url, log_path = start_worpen(Path(workdir), settings)
         api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key(log_path)}"})
         try:
             logger = client.containers.run(

@@ -21,15 +21,10 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import random
-import re
 import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +34,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import httpx
+from worpen_process import admin_key, start_worpen
 
 from worpen_core.fleet.model import Agent, FleetPolicy, TelemetrySample
 from worpen_core.fleet.readings import Readings
@@ -51,7 +47,6 @@ from worpen_infra.clock import SystemClock
 from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
-SECRET = re.compile(r"wpn_[A-Za-z0-9_-]{20,}")
 TARGET_MS = 50.0
 TARGET_RATIO = 2.0
 INTERVAL = 10
@@ -66,19 +61,17 @@ ENDPOINTS = {
     "services": ("/api/v1/dashboard/services", {}),
 }
 TARGETED = ("stats", "network?range=24h", "load?range=24h")
+SETTINGS = {
+    "WORPEN_DOCKER_HOSTS": "none",
+    "WORPEN_AGENT_TTL": "86400",  # the seeded fleet stays as seeded while it is measured
+    "WORPEN_LOG_LEVEL": "warning",
+}
 
 
 class Measured(TypedDict):
     medians: dict[str, float]
     """Median ms by endpoint."""
     bytes_per_row: dict[str, float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def agent_id(number: int) -> str:
@@ -200,33 +193,6 @@ def fleet_rollups_query(database: Path) -> Callable[[], object]:
     return query
 
 
-def start_worpen(workdir: Path, database: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log_path = workdir / f"worpen-{port}.log"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("WORPEN_")},
-        "WORPEN_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
-        "WORPEN_DOCKER_HOSTS": "none",
-        "WORPEN_AGENT_TTL": "86400",  # the seeded fleet stays as seeded while it is measured
-        "WORPEN_LOG_FORMAT": "json",
-        "WORPEN_LOG_LEVEL": "warning",
-    }
-    worpen = Path(sys.executable).parent / "worpen"
-    command = [str(worpen), "serve", "--port", str(port), "--grpc-port", str(free_port())]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return process, url, log_path
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit(f"worpen serve did not start:\n{log_path.read_text()}")
-
-
 def timed(call: Callable[[], object], samples: list[float]) -> None:
     started = time.perf_counter()
     result = call()
@@ -268,10 +234,11 @@ def main() -> None:
                 flush=True,
             )
             cost = disk_cost(database)
-            process, url, log_path = start_worpen(Path(workdir), database)
-            key = SECRET.search(log_path.read_text())
-            assert key is not None, log_path.read_text()
-            api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key.group(0)}"}, timeout=60)
+            process, url, log_path = start_worpen(
+                Path(workdir), {**SETTINGS, "WORPEN_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+            )
+            key = admin_key(log_path)
+            api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
             try:
                 calls: dict[str, Callable[[], object]] = {
                     name: partial(api.get, path, params=params) for name, (path, params) in ENDPOINTS.items()
