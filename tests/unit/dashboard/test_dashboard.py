@@ -3,6 +3,7 @@ minute, the security score's itemised penalties, and services grouped, judged an
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -119,6 +120,15 @@ async def test_stats_count_active_agents_their_load_and_each_security_finding(
     assert (await dashboard.stats()).security.findings["failedAuthentications"].count == 0
 
 
+async def sampled(board: ServiceBoard, after: datetime | None = None) -> None:
+    """Let the sample a read started run (one taken later than `after`)."""
+    for _ in range(100):
+        if board.sampled_at is not None and (after is None or board.sampled_at > after):
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the read started no sample")
+
+
 def container(
     node: str,
     cid: str,
@@ -177,14 +187,15 @@ async def test_services_are_judged_by_their_containers_and_sampled_for_load_and_
         for c in runtime.held:
             runtime.usages[c.id] = ContainerUsage(cpu_nanos=0, system_nanos=0, online_cpus=2)
 
-    await board.sample()
-    assert [s.load for s in board.services] == [None, None, None]  # one reading is no rate yet
+    assert board.read() == []  # the first look starts a sample in the background
+    await sampled(board)
+    assert [s.load for s in board.read()] == [None, None, None]  # one reading is no rate yet
     a.usages["g1"] = ContainerUsage(cpu_nanos=300, system_nanos=1000, online_cpus=2)  # 60 % of one core
     b.usages["g2"] = ContainerUsage(cpu_nanos=100, system_nanos=1000, online_cpus=2)  # 20 %
     clock.advance(10)
     await board.sample()
 
-    by_name = {s.name: s for s in board.services}
+    by_name = {s.name: s for s in board.read()}
     assert sorted(by_name) == ["api-gateway", "db", "web"]
     gw, web, db = by_name["api-gateway"], by_name["web"], by_name["db"]
     assert (gw.status, gw.instances, gw.nodes, gw.load, gw.latency_ms) == (
@@ -200,5 +211,30 @@ async def test_services_are_judged_by_their_containers_and_sampled_for_load_and_
 
     b.down = True
     await board.sample()
-    assert sorted(s.name for s in board.services) == ["api-gateway", "db", "web"]
+    assert sorted(s.name for s in board.read()) == ["api-gateway", "db", "web"]
     assert list(board.unavailable) == ["node-b"]
+
+
+async def test_the_engines_are_sampled_only_while_someone_looks(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    engine = FakeRuntime("node-a", [container("node-a", "w1", "web-1")])
+    board = ServiceBoard(
+        Containers([engine], AuditTrail(uow, clock, bus), clock, bus, ContainerLimits()), clock
+    )
+
+    await board.sample()
+    assert (engine.listed, engine.usage_calls) == (0, 0)  # nobody looked yet
+    board.read()
+    await sampled(board)
+    clock.advance(60)
+    await board.sample()
+    assert (engine.listed, engine.usage_calls) == (2, 2)
+    clock.advance(300)  # five minutes since the last look
+    await board.sample()
+    assert engine.listed == 2
+    sampled_before = board.sampled_at
+    assert [s.name for s in board.read()] == ["web"]  # what it had, while a new sample starts
+    clock.advance(1)
+    await sampled(board, after=sampled_before)
+    assert engine.listed == 3

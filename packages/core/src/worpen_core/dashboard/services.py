@@ -9,7 +9,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from statistics import fmean
 
@@ -100,19 +100,48 @@ def group_services(
 class ServiceBoard:
     """The services as last sampled. Each sample lists every node's containers, reads the CPU of each
     running one (one call each, a few at a time) and, for those with a health check, the latest check's
-    duration; CPU load is the change between two samples."""
+    duration; CPU load is the change between two samples.
 
-    def __init__(self, containers: Containers, clock: Clock, concurrency: int = 8) -> None:
+    The engines are only sampled while someone looks: a sample is skipped when the services were not
+    read for `watched_for`, and the first read after that starts one in the background (that read gets
+    what the board last had), so an unwatched dashboard costs the engines nothing."""
+
+    def __init__(
+        self,
+        containers: Containers,
+        clock: Clock,
+        concurrency: int = 8,
+        watched_for: timedelta = timedelta(minutes=5),
+    ) -> None:
         self._containers = containers
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
+        self._watched_for = watched_for
+        self._read_at: datetime | None = None
+        self._sampling: asyncio.Task[None] | None = None
         self._usage: dict[str, ContainerUsage] = {}
-        self.services: list[Service] = []
+        self._services: list[Service] = []
         self.sampled_at: datetime | None = None
         self.unavailable: dict[str, str] = {}
         """Nodes left out of the last sample, with the reason."""
 
+    def read(self) -> list[Service]:
+        """The services as last sampled; starts a sample now if nobody was looking."""
+        now = self._clock.now()
+        if not self._watched(now) and (self._sampling is None or self._sampling.done()):
+            self._sampling = asyncio.create_task(self._sample(), name="services-sample")
+        self._read_at = now
+        return self._services
+
     async def sample(self) -> None:
+        """The periodic sample: skipped while nobody looks."""
+        if self._watched(self._clock.now()):
+            await self._sample()
+
+    def _watched(self, now: datetime) -> bool:
+        return self._read_at is not None and now - self._read_at < self._watched_for
+
+    async def _sample(self) -> None:
         listing = await self._containers.list_containers()
         running = [c for c in listing.items if c.state is ContainerState.RUNNING]
         readings = await asyncio.gather(*(self._read(c) for c in running))
@@ -129,7 +158,7 @@ class ServiceBoard:
             if check_ms is not None:
                 latency[container.id] = check_ms
         self._usage = usage
-        self.services = group_services(listing.items, cpu, latency)
+        self._services = group_services(listing.items, cpu, latency)
         self.unavailable = dict(listing.unavailable)
         self.sampled_at = self._clock.now()
 

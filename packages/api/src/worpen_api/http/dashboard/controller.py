@@ -56,11 +56,12 @@ class DashboardController(Controller):
         "container runs and passes (or has no) health check, CRITICAL when none does, WARNING otherwise. "
         "`latency`: mean duration in ms of the running containers' latest health checks (null without "
         "any). `load`: mean CPU of the running containers as `docker stats` shows it (100 = one core). The "
-        "engines are sampled in the background (WORPEN_SERVICE_SAMPLE_INTERVAL), never per request; load "
-        "is null until two samples were taken.",
+        "engines are sampled in the background (WORPEN_SERVICE_SAMPLE_INTERVAL), never per request, and "
+        "only while the services are read (a read after five minutes without one starts the sampling "
+        "again); load is null until two samples were taken.",
     )
     async def services(self, services: NamedDependency[ServiceBoard]) -> list[ServiceOut]:
-        return [ServiceOut.of(service) for service in services.services]
+        return [ServiceOut.of(service) for service in services.read()]
 
     @get(
         "/network",
