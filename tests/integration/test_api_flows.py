@@ -7,8 +7,10 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.docker_support import wait_for
 from tests.integration.support import (
     COCKPIT,
     CRITICAL_HEARTBEATS,
@@ -325,6 +327,23 @@ def test_metrics_are_prometheus_text_for_a_viewer(
     assert requests[("POST", "/api/v1/internal/heartbeat", "202")] >= 1
     [depth] = families["worpen_event_bus_queue_depth"].samples
     assert depth.value >= 0
+    followers = {sample.labels["stream"] for sample in families["worpen_stream_followers"].samples}
+    assert followers == {"events", "logs"}
+    assert {"worpen_log_lines_ingested", "worpen_events_dropped"} <= set(families)
+
+    def journaled() -> float:
+        metrics = viewer_metrics(fleet_server, keys)
+        [recorded] = metrics["worpen_events_recorded"].samples
+        return recorded.value
+
+    assert wait_for(journaled, "metrics-one's registration in the journal") >= 1
+
+
+def viewer_metrics(server: WorpenServer, keys: Keys) -> dict[str, Metric]:
+    with server.client(keys.viewer.secret) as viewer:
+        response = viewer.get("/metrics")
+    assert response.status_code == 200, response.text
+    return {family.name: family for family in text_string_to_metric_families(response.text)}
 
 
 def test_metrics_need_a_key(fleet_server: WorpenServer) -> None:

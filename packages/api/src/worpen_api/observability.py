@@ -108,6 +108,29 @@ class FleetCollector(Collector):
         terminals = GaugeMetricFamily("worpen_terminal_sessions", "Open terminal sessions")
         terminals.add_metric([], len(self._worpen.containers.terminals()))
         yield terminals
+        yield from self._journal_and_log()
+
+    def _journal_and_log(self) -> Iterator[Metric]:
+        logs = self._worpen.logs
+        recorded = CounterMetricFamily("worpen_events_recorded", "Domain events committed to the journal")
+        recorded.add_metric([], self._worpen.journal.recorded)
+        yield recorded
+        shipped = CounterMetricFamily(
+            "worpen_log_lines_ingested", "Log lines shipped by agents and committed"
+        )
+        shipped.add_metric([], logs.lines_ingested)
+        yield shipped
+        lost = CounterMetricFamily(
+            "worpen_events_dropped", "Events lost because the database could not be written for too long"
+        )
+        lost.add_metric([], logs.events_dropped)
+        yield lost
+        followers = GaugeMetricFamily(
+            "worpen_stream_followers", "Clients following a live stream", labels=["stream"]
+        )
+        followers.add_metric(["events"], self._worpen.journal.followers)
+        followers.add_metric(["logs"], logs.followers)
+        yield followers
 
 
 class Metrics:
