@@ -46,7 +46,7 @@ class Dashboard:
         self._fleet = fleet
         self._api_keys = api_keys
         self._throttle = throttle
-        self.throughput = throughput
+        self._throughput = throughput
         self._clock = clock
         self._auth_enabled = auth_enabled
         self._fresh_for = fresh_for
@@ -66,7 +66,7 @@ class Dashboard:
         keys = await self._api_keys.list_all()
         return Stats(
             active_nodes=len(loads),
-            messages_per_second=self.throughput.per_second(),
+            messages_per_second=self._throughput.per_second(),
             avg_load=fmean(loads) if loads else None,
             security=security_score(
                 agents, keys, self._throttle.failures_in_last_hour(), self._auth_enabled, now
