@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 from worpen_core.fleet.readings import READING_NAMES, READINGS, Kind
@@ -221,3 +223,165 @@ telemetry_counters = Table(
     *(Column(counter, BigInteger) for counter in COUNTERS),
 )
 """Each agent's last counters rolled up: where the rates of its next sample start from."""
+
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("service", String(300), nullable=False),
+    Column("node", String(128), nullable=False),
+    Column("issue", String(500), nullable=False),
+    Column("action", String(500), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("severity", String(16), nullable=False),
+    Column("trigger", String(32), nullable=True),
+    Column("rule_id", String(40), nullable=True),
+    Column("dedup_key", String(1000), nullable=False),
+    Column("occurrences", Integer, nullable=False),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    Column("method", String(16), nullable=True),
+    Column("notes", Text, nullable=True),
+    Index("ix_incidents_opened_at", "opened_at"),
+    Index("ix_incidents_status_opened_at", "status", "opened_at"),
+    Index("ix_incidents_dedup_key", "dedup_key"),
+    Index(
+        "ux_incidents_open_dedup_key",
+        "dedup_key",
+        unique=True,
+        sqlite_where=text("status != 'RESOLVED'"),
+        postgresql_where=text("status != 'RESOLVED'"),
+    ),
+)
+"""One row per incident. At most one incident per dedup key is open (PENDING or FAILED) at a time: the
+partial unique index holds that even against concurrent writers."""
+
+incident_timeline = Table(
+    "incident_timeline",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(40), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_incident_timeline_incident_id_id", "incident_id", "id"),
+    sqlite_autoincrement=True,
+)
+"""An incident's history, appended to (occurrences, remediation steps, resolution), oldest first."""
+
+automation_rules = Table(
+    "automation_rules",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("trigger", String(32), nullable=False),
+    Column("target_service", String(300), nullable=False),
+    Column("script", Text, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("schedule", String(200), nullable=True),
+    Column("cooldown_seconds", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("attempt_window_seconds", Integer, nullable=False),
+    Column("backoff_seconds", Integer, nullable=False),
+    Column("max_backoff_seconds", Integer, nullable=False),
+    Column("reset_after_seconds", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("last_run_at", UtcDateTime, nullable=True),
+)
+"""Automation rules; `schedule` is the cron expression of SCHEDULE rules, `updated_by` who last changed
+the rule (named in the audit entries of what it does)."""
+
+automation_runs = Table(
+    "automation_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("rule_id", String(40), nullable=False),
+    Column("rule_name", String(200), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("event_id", BigInteger, nullable=True),
+    Column("target", String(300), nullable=True),
+    Column("node", String(128), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("matched", Boolean, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("context", JSON, nullable=False),
+    Column("plan", JSON, nullable=False),
+    Column("applied", JSON, nullable=False),
+    Column("logs", JSON, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("incident_id", String(40), nullable=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("duration_ms", Float, nullable=True),
+    Index("ix_automation_runs_rule_id_started_at", "rule_id", "started_at"),
+    Index("ix_automation_runs_started_at", "started_at"),
+    Index("ix_automation_runs_status", "status"),
+)
+"""What each rule did: the event that triggered it, the plan its script made, what was applied, how it
+ended. A run is written RUNNING before its plan is applied, so a crash leaves it to be marked
+INTERRUPTED, never lost."""
+
+automation_targets = Table(
+    "automation_targets",
+    metadata,
+    Column("rule_id", String(40), primary_key=True),
+    Column("target", String(300), primary_key=True),
+    Column("attempts", JSON, nullable=False),
+    Column("last_run_at", UtcDateTime, nullable=True),
+    Column("last_event_at", UtcDateTime, nullable=True),
+    Column("next_allowed_at", UtcDateTime, nullable=True),
+    Column("gave_up_at", UtcDateTime, nullable=True),
+    Column("pending_event_id", BigInteger, nullable=True),
+    Column("pending_due_at", UtcDateTime, nullable=True),
+    Column("incident_id", String(40), nullable=True),
+    Index("ix_automation_targets_pending_due_at", "pending_due_at"),
+)
+"""The storm protection of each (rule, target): attempts in the window, backoff, give-up, and the one
+deferred event waiting for the backoff to pass."""
+
+automation_progress = Table(
+    "automation_progress",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+"""Where each consumer of the event journal is (the rule engine: the id of the last event it took), and
+the last cron slot each schedule fired for."""
+
+notification_channels = Table(
+    "notification_channels",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("signing_secret", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+"""Where scripts may send notifications. The signing secret is a key Worpen signs with, so it is kept
+as given (a hash could not sign); it is never returned nor logged."""
+
+notification_deliveries = Table(
+    "notification_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel", String(100), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("run_id", String(40), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Index("ix_notification_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    sqlite_autoincrement=True,
+)
+"""The outbox of notifications: written with the run that asked for them, sent and retried with backoff
+by a job, so an acknowledged notification survives a restart."""
