@@ -291,10 +291,11 @@ automation_rules = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Column("updated_by", String(200), nullable=False),
+    Column("updated_by_key_id", String(64), nullable=False),
     Column("last_run_at", UtcDateTime, nullable=True),
 )
-"""Automation rules; `schedule` is the cron expression of SCHEDULE rules, `updated_by` who last changed
-the rule (named in the audit entries of what it does)."""
+"""Automation rules; `schedule` is the cron expression of SCHEDULE rules, `updated_by` (a key's name) and
+`updated_by_key_id` who last changed the rule: the audit entries of what the rule does name them."""
 
 automation_runs = Table(
     "automation_runs",

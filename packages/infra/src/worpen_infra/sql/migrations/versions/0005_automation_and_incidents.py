@@ -81,6 +81,7 @@ def upgrade() -> None:
         sa.Column("created_at", UtcDateTime, nullable=False),
         sa.Column("updated_at", UtcDateTime, nullable=False),
         sa.Column("updated_by", sa.String(200), nullable=False),
+        sa.Column("updated_by_key_id", sa.String(64), nullable=False),
         sa.Column("last_run_at", UtcDateTime, nullable=True),
     )
     op.create_table(
