@@ -21,6 +21,7 @@ from worpen_core.containers.events import (
     ContainerHealthChanged,
     EngineAvailable,
     EngineUnavailable,
+    StopRequests,
     domain_event,
 )
 from worpen_core.containers.model import (
@@ -177,6 +178,19 @@ def test_engine_events_become_domain_events() -> None:
     assert health.health == "UNHEALTHY"
     assert domain_event("a", raw("exec_start: sh")) is None
     assert domain_event("a", EngineEvent("network", "connect", "n", {}, 0)) is None
+
+
+def test_a_death_after_a_stop_signal_was_requested_and_a_crash_or_a_kill_was_not() -> None:
+    requests = StopRequests()
+    stop = [raw("kill", signal="15"), raw("kill", signal="9"), raw("die", exitCode="137")]
+    assert [requests.observe(event) for event in stop] == [False, False, True]
+    crash_after_restart = [raw("start"), raw("die", exitCode="1")]
+    assert [requests.observe(event) for event in crash_after_restart] == [False, False]
+    docker_kill = [raw("kill", signal="9"), raw("die", exitCode="137")]
+    assert [requests.observe(event) for event in docker_kill] == [False, False]
+    stopped = domain_event("a", raw("die", exitCode="143"), requested=True)
+    assert isinstance(stopped, ContainerDied)
+    assert stopped.requested
 
 
 async def test_the_watch_marks_a_lost_engine_and_resumes_after_the_last_event(

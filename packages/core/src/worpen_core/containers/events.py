@@ -39,6 +39,8 @@ class ContainerStopped(ContainerEvent):
 @dataclass(frozen=True, slots=True)
 class ContainerDied(ContainerEvent):
     exit_code: int | None
+    requested: bool = False
+    """Someone asked it to stop (a stop or restart, through Worpen or the docker CLI): not a failure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +95,40 @@ class EngineAvailable(Event):
         return self.node
 
 
+SIGKILL = frozenset({"9", "KILL", "SIGKILL"})
+
+
+class StopRequests:
+    """Which deaths were asked for. Docker reports a stop or a restart as a `kill` event with the stop
+    signal, then the death; a crash dies with no `kill` before it, and `docker kill` and the OOM killer
+    kill with SIGKILL. So a death after a kill with another signal, since the container last started, was
+    requested."""
+
+    def __init__(self) -> None:
+        self._stopping: set[str] = set()
+
+    def observe(self, raw: EngineEvent) -> bool:
+        """Take in one engine event; whether it is a death that was asked for."""
+        if raw.type != "container":
+            return False
+        match raw.action:
+            case "kill" if raw.attributes.get("signal", "") not in SIGKILL:
+                self._stopping.add(raw.actor_id)
+            case "die":
+                if raw.actor_id in self._stopping:
+                    self._stopping.discard(raw.actor_id)
+                    return True
+            case "start" | "destroy":
+                self._stopping.discard(raw.actor_id)
+        return False
+
+
 HEALTH_OF = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY", "starting": "STARTING"}
 
 
-def domain_event(node: str, raw: EngineEvent) -> Event | None:
-    """The domain event an engine event means, if any."""
+def domain_event(node: str, raw: EngineEvent, requested: bool = False) -> Event | None:
+    """The domain event an engine event means, if any; `requested` says a death was asked for (see
+    StopRequests)."""
     at = datetime.fromtimestamp(raw.time_nanos / 1e9, tz=UTC)
     if raw.type == "image" and raw.action == "pull":
         return ImagePulled(node, raw.actor_id, at)
@@ -113,7 +144,7 @@ def domain_event(node: str, raw: EngineEvent) -> Event | None:
             return ContainerStopped(*common)
         case ("die", _, _):
             code = raw.attributes.get("exitCode", "")
-            return ContainerDied(*common, int(code) if code.lstrip("-").isdigit() else None)
+            return ContainerDied(*common, int(code) if code.lstrip("-").isdigit() else None, requested)
         case ("oom", _, _):
             return ContainerOomKilled(*common)
         case ("health_status", _, health) if health.strip() in HEALTH_OF:

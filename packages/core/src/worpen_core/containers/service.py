@@ -18,6 +18,7 @@ from worpen_core.audit.service import AuditTrail
 from worpen_core.containers.events import (
     EngineAvailable,
     EngineUnavailable,
+    StopRequests,
     domain_event,
 )
 from worpen_core.containers.model import (
@@ -365,6 +366,7 @@ class Containers:
         status = self._status[runtime.node]
         since: int | None = None
         delay = first_retry
+        requests = StopRequests()
         while not stopping.is_set():
             try:
                 status.info = await runtime.info()
@@ -376,7 +378,7 @@ class Containers:
                 delay = first_retry
                 async for raw in until(stream, stopping):
                     since = raw.time_nanos + 1
-                    event = domain_event(runtime.node, raw)
+                    event = domain_event(runtime.node, raw, requests.observe(raw))
                     if event is not None:
                         await self._bus.publish([event])
                 if stopping.is_set():

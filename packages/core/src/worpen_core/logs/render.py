@@ -92,6 +92,8 @@ def _container(event: ContainerEvent) -> Rendered:
         case ContainerRemoved():
             return Rendered(Level.INFO, event.node, f"{what} removed")
     return Rendered(Level.INFO, event.node, f"{what}: {type(event).__name__}")
+        case ContainerDied(requested=True):
+            return Rendered(Level.INFO, event.node, f"{what} stopped on request (exit {event.exit_code})")
 
 
 def _operation(event: OperationAudited) -> Rendered:
