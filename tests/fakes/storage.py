@@ -7,6 +7,7 @@ from typing import Self
 
 from tests.fakes.access import FakeApiKeyRepository
 from tests.fakes.audit import FakeAuditRepository
+from tests.fakes.automation import FakeAutomation
 from tests.fakes.events import FakeEventRepository
 from tests.fakes.fleet import FakeAgentRepository, FakeSampleRepository
 from tests.fakes.logs import FakeLogRepository
@@ -16,6 +17,12 @@ from worpen_core.access.model import ApiKey
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.model import AuditEntry
 from worpen_core.audit.ports import AuditRepository
+from worpen_core.automation.ports import (
+    ProgressRepository,
+    RuleRepository,
+    RunRepository,
+    TargetStateRepository,
+)
 from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
@@ -42,6 +49,11 @@ class FakeUnitOfWork:
         self.logs: LogRepository = self._logs
         self._telemetry = FakeTelemetryStore(store)
         self.telemetry: TelemetryStore = self._telemetry
+        self._automation = FakeAutomation(store)
+        self.rules: RuleRepository = self._automation.rules
+        self.runs: RunRepository = self._automation.runs
+        self.targets: TargetStateRepository = self._automation.targets
+        self.progress: ProgressRepository = self._automation.progress
 
     async def __aenter__(self) -> Self:
         if self._store.broken:
@@ -61,6 +73,7 @@ class FakeUnitOfWork:
         self._events.discard()
         self._logs.discard()
         self._telemetry.discard()
+        self._automation.discard()
 
     async def commit(self) -> None:
         if self._store.broken:
@@ -72,6 +85,7 @@ class FakeUnitOfWork:
         self._store.audit.update(self._audit)
         self._events.commit()
         self._logs.commit()
+        self._automation.commit()
         self.committed = True
 
 

@@ -17,6 +17,7 @@ from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottl
 from worpen_core.audit.jobs import audit_jobs
 from worpen_core.audit.ports import AuditUnitOfWork
 from worpen_core.audit.service import AuditTrail
+from worpen_core.automation.ports import AutomationUnitOfWork
 from worpen_core.containers.jobs import container_jobs
 from worpen_core.containers.ports import ContainerRuntime
 from worpen_core.containers.service import Containers
@@ -48,7 +49,13 @@ FIRST_ENGINE_RETRY = 0.5
 
 
 class Storage(
-    FleetUnitOfWork, AccessUnitOfWork, AuditUnitOfWork, LogsUnitOfWork, TelemetryUnitOfWork, Protocol
+    FleetUnitOfWork,
+    AccessUnitOfWork,
+    AuditUnitOfWork,
+    LogsUnitOfWork,
+    TelemetryUnitOfWork,
+    AutomationUnitOfWork,
+    Protocol,
 ):
     """Every feature's repositories in one transaction: what the storage adapter provides."""
 

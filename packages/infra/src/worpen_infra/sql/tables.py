@@ -322,6 +322,7 @@ automation_runs = Table(
     Index("ix_automation_runs_rule_id_started_at", "rule_id", "started_at"),
     Index("ix_automation_runs_started_at", "started_at"),
     Index("ix_automation_runs_status", "status"),
+    Index("ix_automation_runs_rule_id_event_id", "rule_id", "event_id"),
 )
 """What each rule did: the event that triggered it, the plan its script made, what was applied, how it
 ended. A run is written RUNNING before its plan is applied, so a crash leaves it to be marked

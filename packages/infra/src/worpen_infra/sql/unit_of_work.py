@@ -10,6 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.ports import AuditRepository
+from worpen_core.automation.ports import (
+    ProgressRepository,
+    RuleRepository,
+    RunRepository,
+    TargetStateRepository,
+)
 from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.logs.ports import LogRepository
@@ -18,6 +24,12 @@ from worpen_core.telemetry.ports import TelemetryStore
 from worpen_infra.sql.agent_repository import SqlAlchemyAgentRepository
 from worpen_infra.sql.api_key_repository import SqlAlchemyApiKeyRepository
 from worpen_infra.sql.audit_repository import SqlAlchemyAuditRepository
+from worpen_infra.sql.automation_repository import (
+    SqlAlchemyProgressRepository,
+    SqlAlchemyRuleRepository,
+    SqlAlchemyRunRepository,
+    SqlAlchemyTargetStateRepository,
+)
 from worpen_infra.sql.event_repository import SqlAlchemyEventRepository
 from worpen_infra.sql.log_repository import SqlAlchemyLogRepository
 from worpen_infra.sql.sample_repository import SqlAlchemySampleRepository
@@ -39,6 +51,10 @@ class SqlAlchemyUnitOfWork:
     telemetry: TelemetryStore
     events: EventRepository
     logs: LogRepository
+    rules: RuleRepository
+    runs: RunRepository
+    targets: TargetStateRepository
+    progress: ProgressRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -59,6 +75,10 @@ class SqlAlchemyUnitOfWork:
         self.telemetry = SqlAlchemyTelemetryStore(self._connection)
         self.events = SqlAlchemyEventRepository(self._connection)
         self.logs = SqlAlchemyLogRepository(self._connection)
+        self.rules = SqlAlchemyRuleRepository(self._connection)
+        self.runs = SqlAlchemyRunRepository(self._connection)
+        self.targets = SqlAlchemyTargetStateRepository(self._connection)
+        self.progress = SqlAlchemyProgressRepository(self._connection)
         return self
 
     async def __aexit__(

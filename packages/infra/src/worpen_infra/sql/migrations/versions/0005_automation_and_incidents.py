@@ -109,6 +109,7 @@ def upgrade() -> None:
     op.create_index("ix_automation_runs_rule_id_started_at", "automation_runs", ["rule_id", "started_at"])
     op.create_index("ix_automation_runs_started_at", "automation_runs", ["started_at"])
     op.create_index("ix_automation_runs_status", "automation_runs", ["status"])
+    op.create_index("ix_automation_runs_rule_id_event_id", "automation_runs", ["rule_id", "event_id"])
     op.create_table(
         "automation_targets",
         sa.Column("rule_id", sa.String(40), primary_key=True),
