@@ -81,6 +81,8 @@ def _container(event: ContainerEvent) -> Rendered:
             return Rendered(Level.INFO, event.node, f"{what} stopped")
         case ContainerDied(exit_code=0):
             return Rendered(Level.INFO, event.node, f"{what} exited with code 0")
+        case ContainerDied(requested=True):
+            return Rendered(Level.INFO, event.node, f"{what} stopped on request (exit {event.exit_code})")
         case ContainerDied():
             code = "an unknown code" if event.exit_code is None else f"code {event.exit_code}"
             return Rendered(Level.WARN, event.node, f"{what} died with exit {code}")
@@ -92,8 +94,6 @@ def _container(event: ContainerEvent) -> Rendered:
         case ContainerRemoved():
             return Rendered(Level.INFO, event.node, f"{what} removed")
     return Rendered(Level.INFO, event.node, f"{what}: {type(event).__name__}")
-        case ContainerDied(requested=True):
-            return Rendered(Level.INFO, event.node, f"{what} stopped on request (exit {event.exit_code})")
 
 
 def _operation(event: OperationAudited) -> Rendered:
