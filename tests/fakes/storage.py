@@ -11,12 +11,14 @@ from tests.fakes.automation import FakeAutomation
 from tests.fakes.events import FakeEventRepository
 from tests.fakes.fleet import FakeAgentRepository, FakeSampleRepository
 from tests.fakes.logs import FakeLogRepository
+from tests.fakes.notifications import FakeNotifications
 from tests.fakes.store import Store
 from tests.fakes.telemetry import FakeTelemetryStore
 from worpen_core.access.model import ApiKey
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.model import AuditEntry
 from worpen_core.audit.ports import AuditRepository
+from worpen_core.automation.notify_ports import ChannelRepository, DeliveryRepository
 from worpen_core.automation.ports import (
     ProgressRepository,
     RuleRepository,
@@ -49,6 +51,9 @@ class FakeUnitOfWork:
         self.logs: LogRepository = self._logs
         self._telemetry = FakeTelemetryStore(store)
         self.telemetry: TelemetryStore = self._telemetry
+        self._notifications = FakeNotifications(store)
+        self.channels: ChannelRepository = self._notifications.channels
+        self.deliveries: DeliveryRepository = self._notifications.deliveries
         self._automation = FakeAutomation(store)
         self.rules: RuleRepository = self._automation.rules
         self.runs: RunRepository = self._automation.runs
@@ -73,6 +78,7 @@ class FakeUnitOfWork:
         self._events.discard()
         self._logs.discard()
         self._telemetry.discard()
+        self._notifications.discard()
         self._automation.discard()
 
     async def commit(self) -> None:
@@ -85,6 +91,7 @@ class FakeUnitOfWork:
         self._store.audit.update(self._audit)
         self._events.commit()
         self._logs.commit()
+        self._notifications.commit()
         self._automation.commit()
         self.committed = True
 

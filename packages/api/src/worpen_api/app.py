@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from worpen_api.http.access.controller import ApiKeyController
 from worpen_api.http.audit.controller import AuditController
+from worpen_api.http.channels.controller import ChannelController, DeliveryController
 from worpen_api.http.containers.controller import (
     UNAVAILABLE_NODES,
     ContainerController,
@@ -72,6 +73,8 @@ def create_app(worpen: Worpen) -> Litestar:
             LogController,
             LogIntakeController,
             DashboardController,
+            ChannelController,
+            DeliveryController,
         ],
         dependencies={
             "fleet": _constant(worpen.fleet),
@@ -82,6 +85,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "journal": _constant(worpen.journal),
             "logs": _constant(worpen.logs),
             "telemetry": _constant(worpen.telemetry),
+            "notifications": _constant(worpen.notifications),
             "settings": _constant(settings),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),

@@ -17,6 +17,10 @@ from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottl
 from worpen_core.audit.jobs import audit_jobs
 from worpen_core.audit.ports import AuditUnitOfWork
 from worpen_core.audit.service import AuditTrail
+from worpen_core.automation.channels import DeliveryPolicy
+from worpen_core.automation.notification_jobs import notification_jobs
+from worpen_core.automation.notifications import Notifications
+from worpen_core.automation.notify_ports import NotificationsUnitOfWork
 from worpen_core.automation.ports import AutomationUnitOfWork
 from worpen_core.containers.jobs import container_jobs
 from worpen_core.containers.ports import ContainerRuntime
@@ -41,6 +45,7 @@ from worpen_core.telemetry.service import Telemetry
 from worpen_infra.bus.in_process import InProcessEventBus
 from worpen_infra.clock import SystemClock
 from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
+from worpen_infra.notify.webhook import HttpWebhookSender
 from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
@@ -55,6 +60,7 @@ class Storage(
     LogsUnitOfWork,
     TelemetryUnitOfWork,
     AutomationUnitOfWork,
+    NotificationsUnitOfWork,
     Protocol,
 ):
     """Every feature's repositories in one transaction: what the storage adapter provides."""
@@ -119,6 +125,18 @@ def bootstrap(
         runtimes = dockers
     audit = AuditTrail(uow, clock, bus)
     containers = Containers(runtimes, audit, clock, bus, settings.container_limits)
+    sender = HttpWebhookSender(
+        allow_private=settings.allow_private_webhooks, timeout=settings.webhook_timeout
+    )
+    on_stop.append(sender.close)
+    notifications = Notifications(
+        uow,
+        sender,
+        audit,
+        bus,
+        clock,
+        DeliveryPolicy(max_attempts=settings.webhook_max_attempts, timeout_seconds=settings.webhook_timeout),
+    )
     api_keys = ApiKeys(uow, clock)
     throughput = Throughput(
         clock,
@@ -147,6 +165,7 @@ def bootstrap(
         journal=journal,
         logs=central_log,
         telemetry=telemetry,
+        notifications=notifications,
         event_queue_depth=depth,
         migrate=migrate,
         jobs=[
@@ -161,6 +180,7 @@ def bootstrap(
             *log_jobs(central_log, flush_every=settings.flush_interval),
             *container_jobs(containers, first_retry=FIRST_ENGINE_RETRY, max_retry=settings.docker_retry_max),
             *dashboard_jobs(throughput, services, sample_every=settings.service_sample_interval),
+            *notification_jobs(notifications),
             *telemetry_jobs(
                 telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval
             ),

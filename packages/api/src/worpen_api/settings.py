@@ -107,6 +107,13 @@ class Settings:
     retention_interval: float = 60.0
     """Seconds between two runs of the telemetry retention."""
     telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
+    allow_private_webhooks: bool = False
+    """Notification channels may point at loopback, link-local and private addresses (a receiver on your
+    own network, the tests' own server); off, such a channel is refused (server-side request forgery)."""
+    webhook_timeout: float = 5.0
+    """Seconds one attempt to deliver a notification may take."""
+    webhook_max_attempts: int = 10
+    """Attempts to deliver a notification before it is given up (FAILED, NotificationFailed)."""
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -184,6 +191,11 @@ class Settings:
             ),
             service_sample_interval=read.number(
                 "WORPEN_SERVICE_SAMPLE_INTERVAL", cls.service_sample_interval, 0.1, 3600
+            ),
+            allow_private_webhooks=read.switch("WORPEN_ALLOW_PRIVATE_WEBHOOKS", default=False),
+            webhook_timeout=read.number("WORPEN_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout, 0.1, 300),
+            webhook_max_attempts=read.integer(
+                "WORPEN_WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts, 1, 100
             ),
         )
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.ports import AuditRepository
+from worpen_core.automation.notify_ports import ChannelRepository, DeliveryRepository
 from worpen_core.automation.ports import (
     ProgressRepository,
     RuleRepository,
@@ -24,6 +25,7 @@ from worpen_core.telemetry.ports import TelemetryStore
 from worpen_infra.sql.agent_repository import SqlAlchemyAgentRepository
 from worpen_infra.sql.api_key_repository import SqlAlchemyApiKeyRepository
 from worpen_infra.sql.audit_repository import SqlAlchemyAuditRepository
+from worpen_infra.sql.channel_repository import SqlAlchemyChannelRepository, SqlAlchemyDeliveryRepository
 from worpen_infra.sql.automation_repository import (
     SqlAlchemyProgressRepository,
     SqlAlchemyRuleRepository,
@@ -51,6 +53,8 @@ class SqlAlchemyUnitOfWork:
     telemetry: TelemetryStore
     events: EventRepository
     logs: LogRepository
+    channels: ChannelRepository
+    deliveries: DeliveryRepository
     rules: RuleRepository
     runs: RunRepository
     targets: TargetStateRepository
@@ -75,6 +79,8 @@ class SqlAlchemyUnitOfWork:
         self.telemetry = SqlAlchemyTelemetryStore(self._connection)
         self.events = SqlAlchemyEventRepository(self._connection)
         self.logs = SqlAlchemyLogRepository(self._connection)
+        self.channels = SqlAlchemyChannelRepository(self._connection)
+        self.deliveries = SqlAlchemyDeliveryRepository(self._connection)
         self.rules = SqlAlchemyRuleRepository(self._connection)
         self.runs = SqlAlchemyRunRepository(self._connection)
         self.targets = SqlAlchemyTargetStateRepository(self._connection)
