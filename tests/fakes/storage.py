@@ -10,6 +10,7 @@ from tests.fakes.audit import FakeAuditRepository
 from tests.fakes.automation import FakeAutomation
 from tests.fakes.events import FakeEventRepository
 from tests.fakes.fleet import FakeAgentRepository, FakeSampleRepository
+from tests.fakes.incidents import FakeIncidentRepository
 from tests.fakes.logs import FakeLogRepository
 from tests.fakes.notifications import FakeNotifications
 from tests.fakes.store import Store
@@ -28,6 +29,7 @@ from worpen_core.automation.ports import (
 from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
+from worpen_core.incidents.ports import IncidentRepository
 from worpen_core.logs.ports import LogRepository
 from worpen_core.shared.errors import Unavailable
 from worpen_core.telemetry.ports import TelemetryStore
@@ -51,6 +53,8 @@ class FakeUnitOfWork:
         self.logs: LogRepository = self._logs
         self._telemetry = FakeTelemetryStore(store)
         self.telemetry: TelemetryStore = self._telemetry
+        self._incidents = FakeIncidentRepository(store)
+        self.incidents: IncidentRepository = self._incidents
         self._notifications = FakeNotifications(store)
         self.channels: ChannelRepository = self._notifications.channels
         self.deliveries: DeliveryRepository = self._notifications.deliveries
@@ -78,12 +82,14 @@ class FakeUnitOfWork:
         self._events.discard()
         self._logs.discard()
         self._telemetry.discard()
+        self._incidents.discard()
         self._notifications.discard()
         self._automation.discard()
 
     async def commit(self) -> None:
         if self._store.broken:
             raise Unavailable("database", "the fake database is broken")
+        self._incidents.commit()  # first: it may refuse, as a unique index would
         self._store.agents.update(self._agents)
         self._store.add_samples(self._samples)
         self._telemetry.commit()

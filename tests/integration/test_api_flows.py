@@ -391,6 +391,9 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
         "/api/v1/logs": {"get"},
         "/api/v1/logs/stream": {"get"},
         "/api/v1/internal/logs": {"post"},
+        "/api/v1/incidents": {"get"},
+        "/api/v1/incidents/{incident_id}": {"get"},
+        "/api/v1/incidents/{incident_id}/resolve": {"post"},
     }
 
 

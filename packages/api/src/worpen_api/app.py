@@ -27,6 +27,7 @@ from worpen_api.http.errors import EXCEPTION_HANDLERS
 from worpen_api.http.events.controller import EventController
 from worpen_api.http.fleet.controller import NEXT_CURSOR, AgentController, HeartbeatController
 from worpen_api.http.fleet.intake import HeartbeatIntake
+from worpen_api.http.incidents.controller import IncidentController
 from worpen_api.http.logs.controller import LogController, LogIntakeController
 from worpen_api.http.openapi import StructSchemaPlugin, answer_options
 from worpen_api.http.security import ApiKeyAuthMiddleware, requires
@@ -73,6 +74,7 @@ def create_app(worpen: Worpen) -> Litestar:
             LogController,
             LogIntakeController,
             DashboardController,
+            IncidentController,
             ChannelController,
             DeliveryController,
         ],
@@ -85,6 +87,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "journal": _constant(worpen.journal),
             "logs": _constant(worpen.logs),
             "telemetry": _constant(worpen.telemetry),
+            "incidents": _constant(worpen.incidents),
             "notifications": _constant(worpen.notifications),
             "settings": _constant(settings),
             "draining": _constant(worpen.draining),

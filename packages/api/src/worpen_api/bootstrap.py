@@ -35,6 +35,9 @@ from worpen_core.events.ports import EventBus
 from worpen_core.fleet.jobs import fleet_jobs
 from worpen_core.fleet.ports import FleetUnitOfWork
 from worpen_core.fleet.service import Fleet
+from worpen_core.incidents.jobs import incident_jobs
+from worpen_core.incidents.ports import IncidentsUnitOfWork
+from worpen_core.incidents.service import Incidents
 from worpen_core.logs.jobs import log_jobs
 from worpen_core.logs.ports import LogsUnitOfWork
 from worpen_core.logs.service import CentralLog
@@ -51,6 +54,8 @@ from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 FIRST_ENGINE_RETRY = 0.5
 """Seconds before the first retry of a lost Docker engine; each retry doubles it, up to a maximum."""
+AUTO_RESOLVE_EVERY = 2.0
+"""Seconds between two checks of whether pending incidents' conditions cleared."""
 
 
 class Storage(
@@ -59,6 +64,7 @@ class Storage(
     AuditUnitOfWork,
     LogsUnitOfWork,
     TelemetryUnitOfWork,
+    IncidentsUnitOfWork,
     AutomationUnitOfWork,
     NotificationsUnitOfWork,
     Protocol,
@@ -125,6 +131,7 @@ def bootstrap(
         runtimes = dockers
     audit = AuditTrail(uow, clock, bus)
     containers = Containers(runtimes, audit, clock, bus, settings.container_limits)
+    incidents = Incidents(uow, clock, bus, fleet, containers, audit, settings.incidents)
     sender = HttpWebhookSender(
         allow_private=settings.allow_private_webhooks, timeout=settings.webhook_timeout
     )
@@ -165,6 +172,7 @@ def bootstrap(
         journal=journal,
         logs=central_log,
         telemetry=telemetry,
+        incidents=incidents,
         notifications=notifications,
         event_queue_depth=depth,
         migrate=migrate,
@@ -181,6 +189,7 @@ def bootstrap(
             *container_jobs(containers, first_retry=FIRST_ENGINE_RETRY, max_retry=settings.docker_retry_max),
             *dashboard_jobs(throughput, services, sample_every=settings.service_sample_interval),
             *notification_jobs(notifications),
+            *incident_jobs(incidents, every=AUTO_RESOLVE_EVERY),
             *telemetry_jobs(
                 telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval
             ),

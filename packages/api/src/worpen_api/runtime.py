@@ -19,6 +19,7 @@ from worpen_core.dashboard.service import Dashboard
 from worpen_core.dashboard.services import ServiceBoard
 from worpen_core.events.journal import EventJournal
 from worpen_core.fleet.service import Fleet
+from worpen_core.incidents.service import Incidents
 from worpen_core.logs.service import CentralLog
 from worpen_core.shared.jobs import Job
 from worpen_core.telemetry.service import Telemetry
@@ -42,6 +43,7 @@ class Worpen:
     journal: EventJournal
     logs: CentralLog
     telemetry: Telemetry
+    incidents: Incidents
     notifications: Notifications
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]

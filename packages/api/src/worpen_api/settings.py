@@ -13,6 +13,7 @@ from typing import Literal, cast
 
 from worpen_core.containers.service import ContainerLimits
 from worpen_core.fleet.model import FleetPolicy
+from worpen_core.incidents.model import IncidentPolicy
 from worpen_core.logs.model import LogPolicy
 from worpen_core.shared.ids import AGENT_ID_PATTERN
 from worpen_core.telemetry.model import TelemetryPolicy
@@ -107,6 +108,7 @@ class Settings:
     retention_interval: float = 60.0
     """Seconds between two runs of the telemetry retention."""
     telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
+    incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
     allow_private_webhooks: bool = False
     """Notification channels may point at loopback, link-local and private addresses (a receiver on your
     own network, the tests' own server); off, such a channel is refused (server-side request forgery)."""
@@ -191,6 +193,12 @@ class Settings:
             ),
             service_sample_interval=read.number(
                 "WORPEN_SERVICE_SAMPLE_INTERVAL", cls.service_sample_interval, 0.1, 3600
+            ),
+            incidents=IncidentPolicy(
+                reopen_window=timedelta(
+                    seconds=read.number("WORPEN_INCIDENT_REOPEN_SECONDS", 600, 0, 2_592_000)
+                ),
+                grace=timedelta(seconds=read.number("WORPEN_INCIDENT_GRACE_SECONDS", 30, 0, 86_400)),
             ),
             allow_private_webhooks=read.switch("WORPEN_ALLOW_PRIVATE_WEBHOOKS", default=False),
             webhook_timeout=read.number("WORPEN_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout, 0.1, 300),

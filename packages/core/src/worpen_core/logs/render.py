@@ -33,6 +33,15 @@ class Rendered:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Narrated(Event):
+    """An event of a feature above the central log, which this module cannot name (features are layered):
+    it says itself which line it makes."""
+
+    def line(self) -> Rendered:
+        raise NotImplementedError
+
+
 _HEALTH_LEVELS = {"HEALTHY": Level.SUCCESS, "UNHEALTHY": Level.ERROR}
 
 
@@ -69,6 +78,8 @@ def render(event: Event) -> Rendered:
             return Rendered(Level.SUCCESS, event.node, f"Docker engine of {event.node} reached")
         case OperationAudited():
             return _operation(event)
+        case Narrated():
+            return event.line()
     return Rendered(Level.INFO, WORPEN, f"{type(event).__name__}: {event.subject}")
 
 

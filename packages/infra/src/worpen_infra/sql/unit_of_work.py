@@ -19,6 +19,7 @@ from worpen_core.automation.ports import (
 )
 from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
+from worpen_core.incidents.ports import IncidentRepository
 from worpen_core.logs.ports import LogRepository
 from worpen_core.shared.errors import Conflict, Unavailable, WorpenError
 from worpen_core.telemetry.ports import TelemetryStore
@@ -33,6 +34,7 @@ from worpen_infra.sql.automation_repository import (
     SqlAlchemyTargetStateRepository,
 )
 from worpen_infra.sql.event_repository import SqlAlchemyEventRepository
+from worpen_infra.sql.incident_repository import SqlAlchemyIncidentRepository
 from worpen_infra.sql.log_repository import SqlAlchemyLogRepository
 from worpen_infra.sql.sample_repository import SqlAlchemySampleRepository
 from worpen_infra.sql.telemetry_repository import SqlAlchemyTelemetryStore
@@ -53,6 +55,7 @@ class SqlAlchemyUnitOfWork:
     telemetry: TelemetryStore
     events: EventRepository
     logs: LogRepository
+    incidents: IncidentRepository
     channels: ChannelRepository
     deliveries: DeliveryRepository
     rules: RuleRepository
@@ -79,6 +82,7 @@ class SqlAlchemyUnitOfWork:
         self.telemetry = SqlAlchemyTelemetryStore(self._connection)
         self.events = SqlAlchemyEventRepository(self._connection)
         self.logs = SqlAlchemyLogRepository(self._connection)
+        self.incidents = SqlAlchemyIncidentRepository(self._connection)
         self.channels = SqlAlchemyChannelRepository(self._connection)
         self.deliveries = SqlAlchemyDeliveryRepository(self._connection)
         self.rules = SqlAlchemyRuleRepository(self._connection)
