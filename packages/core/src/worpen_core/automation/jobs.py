@@ -1,0 +1,17 @@
+"""The rule engine's background work: following the journal, running deferred plans whose wait is over,
+firing cron schedules, and storing how far it got."""
+
+from __future__ import annotations
+
+from worpen_core.automation.engine import RuleEngine
+from worpen_core.shared.jobs import Continuous, Job, Periodic
+
+
+def automation_jobs(engine: RuleEngine, *, tick: float = 1.0) -> list[Job]:
+    """`tick`: seconds between looks at deferred plans and schedules (their precision)."""
+    return [
+        Continuous("automation.engine", engine.run),
+        Periodic("automation.deferred", tick, engine.fire_due),
+        Periodic("automation.schedules", tick, engine.fire_schedules),
+        Periodic("automation.cursor", tick, engine.save_cursor),
+    ]
