@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from worpen_core.automation.service import ScriptInvalid
 from worpen_core.shared.errors import (
     Ambiguous,
     Conflict,
@@ -35,6 +36,8 @@ class ErrorCode:
 ERROR_CODES: dict[type[WorpenError], ErrorCode] = {
     WorpenError: ErrorCode(500, grpc.StatusCode.INTERNAL, "internal"),
     InvalidInput: ErrorCode(422, grpc.StatusCode.INVALID_ARGUMENT, "invalid_input"),
+    # An automation script that does not compile; the HTTP body also says where (`line`, `column`).
+    ScriptInvalid: ErrorCode(422, grpc.StatusCode.INVALID_ARGUMENT, "script_invalid"),
     NotFound: ErrorCode(404, grpc.StatusCode.NOT_FOUND, "not_found"),
     Conflict: ErrorCode(409, grpc.StatusCode.FAILED_PRECONDITION, "conflict"),
     Ambiguous: ErrorCode(409, grpc.StatusCode.FAILED_PRECONDITION, "ambiguous"),

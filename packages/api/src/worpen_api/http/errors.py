@@ -13,10 +13,11 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from worpen_api.error_codes import ERROR_CODES, error_code
 from worpen_api.http.wire import Wire
+from worpen_core.automation.service import ScriptInvalid
 from worpen_core.shared.errors import (
     InvalidInput,
     RateLimited,
@@ -26,6 +27,11 @@ from worpen_core.shared.errors import (
 )
 
 log = structlog.get_logger("worpen.api")
+
+
+Position = (
+    Annotated[int, Meta(description="Where a script does not compile, 1-based; only then")] | UnsetType | None
+)
 
 
 class ErrorOut(Wire):
@@ -40,6 +46,9 @@ class ErrorOut(Wire):
     ]
     detail: str
     field: str | None = None
+    line: Position = UNSET
+    """With `column`, only in the answer to a script that does not compile (`script_invalid`)."""
+    column: Position = UNSET
 
 
 CLIENT_CLOSED_REQUEST = 499
@@ -96,9 +105,19 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
     code: str | None = None,
+    *,
+    line: int | UnsetType | None = UNSET,
+    column: int | UnsetType | None = UNSET,
 ) -> Response[ErrorOut]:
     """The error body; `code` defaults to the status's (see `code_of_status`)."""
-    body = ErrorOut(status=status, code=code or code_of_status(status), detail=detail, field=field)
+    body = ErrorOut(
+        status=status,
+        code=code or code_of_status(status),
+        detail=detail,
+        field=field,
+        line=line,
+        column=column,
+    )
     return Response(body, status_code=status, headers=headers)
 
 
@@ -113,6 +132,10 @@ def response_for(exc: WorpenError) -> Response[ErrorOut]:
     elif isinstance(exc, Unavailable):
         log.warning("dependency.unavailable", dependency=exc.dependency, detail=exc.detail)
     field = exc.field if isinstance(exc, InvalidInput) else None
+    if isinstance(exc, ScriptInvalid):
+        return error_response(
+            entry.http_status, exc.detail, field, headers, entry.code, line=exc.line, column=exc.column
+        )
     return error_response(entry.http_status, exc.detail, field, headers, entry.code)
 
 

@@ -1,0 +1,1 @@
+"""Automation over HTTP: rules, dry runs, manual runs, backtests and the record of runs."""
