@@ -193,6 +193,27 @@ def test_viewers_and_operators_read_channels_but_cannot_change_them(
         assert agent.get(CHANNELS).status_code == 403
 
 
+def test_the_webhook_settings_are_read_from_the_environment() -> None:
+    default = Settings.from_env({})
+    assert (default.allow_private_webhooks, default.webhook_timeout, default.webhook_max_attempts) == (
+        False,
+        5.0,
+        10,
+    )
+    chosen = Settings.from_env(
+        {
+            "WORPEN_ALLOW_PRIVATE_WEBHOOKS": "true",
+            "WORPEN_WEBHOOK_TIMEOUT_SECONDS": "2.5",
+            "WORPEN_WEBHOOK_MAX_ATTEMPTS": "3",
+        }
+    )
+    assert (chosen.allow_private_webhooks, chosen.webhook_timeout, chosen.webhook_max_attempts) == (
+        True,
+        2.5,
+        3,
+    )
+
+
 # -- The real sender ----------------------------------------------------------------------------------
 
 
