@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.docker_support import Containers, engine, ensure_test_image
+from tests.integration.receiver import Receiver, receiving
 from tests.integration.support import (
     SERVERS,
     Invocation,
@@ -183,3 +184,10 @@ def containers(docker_client: docker.DockerClient) -> Iterator[Containers]:
         yield made
     finally:
         made.remove_all()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP server on loopback recording the webhooks posted to it."""
+    with receiving() as state:
+        yield state

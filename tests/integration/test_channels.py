@@ -11,12 +11,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.integration.receiver import Receiver
 from tests.integration.support import Keys, WorpenServer, bearer
 from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
@@ -43,64 +42,6 @@ SECRET = "integration-signing-secret-0123456789"
 PATH_SECRET = "B0000/XyZsEcReTtOkEn"
 PUBLIC_URL = f"https://93.184.215.14/services/T0000/{PATH_SECRET}"
 """A public address written as such (nothing to resolve); never called by these tests."""
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server on loopback that records each POST and answers the statuses queued in
-    `answers` (then 200); `delay` seconds before answering."""
-
-    answers: list[int] = field(default_factory=list)
-    delay: float = 0.0
-    received: list[Received] = field(default_factory=list)
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/worpen?token=abc"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with lock:
-                state.received.append(Received(self.path, dict(self.headers), body, time.monotonic()))
-                status = state.answers.pop(0) if state.answers else 200
-            time.sleep(state.delay)
-            try:
-                self.send_response(status)
-                if status == 302:
-                    self.send_header("Location", "/elsewhere")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-            except OSError:  # the sender gave up waiting
-                pass
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
 
 
 # -- On a real `worpen serve`, private webhooks not allowed ---------------------------------------------
