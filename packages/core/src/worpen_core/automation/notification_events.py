@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from worpen_core.events.model import Event
+from worpen_core.logs.model import Level
+from worpen_core.logs.render import Narrated, Rendered
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +25,7 @@ class NotificationDelivered(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class NotificationFailed(Event):
+class NotificationFailed(Narrated):
     """Every attempt failed (or the receiver refused it for good); `error` is the last one's reason."""
 
     delivery_id: int
@@ -36,3 +38,11 @@ class NotificationFailed(Event):
     @property
     def subject(self) -> str:
         return self.channel
+
+    def line(self) -> Rendered:
+        return Rendered(
+            Level.ERROR,
+            f"channel:{self.channel}",
+            f"notification {self.delivery_id} to {self.channel} failed after {self.attempts} attempt(s): "
+            f"{self.error}",
+        )
