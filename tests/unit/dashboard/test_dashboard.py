@@ -32,6 +32,8 @@ from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.service import Fleet
+from worpen_core.incidents.model import IncidentPolicy, IncidentReport, Severity
+from worpen_core.incidents.service import Incidents
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -97,7 +99,13 @@ async def test_stats_count_active_agents_their_load_and_each_security_finding(
     throttle = FailedAuthThrottle(clock, 1000, timedelta(minutes=1))
     for _ in range(21):
         throttle.record_failure("10.0.0.9")
-    dashboard = Dashboard(fleet, keys, throttle, Throughput(clock, []), clock, auth_enabled=True)
+    containers = Containers([], AuditTrail(uow, clock, bus), clock, bus, ContainerLimits())
+    incidents = Incidents(uow, clock, bus, fleet, containers, AuditTrail(uow, clock, bus), IncidentPolicy())
+    for issue, severity in [("disk full", Severity.CRITICAL), ("slow", Severity.LOW)]:
+        await incidents.report(IncidentReport("db", "a", issue, severity))
+    given_up = await incidents.report(IncidentReport("web", "b", "keeps dying", Severity.HIGH))
+    await incidents.fail(given_up.id, "3 attempts did not help")
+    dashboard = Dashboard(fleet, keys, throttle, Throughput(clock, []), incidents, clock, auth_enabled=True)
 
     stats = await dashboard.stats()
 
@@ -110,8 +118,9 @@ async def test_stats_count_active_agents_their_load_and_each_security_finding(
         "failedAuthentications": (21, 3),  # 1 per started ten
         "adminKeysWithoutExpiry": (1, 5),
         "authDisabled": (0, 0),
+        "openCriticalIncidents": (2, 20),  # the critical one and the one remediation gave up on
     }
-    assert stats.security.score == 100 - 17
+    assert stats.security.score == 100 - 37
     await fleet.record_heartbeat(RecordHeartbeat("c", Readings(60.0, 10.0)))
     assert await dashboard.stats() == stats  # computed at most once a second
     clock.advance(1)

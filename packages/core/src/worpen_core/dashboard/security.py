@@ -7,8 +7,7 @@
 | failedAuthentications     | 1 per 10 failed authentications in the last hour (started tens) | 15 |
 | adminKeysWithoutExpiry    | 5 per active admin key that never expires | 15 |
 | authDisabled              | 50 when authentication is switched off | 50 |
-
-Open critical incidents join the table when incidents exist (the self-healing issue)."""
+| openCriticalIncidents     | 10 per open incident critical or given up on (FAILED) | 30 |"""
 
 from __future__ import annotations
 
@@ -72,6 +71,7 @@ def security_score(
     failed_authentications: int,
     auth_enabled: bool,
     now: datetime,
+    critical_incidents: int = 0,
 ) -> SecurityScore:
     agents = list(agents)
     offline = sum(1 for agent in agents if agent.status is AgentStatus.OFFLINE)
@@ -85,5 +85,6 @@ def security_score(
             "failedAuthentications": _finding(failed_authentications, 1, 15, per=10),
             "adminKeysWithoutExpiry": _finding(open_admin, 5, 15),
             "authDisabled": _finding(0 if auth_enabled else 1, 50, 50),
+            "openCriticalIncidents": _finding(critical_incidents, 10, 30),
         }
     )

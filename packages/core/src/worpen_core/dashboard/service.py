@@ -12,9 +12,13 @@ from worpen_core.dashboard.security import SecurityScore, security_score
 from worpen_core.dashboard.throughput import Throughput
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
+from worpen_core.incidents.model import IncidentQuery, IncidentStatus, Severity
+from worpen_core.incidents.service import Incidents
 from worpen_core.shared.ports import Clock
 
 ACTIVE = frozenset({AgentStatus.ONLINE, AgentStatus.CRITICAL, AgentStatus.HEALING})
+CAP = 1000
+"""Incidents read per status at most: the finding's penalty is capped long before."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class Dashboard:
         api_keys: ApiKeys,
         throttle: FailedAuthThrottle,
         throughput: Throughput,
+        incidents: Incidents,
         clock: Clock,
         *,
         auth_enabled: bool,
@@ -47,6 +52,7 @@ class Dashboard:
         self._api_keys = api_keys
         self._throttle = throttle
         self._throughput = throughput
+        self._incidents = incidents
         self._clock = clock
         self._auth_enabled = auth_enabled
         self._fresh_for = fresh_for
@@ -69,6 +75,17 @@ class Dashboard:
             messages_per_second=self._throughput.per_second(),
             avg_load=fmean(loads) if loads else None,
             security=security_score(
-                agents, keys, self._throttle.failures_in_last_hour(), self._auth_enabled, now
+                agents,
+                keys,
+                self._throttle.failures_in_last_hour(),
+                self._auth_enabled,
+                now,
+                await self._critical_incidents(),
             ),
         )
+
+    async def _critical_incidents(self) -> int:
+        """Open incidents that are critical, or whose remediation gave up."""
+        pending = await self._incidents.query(IncidentQuery(status=IncidentStatus.PENDING, limit=CAP))
+        failed = await self._incidents.query(IncidentQuery(status=IncidentStatus.FAILED, limit=CAP))
+        return len(failed) + sum(1 for incident in pending if incident.severity is Severity.CRITICAL)
