@@ -31,7 +31,7 @@ class FakeAgentRepository:
 
     async def save(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
-            self._staged[agent.id] = agent.copy()
+            self._staged[agent.id] = agent.stored()
 
     async def save_profiles(self, agents: Sequence[Agent]) -> None:
         for agent in agents:

@@ -12,7 +12,14 @@ from tests.fakes.bus import FakeEventBus
 from tests.fakes.clock import FakeClock
 from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.fleet.commands import RecordHeartbeat
-from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
+from worpen_core.fleet.events import (
+    AgentBecameCritical,
+    AgentMetricCleared,
+    AgentMetricHigh,
+    AgentRecovered,
+    AgentRegistered,
+    AgentWentOffline,
+)
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.fleet.readings import READING_NAMES, Readings
 from worpen_core.fleet.service import Fleet
@@ -128,7 +135,13 @@ async def test_critical_needs_hysteresis_heartbeats_both_ways(fleet: Fleet, bus:
 
     c, o = AgentStatus.CRITICAL, AgentStatus.ONLINE
     assert statuses == [o, o, c, c, c, c, c, c, o]
-    assert [type(event) for event in bus.published] == [AgentRegistered, AgentBecameCritical, AgentRecovered]
+    assert [type(event) for event in bus.published] == [
+        AgentRegistered,
+        AgentBecameCritical,
+        AgentMetricHigh,
+        AgentRecovered,
+        AgentMetricCleared,
+    ]
 
 
 async def test_an_agent_reporting_critical_is_critical_at_once(fleet: Fleet, bus: FakeEventBus) -> None:

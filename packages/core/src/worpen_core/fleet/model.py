@@ -1,4 +1,5 @@
-"""The fleet's aggregate: one agent (a node) and the status machine its heartbeats drive."""
+"""The fleet's aggregate: one agent (a node), the status machine its heartbeats drive, the alerts its
+readings raise, and the HEALING status remediations put it in."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.events import (
     AgentBecameCritical,
     AgentEvent,
+    AgentHealing,
+    AgentMetricCleared,
+    AgentMetricHigh,
     AgentRecovered,
     AgentRegistered,
     AgentWentOffline,
+    Metric,
 )
 from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.status import AgentStatus
@@ -32,6 +37,13 @@ class FleetPolicy:
     max_buffered_samples: int = 100_000
     """Telemetry samples held while they cannot be written (about 150 bytes each); beyond it the oldest
     are dropped. Registrations and transitions are never buffered: they are written before the ack."""
+    cpu_high: float = 90.0
+    memory_high: float = 90.0
+    disk_high: float = 90.0
+    """A metric is high after `hysteresis` heartbeats in a row at or above its threshold (percent)."""
+    clear_margin: float = 5.0
+    """A high metric clears after `hysteresis` heartbeats in a row below its threshold minus this margin,
+    so that a reading hovering around the line does not raise and clear it again and again."""
 
     def next_heartbeat_seconds(self, fleet_size: int) -> int:
         """Like Nomad: stretch the interval as the fleet grows so the server sees at most
@@ -48,8 +60,28 @@ class TelemetrySample:
     readings: Readings
 
 
+NO_STREAKS = (0, 0, 0)
+"""The streaks of an agent whose readings are all on the side of the line they were: one shared tuple, so
+that a heartbeat that changes nothing allocates nothing and the check for it is an identity test."""
+
+
+@dataclass(frozen=True, slots=True)
+class Healing:
+    """The remediations running on an agent's node, and the status its heartbeats give it meanwhile: where
+    it returns when the last one ends."""
+
+    reasons: tuple[str, ...]
+    """Why each began, oldest first."""
+    underneath: AgentStatus
+
+
 @dataclass(slots=True)
 class Agent:
+    """A node as its heartbeats describe it. `alerts` (the metrics currently high), the streaks and
+    `healing` live in memory only: after a restart heartbeats rebuild the alerts within `hysteresis` beats
+    (an alert still high is then raised again), and an agent stored as HEALING returns to what its
+    heartbeats say at its next heartbeat, or when a remediation ends (the one that was running is gone)."""
+
     id: str
     name: str
     status: AgentStatus
@@ -63,9 +95,18 @@ class Agent:
     peers: tuple[str, ...] = ()
     pressure_streak: int = 0
     calm_streak: int = 0
+    alerts: frozenset[Metric] = frozenset()
+    streaks: tuple[int, int, int] = NO_STREAKS
+    """Per metric (cpu, memory, disk), heartbeats in a row that count towards flipping it: at or above its
+    threshold while it is not high, below threshold minus margin while it is."""
+    healing: Healing | None = None
 
     @classmethod
-    def register(cls, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> tuple[Agent, AgentEvent]:
+    def register(
+        cls, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy
+    ) -> tuple[Agent, list[AgentEvent]]:
+        """The agent its first heartbeat describes, and the events: its registration, and its metrics that
+        are high already (with a hysteresis of 1)."""
         agent = cls(
             id=beat.agent_id,
             name=beat.name or beat.agent_id,
@@ -76,11 +117,30 @@ class Agent:
             registered_at=at,
         )
         agent._absorb(beat, at, policy)
-        agent.status = agent._status_after_beat(beat, policy)[0]
-        return agent, AgentRegistered(agent.id, at, agent.status)
+        agent.status = agent._status_after_beat(beat.status, AgentStatus.ONLINE, policy)[0]
+        events: list[AgentEvent] = [AgentRegistered(agent.id, at, agent.status)]
+        agent._watch(beat.readings, at, policy, events)
+        return agent, events
 
     def copy(self) -> Agent:
         return Agent(*_agent_fields(self))  # a tenth of dataclasses.replace's cost, on every heartbeat
+
+    def stored(self) -> Agent:
+        """The agent as storage gives it back: what lives in memory only (the streaks, the alerts, the
+        remediations running) starts afresh."""
+        return Agent(
+            self.id,
+            self.name,
+            self.status,
+            self.reported_status,
+            self.readings,
+            self.last_seen,
+            self.registered_at,
+            self.ip,
+            self.os,
+            self.version,
+            self.peers,
+        )
 
     def profile(self) -> tuple[object, ...]:
         """What the agent says of itself besides its readings. Readings are stored as telemetry samples;
@@ -107,6 +167,9 @@ class Agent:
             return []
         self.status = AgentStatus.OFFLINE
         self.pressure_streak = self.calm_streak = 0
+        self.streaks = NO_STREAKS
+        if self.healing is not None:
+            self.healing = Healing(self.healing.reasons, AgentStatus.OFFLINE)
         return [AgentWentOffline(self.id, now, self.last_seen)]
 
     def beat(self, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> list[AgentEvent]:
@@ -114,17 +177,119 @@ class Agent:
         events = self.expire(at, policy)
         previous = self.status
         self._absorb(beat, at, policy)
-        if previous is AgentStatus.HEALING:
-            return events
-        target, reason = self._status_after_beat(beat, policy)
-        if target is previous:
-            return events
-        self.status = target
-        if target is AgentStatus.CRITICAL:
-            events.append(AgentBecameCritical(self.id, at, reason, beat.readings.cpu, beat.readings.ram))
+        healing = self.healing
+        if healing is not None:
+            self._beat_while_healing(healing, beat.status, at, previous, policy, events)
         else:
-            events.append(AgentRecovered(self.id, at, previous))
+            target, reason = self._status_after_beat(beat.status, previous, policy)
+            if target is not previous:
+                self.status = target
+                events.append(self._arrived(target, previous, reason, at))
+        readings = beat.readings
+        if (  # plain comparisons first: most heartbeats raise nothing and have nothing pending
+            self.streaks is not NO_STREAKS
+            or self.alerts
+            or readings.cpu >= policy.cpu_high
+            or readings.ram >= policy.memory_high
+            or (readings.disk is not None and readings.disk >= policy.disk_high)
+        ):
+            self._watch(readings, at, policy, events)
         return events
+
+    def begin_healing(self, reason: str, at: datetime, policy: FleetPolicy) -> list[AgentEvent]:
+        """A remediation began on the agent's node: it is HEALING until the last one running ends. One
+        whose heartbeats stopped stays OFFLINE, and becomes HEALING if they resume meanwhile."""
+        events = self.expire(at, policy)
+        if self.healing is not None:
+            self.healing = Healing((*self.healing.reasons, reason), self.healing.underneath)
+            return events
+        underneath = self.status
+        if underneath is AgentStatus.HEALING:  # stored so by a server that stopped during a remediation
+            underneath = self._status_after_beat(self.reported_status, underneath, policy)[0]
+        self.healing = Healing((reason,), underneath)
+        if self.status is AgentStatus.OFFLINE or self.status is AgentStatus.HEALING:
+            return events
+        self.status = AgentStatus.HEALING
+        events.append(AgentHealing(self.id, at, reason))
+        return events
+
+    def end_healing(self, at: datetime, policy: FleetPolicy) -> list[AgentEvent]:
+        """A remediation ended (the oldest running). When none is left, the agent returns to what its
+        heartbeats say: ONLINE or CRITICAL, or OFFLINE if they stopped. An agent HEALING with no
+        remediation known (the server stopped during one) returns too."""
+        healing = self.healing
+        if healing is not None and len(healing.reasons) > 1:
+            self.healing = Healing(healing.reasons[1:], healing.underneath)
+            return []
+        self.healing = None
+        events = self.expire(at, policy)
+        if self.status is not AgentStatus.HEALING:
+            return events
+        underneath = AgentStatus.HEALING if healing is None else healing.underneath
+        target, reason = self._status_after_beat(self.reported_status, underneath, policy)
+        self.status = target
+        events.append(self._arrived(target, AgentStatus.HEALING, reason, at))
+        return events
+
+    def _beat_while_healing(
+        self,
+        healing: Healing,
+        reported: AgentStatus,
+        at: datetime,
+        previous: AgentStatus,
+        policy: FleetPolicy,
+        events: list[AgentEvent],
+    ) -> None:
+        """Heartbeats move the status underneath, not the status; one that ends an OFFLINE spell makes the
+        agent HEALING again, the remediation still running."""
+        underneath = self._status_after_beat(reported, healing.underneath, policy)[0]
+        if underneath is not healing.underneath:
+            self.healing = Healing(healing.reasons, underneath)
+        if previous is AgentStatus.OFFLINE:
+            self.status = AgentStatus.HEALING
+            events.append(AgentHealing(self.id, at, healing.reasons[-1]))
+
+    def _arrived(self, target: AgentStatus, previous: AgentStatus, reason: str, at: datetime) -> AgentEvent:
+        if target is AgentStatus.CRITICAL:
+            return AgentBecameCritical(self.id, at, reason, self.readings.cpu, self.readings.ram)
+        return AgentRecovered(self.id, at, previous)
+
+    def _watch(self, readings: Readings, at: datetime, policy: FleetPolicy, events: list[AgentEvent]) -> None:
+        old = self.streaks
+        cpu = self._track(Metric.CPU, readings.cpu, policy.cpu_high, old[0], at, policy, events)
+        memory = self._track(Metric.MEMORY, readings.ram, policy.memory_high, old[1], at, policy, events)
+        disk = self._track(Metric.DISK, readings.disk, policy.disk_high, old[2], at, policy, events)
+        if cpu != old[0] or memory != old[1] or disk != old[2]:
+            self.streaks = (cpu, memory, disk) if cpu or memory or disk else NO_STREAKS
+
+    def _track(
+        self,
+        metric: Metric,
+        value: float | None,
+        threshold: float,
+        streak: int,
+        at: datetime,
+        policy: FleetPolicy,
+        events: list[AgentEvent],
+    ) -> int:
+        """The metric's streak after this reading; raises or clears it when the streak is long enough. A
+        heartbeat without the reading (disk is optional) breaks the streak and changes nothing else."""
+        if value is None:
+            return 0
+        high = metric in self.alerts
+        counts = value < threshold - policy.clear_margin if high else value >= threshold
+        if not counts:
+            return 0
+        streak += 1
+        if streak < policy.hysteresis:
+            return streak
+        if high:
+            self.alerts = self.alerts - {metric}
+            events.append(AgentMetricCleared(self.id, at, metric, value, threshold))
+        else:
+            self.alerts = self.alerts | {metric}
+            events.append(AgentMetricHigh(self.id, at, metric, value, threshold))
+        return 0
 
     def _absorb(self, beat: RecordHeartbeat, at: datetime, policy: FleetPolicy) -> None:
         readings = beat.readings
@@ -145,15 +310,19 @@ class Agent:
             self.version = beat.version
         self.peers = beat.peers
 
-    def _status_after_beat(self, beat: RecordHeartbeat, policy: FleetPolicy) -> tuple[AgentStatus, str]:
-        if beat.status is AgentStatus.CRITICAL:
+    def _status_after_beat(
+        self, reported: AgentStatus, current: AgentStatus, policy: FleetPolicy
+    ) -> tuple[AgentStatus, str]:
+        """The status heartbeats give an agent that had `current` and last reported `reported`, and why
+        when it is CRITICAL."""
+        if reported is AgentStatus.CRITICAL:
             return AgentStatus.CRITICAL, "reported by the agent"
         if self.pressure_streak >= policy.hysteresis:
             return AgentStatus.CRITICAL, (
                 f"cpu or ram at or above {policy.critical_threshold:g}% for {self.pressure_streak} heartbeats"
             )
-        if self.status is AgentStatus.CRITICAL and self.calm_streak < policy.hysteresis:
-            return AgentStatus.CRITICAL, ""
+        if current is AgentStatus.CRITICAL and self.calm_streak < policy.hysteresis:
+            return AgentStatus.CRITICAL, "not calm for long enough yet"
         return AgentStatus.ONLINE, ""
 
 

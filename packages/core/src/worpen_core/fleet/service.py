@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 
 from worpen_core.events.ports import EventBus
 from worpen_core.fleet.commands import RecordHeartbeat
@@ -25,7 +26,8 @@ class HeartbeatAck:
     status: AgentStatus
     next_heartbeat_seconds: int
     changed: bool
-    """The heartbeat registered the agent or changed its status (it was committed and published)."""
+    """The heartbeat registered the agent, changed its status or raised or cleared an alert (it was
+    committed and published)."""
 
 
 class Fleet:
@@ -63,8 +65,7 @@ class Fleet:
             current = self._agents.get(beat.agent_id)
             events: list[AgentEvent]
             if current is None:
-                agent, registered = Agent.register(beat, now, self.policy)
-                events = [registered]
+                agent, events = Agent.register(beat, now, self.policy)
             else:
                 agent = current.copy()
                 events = agent.beat(beat, now, self.policy)
@@ -77,6 +78,18 @@ class Fleet:
             self._buffer(agent.sample())
             self.heartbeats_ingested += 1
         return HeartbeatAck(agent.status, self._pace(), bool(events))
+
+    async def begin_healing(self, agent_id: str, reason: str) -> None:
+        """A remediation began on the agent's node: the agent is HEALING (persisted, `AgentHealing`) until
+        the last remediation begun on it ends (`end_healing`, once per call to this). A node that is not an
+        agent (a Docker host that sends no heartbeats) is left alone. Raises what the store raises
+        (Unavailable) when the change cannot be written, and then nothing changed."""
+        await self._heal(agent_id, lambda agent, now: agent.begin_healing(reason, now, self.policy))
+
+    async def end_healing(self, agent_id: str) -> None:
+        """A remediation begun with `begin_healing` ended: after the last one, the agent returns to what its
+        heartbeats say (ONLINE or CRITICAL, or OFFLINE if they stopped), persisted, with its event."""
+        await self._heal(agent_id, lambda agent, now: agent.end_healing(now, self.policy))
 
     async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[AgentEvent]:
         """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue."""
@@ -192,6 +205,17 @@ class Fleet:
 
     def _lookup(self, agent_ids: Iterable[str]) -> list[Agent]:
         return [self.get(agent_id) for agent_id in agent_ids]
+
+    async def _heal(self, agent_id: str, change: Callable[[Agent, datetime], list[AgentEvent]]) -> None:
+        if agent_id not in self._agents:
+            return
+        async with self._locks.setdefault(agent_id, asyncio.Lock()):
+            agent = self._agents[agent_id].copy()
+            events = change(agent, self._clock.now())
+            if events:
+                await self._persist([agent], events)
+            else:
+                self._agents[agent_id] = agent
 
     async def _persist(self, agents: Sequence[Agent], events: Sequence[AgentEvent]) -> None:
         """Commit these agents, then publish the events. Concurrent callers share one transaction
