@@ -123,6 +123,12 @@ class Settings:
                 "authentication can only be turned off when Worpen listens on loopback "
                 f"(host {self.host!r}, gRPC host {self.grpc_host!r})"
             )
+        lowest = min(self.policy.cpu_high, self.policy.memory_high, self.policy.disk_high)
+        if self.policy.clear_margin >= lowest:
+            raise SettingsError(
+                f"WORPEN_ALERT_CLEAR_MARGIN ({self.policy.clear_margin:g}) must be below every alert "
+                f"threshold (the lowest is {lowest:g}): an alert would never clear"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +150,10 @@ class Settings:
                 heartbeat_interval=read.integer("WORPEN_HEARTBEAT_INTERVAL", 10, 1, 3600),
                 max_heartbeats_per_second=read.number("WORPEN_MAX_HEARTBEATS_PER_SECOND", 50, 0.1),
                 max_buffered_samples=read.integer("WORPEN_TELEMETRY_BUFFER", 100_000, 1, 100_000_000),
+                cpu_high=read.number("WORPEN_ALERT_CPU_PERCENT", 90, 1, 100),
+                memory_high=read.number("WORPEN_ALERT_MEMORY_PERCENT", 90, 1, 100),
+                disk_high=read.number("WORPEN_ALERT_DISK_PERCENT", 90, 1, 100),
+                clear_margin=read.number("WORPEN_ALERT_CLEAR_MARGIN", 5, 0, 99),
             ),
             flush_interval=read.number("WORPEN_FLUSH_INTERVAL", cls.flush_interval, 0.05, 60),
             sweep_interval=read.number("WORPEN_SWEEP_INTERVAL", cls.sweep_interval, 0.05, 60),
