@@ -355,3 +355,29 @@ async def test_incidents_without_a_condition_and_failed_ones_are_left_to_scripts
     assert await incidents.auto_resolve() == 0
     assert (await incidents.get(scripted.id)).status is IncidentStatus.PENDING
     assert (await incidents.get(failed.id)).status is IncidentStatus.FAILED
+
+
+async def test_a_metric_incident_resolves_itself_once_the_agent_no_longer_reports_the_metric_high(
+    incidents: Incidents, fleet: Fleet
+) -> None:
+    for _ in range(3):
+        await fleet.record_heartbeat(RecordHeartbeat("bee-001", Readings(95.0, 20.0)))
+    assert "cpu" in fleet.get("bee-001").alerts
+    cpu = await incidents.report(
+        IncidentReport("bee-001", "bee-001", "cpu high", Severity.HIGH, trigger="CPU_HIGH")
+    )
+    memory = await incidents.report(
+        IncidentReport("bee-001", "bee-001", "memory high", Severity.HIGH, trigger="MEMORY_HIGH")
+    )
+
+    assert await incidents.auto_resolve() == 1  # memory was never high
+    assert (await incidents.get(memory.id)).method is ResolutionMethod.AUTO
+    assert (await incidents.get(cpu.id)).status is IncidentStatus.PENDING
+
+    for _ in range(3):
+        await fleet.record_heartbeat(RecordHeartbeat("bee-001", Readings(40.0, 20.0)))
+
+    assert await incidents.auto_resolve() == 1
+    resolved = await incidents.get(cpu.id)
+    assert (resolved.status, resolved.method) == (IncidentStatus.RESOLVED, ResolutionMethod.AUTO)
+    assert "cpu of bee-001 is back under its threshold" in (resolved.notes or "")

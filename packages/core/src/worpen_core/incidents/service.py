@@ -14,6 +14,7 @@ from worpen_core.containers.model import ContainerState, Health
 from worpen_core.containers.service import Containers
 from worpen_core.events.model import Event
 from worpen_core.events.ports import EventBus
+from worpen_core.fleet.events import Metric
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.incidents.events import (
@@ -44,8 +45,8 @@ REPORT_ATTEMPTS = 5
 """Tries of a report that lost the race to open its incident to another writer (see `report`)."""
 AUTO_RESOLVE_BATCH = 1000
 """Pending incidents checked by one run of `auto_resolve`; the oldest wait for the next run."""
-METRIC_ALERTS = {"CPU_HIGH": "cpu", "MEMORY_HIGH": "memory", "DISK_USAGE_HIGH": "disk"}
-"""Metric triggers, by the name of the metric in an agent's `alerts`."""
+METRIC_ALERTS = {"CPU_HIGH": Metric.CPU, "MEMORY_HIGH": Metric.MEMORY, "DISK_USAGE_HIGH": Metric.DISK}
+"""Metric triggers, and the metric each is about in an agent's `alerts`."""
 AGENT_TRIGGERS = frozenset({"AGENT_OFFLINE", "AGENT_CRITICAL"})
 CONTAINER_TRIGGER_PREFIX = "CONTAINER_"
 
@@ -218,8 +219,7 @@ class Incidents:
             if trigger in AGENT_TRIGGERS:
                 return f"agent {agent.id} is ONLINE again" if agent.status is AgentStatus.ONLINE else None
             metric = METRIC_ALERTS[trigger]
-            alerts: frozenset[str] = getattr(agent, "alerts", frozenset())
-            return None if metric in alerts else f"{metric} of {agent.id} is back under its threshold"
+            return None if metric in agent.alerts else f"{metric} of {agent.id} is back under its threshold"
         return None
 
     async def _container_up(self, incident: Incident) -> str | None:
