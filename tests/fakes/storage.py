@@ -53,11 +53,11 @@ class FakeUnitOfWork:
         self.logs: LogRepository = self._logs
         self._telemetry = FakeTelemetryStore(store)
         self.telemetry: TelemetryStore = self._telemetry
-        self._incidents = FakeIncidentRepository(store)
-        self.incidents: IncidentRepository = self._incidents
         self._notifications = FakeNotifications(store)
         self.channels: ChannelRepository = self._notifications.channels
         self.deliveries: DeliveryRepository = self._notifications.deliveries
+        self._incidents = FakeIncidentRepository(store)
+        self.incidents: IncidentRepository = self._incidents
         self._automation = FakeAutomation(store)
         self.rules: RuleRepository = self._automation.rules
         self.runs: RunRepository = self._automation.runs
@@ -82,8 +82,8 @@ class FakeUnitOfWork:
         self._events.discard()
         self._logs.discard()
         self._telemetry.discard()
-        self._incidents.discard()
         self._notifications.discard()
+        self._incidents.discard()
         self._automation.discard()
 
     async def commit(self) -> None:

@@ -15,6 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from worpen_api.http.access.controller import ApiKeyController
 from worpen_api.http.audit.controller import AuditController
+from worpen_api.http.automation.controller import AutomationController
 from worpen_api.http.channels.controller import ChannelController, DeliveryController
 from worpen_api.http.containers.controller import (
     UNAVAILABLE_NODES,
@@ -74,9 +75,10 @@ def create_app(worpen: Worpen) -> Litestar:
             LogController,
             LogIntakeController,
             DashboardController,
-            IncidentController,
             ChannelController,
             DeliveryController,
+            IncidentController,
+            AutomationController,
         ],
         dependencies={
             "fleet": _constant(worpen.fleet),
@@ -87,8 +89,10 @@ def create_app(worpen: Worpen) -> Litestar:
             "journal": _constant(worpen.journal),
             "logs": _constant(worpen.logs),
             "telemetry": _constant(worpen.telemetry),
-            "incidents": _constant(worpen.incidents),
             "notifications": _constant(worpen.notifications),
+            "incidents": _constant(worpen.incidents),
+            "automation": _constant(worpen.automation),
+            "rule_engine": _constant(worpen.rule_engine),
             "settings": _constant(settings),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),

@@ -18,10 +18,13 @@ from worpen_core.audit.jobs import audit_jobs
 from worpen_core.audit.ports import AuditUnitOfWork
 from worpen_core.audit.service import AuditTrail
 from worpen_core.automation.channels import DeliveryPolicy
+from worpen_core.automation.engine import RuleEngine
+from worpen_core.automation.jobs import automation_jobs
 from worpen_core.automation.notification_jobs import notification_jobs
 from worpen_core.automation.notifications import Notifications
 from worpen_core.automation.notify_ports import NotificationsUnitOfWork
 from worpen_core.automation.ports import AutomationUnitOfWork
+from worpen_core.automation.service import Automation
 from worpen_core.containers.jobs import container_jobs
 from worpen_core.containers.ports import ContainerRuntime
 from worpen_core.containers.service import Containers
@@ -49,6 +52,8 @@ from worpen_infra.bus.in_process import InProcessEventBus
 from worpen_infra.clock import SystemClock
 from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
 from worpen_infra.notify.webhook import HttpWebhookSender
+from worpen_infra.sandbox.mini_racer import MiniRacerSandbox
+from worpen_infra.schedule.cron import CronSimCronSchedule
 from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
@@ -144,6 +149,18 @@ def bootstrap(
         clock,
         DeliveryPolicy(max_attempts=settings.webhook_max_attempts, timeout_seconds=settings.webhook_timeout),
     )
+    sandbox = MiniRacerSandbox()
+    on_stop.append(sandbox.close)
+    cron = CronSimCronSchedule()
+    automation = Automation(uow, sandbox, cron, audit, clock, settings.script_limits)
+
+    async def restore_rules() -> None:
+        await automation.restore()
+
+    on_start.append(restore_rules)
+    rule_engine = RuleEngine(
+        uow, automation, journal, sandbox, cron, fleet, containers, incidents, notifications, bus, clock
+    )
     api_keys = ApiKeys(uow, clock)
     throughput = Throughput(
         clock,
@@ -159,7 +176,7 @@ def bootstrap(
             settings.telemetry, settle=timedelta(seconds=settings.flush_interval + settings.rollup_interval)
         ),
     )
-    dashboard = Dashboard(fleet, api_keys, throttle, throughput, clock, auth_enabled=settings.auth)
+    dashboard = Dashboard(fleet, api_keys, throttle, throughput, incidents, clock, auth_enabled=settings.auth)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
@@ -172,8 +189,10 @@ def bootstrap(
         journal=journal,
         logs=central_log,
         telemetry=telemetry,
-        incidents=incidents,
         notifications=notifications,
+        incidents=incidents,
+        automation=automation,
+        rule_engine=rule_engine,
         event_queue_depth=depth,
         migrate=migrate,
         jobs=[
@@ -190,6 +209,7 @@ def bootstrap(
             *dashboard_jobs(throughput, services, sample_every=settings.service_sample_interval),
             *notification_jobs(notifications),
             *incident_jobs(incidents, every=AUTO_RESOLVE_EVERY),
+            *automation_jobs(rule_engine, tick=settings.automation_tick),
             *telemetry_jobs(
                 telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval
             ),

@@ -109,6 +109,21 @@ class FleetCollector(Collector):
         terminals.add_metric([], len(self._worpen.containers.terminals()))
         yield terminals
         yield from self._journal_and_log()
+        yield from self._automation()
+
+    def _automation(self) -> Iterator[Metric]:
+        engine = self._worpen.rule_engine
+        seen = CounterMetricFamily(
+            "worpen_automation_events", "Journal events of a trigger's type the rule engine took in"
+        )
+        seen.add_metric([], engine.events_seen)
+        yield seen
+        runs = CounterMetricFamily("worpen_automation_runs", "Rule runs recorded (any outcome)")
+        runs.add_metric([], engine.runs_recorded)
+        yield runs
+        queued = GaugeMetricFamily("worpen_automation_queued", "Occurrences waiting for their rule's worker")
+        queued.add_metric([], engine.queued())
+        yield queued
 
     def _journal_and_log(self) -> Iterator[Metric]:
         logs = self._worpen.logs

@@ -13,7 +13,9 @@ from worpen_api import lifecycle
 from worpen_api.settings import Settings
 from worpen_core.access.service import ApiKeys, Authenticator
 from worpen_core.audit.service import AuditTrail
+from worpen_core.automation.engine import RuleEngine
 from worpen_core.automation.notifications import Notifications
+from worpen_core.automation.service import Automation
 from worpen_core.containers.service import Containers
 from worpen_core.dashboard.service import Dashboard
 from worpen_core.dashboard.services import ServiceBoard
@@ -43,8 +45,10 @@ class Worpen:
     journal: EventJournal
     logs: CentralLog
     telemetry: Telemetry
-    incidents: Incidents
     notifications: Notifications
+    incidents: Incidents
+    automation: Automation
+    rule_engine: RuleEngine
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
     jobs: list[Job] = field(default_factory=list)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, cast
 
+from worpen_core.automation.plan import SandboxLimits
 from worpen_core.containers.service import ContainerLimits
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.incidents.model import IncidentPolicy
@@ -108,7 +109,6 @@ class Settings:
     retention_interval: float = 60.0
     """Seconds between two runs of the telemetry retention."""
     telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
-    incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
     allow_private_webhooks: bool = False
     """Notification channels may point at loopback, link-local and private addresses (a receiver on your
     own network, the tests' own server); off, such a channel is refused (server-side request forgery)."""
@@ -116,6 +116,11 @@ class Settings:
     """Seconds one attempt to deliver a notification may take."""
     webhook_max_attempts: int = 10
     """Attempts to deliver a notification before it is given up (FAILED, NotificationFailed)."""
+    incidents: IncidentPolicy = field(default_factory=IncidentPolicy)
+    script_limits: SandboxLimits = field(default_factory=SandboxLimits)
+    """What one run of an automation script may use: time (ms) and V8 heap (bytes)."""
+    automation_tick: float = 1.0
+    """Seconds between the rule engine's looks at deferred plans and cron schedules (their precision)."""
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -204,16 +209,21 @@ class Settings:
             service_sample_interval=read.number(
                 "WORPEN_SERVICE_SAMPLE_INTERVAL", cls.service_sample_interval, 0.1, 3600
             ),
+            allow_private_webhooks=read.switch("WORPEN_ALLOW_PRIVATE_WEBHOOKS", default=False),
+            webhook_timeout=read.number("WORPEN_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout, 0.1, 300),
+            webhook_max_attempts=read.integer(
+                "WORPEN_WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts, 1, 100
+            ),
+            script_limits=SandboxLimits(
+                time_ms=read.integer("WORPEN_SCRIPT_TIMEOUT_MS", 100, 1, 60_000),
+                memory_bytes=read.integer("WORPEN_SCRIPT_MEMORY_MB", 32, 8, 4096) * 1024 * 1024,
+            ),
+            automation_tick=read.number("WORPEN_AUTOMATION_TICK_SECONDS", cls.automation_tick, 0.05, 60),
             incidents=IncidentPolicy(
                 reopen_window=timedelta(
                     seconds=read.number("WORPEN_INCIDENT_REOPEN_SECONDS", 600, 0, 2_592_000)
                 ),
                 grace=timedelta(seconds=read.number("WORPEN_INCIDENT_GRACE_SECONDS", 30, 0, 86_400)),
-            ),
-            allow_private_webhooks=read.switch("WORPEN_ALLOW_PRIVATE_WEBHOOKS", default=False),
-            webhook_timeout=read.number("WORPEN_WEBHOOK_TIMEOUT_SECONDS", cls.webhook_timeout, 0.1, 300),
-            webhook_max_attempts=read.integer(
-                "WORPEN_WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts, 1, 100
             ),
         )
 

@@ -265,6 +265,10 @@ class RuleEngine:
         self._workers.clear()
         self._queues.clear()
 
+    def queued(self) -> int:
+        """Occurrences waiting for their rule's worker."""
+        return sum(queue.qsize() for queue in self._queues.values())
+
     async def idle(self) -> None:
         """Wait until every queued item was handled (for tests and benchmarks)."""
         await asyncio.gather(*(queue.join() for queue in list(self._queues.values())))

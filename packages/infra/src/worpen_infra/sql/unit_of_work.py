@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.ports import AuditRepository
-from worpen_core.automation.notify_ports import ChannelRepository, DeliveryRepository
 from worpen_core.automation.ports import (
     ProgressRepository,
     RuleRepository,
     RunRepository,
     TargetStateRepository,
 )
+from worpen_core.automation.notify_ports import ChannelRepository, DeliveryRepository
 from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.incidents.ports import IncidentRepository
@@ -26,13 +26,13 @@ from worpen_core.telemetry.ports import TelemetryStore
 from worpen_infra.sql.agent_repository import SqlAlchemyAgentRepository
 from worpen_infra.sql.api_key_repository import SqlAlchemyApiKeyRepository
 from worpen_infra.sql.audit_repository import SqlAlchemyAuditRepository
-from worpen_infra.sql.channel_repository import SqlAlchemyChannelRepository, SqlAlchemyDeliveryRepository
 from worpen_infra.sql.automation_repository import (
     SqlAlchemyProgressRepository,
     SqlAlchemyRuleRepository,
     SqlAlchemyRunRepository,
     SqlAlchemyTargetStateRepository,
 )
+from worpen_infra.sql.channel_repository import SqlAlchemyChannelRepository, SqlAlchemyDeliveryRepository
 from worpen_infra.sql.event_repository import SqlAlchemyEventRepository
 from worpen_infra.sql.incident_repository import SqlAlchemyIncidentRepository
 from worpen_infra.sql.log_repository import SqlAlchemyLogRepository
@@ -56,12 +56,12 @@ class SqlAlchemyUnitOfWork:
     events: EventRepository
     logs: LogRepository
     incidents: IncidentRepository
-    channels: ChannelRepository
-    deliveries: DeliveryRepository
     rules: RuleRepository
     runs: RunRepository
     targets: TargetStateRepository
     progress: ProgressRepository
+    channels: ChannelRepository
+    deliveries: DeliveryRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -83,12 +83,12 @@ class SqlAlchemyUnitOfWork:
         self.events = SqlAlchemyEventRepository(self._connection)
         self.logs = SqlAlchemyLogRepository(self._connection)
         self.incidents = SqlAlchemyIncidentRepository(self._connection)
-        self.channels = SqlAlchemyChannelRepository(self._connection)
-        self.deliveries = SqlAlchemyDeliveryRepository(self._connection)
         self.rules = SqlAlchemyRuleRepository(self._connection)
         self.runs = SqlAlchemyRunRepository(self._connection)
         self.targets = SqlAlchemyTargetStateRepository(self._connection)
         self.progress = SqlAlchemyProgressRepository(self._connection)
+        self.channels = SqlAlchemyChannelRepository(self._connection)
+        self.deliveries = SqlAlchemyDeliveryRepository(self._connection)
         return self
 
     async def __aexit__(
