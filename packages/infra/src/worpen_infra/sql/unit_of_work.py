@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from worpen_core.access.ports import ApiKeyRepository
 from worpen_core.audit.ports import AuditRepository
+from worpen_core.automation.notify_ports import ChannelRepository, DeliveryRepository
 from worpen_core.automation.ports import (
     ProgressRepository,
     RuleRepository,
     RunRepository,
     TargetStateRepository,
 )
-from worpen_core.automation.notify_ports import ChannelRepository, DeliveryRepository
 from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.incidents.ports import IncidentRepository
