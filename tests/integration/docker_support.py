@@ -70,14 +70,9 @@ class Containers:
 
     def run(self, script: str, *, name: str | None = None, **options: Any) -> Container:
         labels = {SESSION_LABEL: SESSION, **options.pop("labels", {})}
+        options.setdefault("stop_signal", "SIGKILL")
         container: Container = self.client.containers.run(
-            TEST_IMAGE,
-            ["sh", "-c", script],
-            name=name or _new_name(),
-            labels=labels,
-            detach=True,
-            stop_signal="SIGKILL",
-            **options,
+            TEST_IMAGE, ["sh", "-c", script], name=name or _new_name(), labels=labels, detach=True, **options
         )
         return container
 
