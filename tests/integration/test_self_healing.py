@@ -251,3 +251,40 @@ def test_rules_runs_backoff_and_incidents_survive_a_restart_and_a_crash_mid_reme
             assert incident["occurrences"] == 2
     finally:
         server.stop()
+
+
+def test_heartbeats_over_a_threshold_fire_a_rule_and_its_incident_resolves_when_they_cool_down(
+    healing: tuple[WorpenServer, httpx.Client],
+) -> None:
+    _, client = healing
+    script = """
+      log.warn("cpu " + metrics.cpu + " on " + node);
+      incident.open("cpu saturated", {severity: "critical"});
+    """
+    body = {"name": "hot-cpu", "trigger": "CPU_HIGH", "targetService": "hot-*", "script": script}
+    created = client.post(RULES, json=body)
+    assert created.status_code == 201, created.text
+    rule = created.json()
+    for _ in range(3):  # WORPEN_CRITICAL_HEARTBEATS in a row at or above the threshold
+        assert heartbeat(client, "hot-1", cpu=97.5).status_code == 202
+
+    [run] = wait_for(lambda: runs_with(client, rule, "SUCCEEDED"), "the rule to run")
+    assert run["trigger"] == "CPU_HIGH"
+    assert run["logs"] == [{"level": "warn", "message": "cpu 97.5 on hot-1"}]
+    by_issue = {incident["issue"]: incident for incident in incidents_of(client, "hot-1")}
+    assert by_issue["cpu saturated"]["severity"] == "critical"
+    assert by_issue["cpu at or above 90%"]["status"] == "PENDING"
+    detail = client.get("/api/v1/dashboard/stats").json()["detail"]
+    assert detail["openCriticalIncidents"]["count"] >= 1
+
+    for _ in range(3):
+        assert heartbeat(client, "hot-1", cpu=10).status_code == 202
+
+    def cooled() -> bool:
+        found = {incident["issue"]: incident for incident in incidents_of(client, "hot-1")}
+        return found["cpu at or above 90%"]["status"] == "RESOLVED"
+
+    wait_for(cooled, "the CPU_HIGH incident to resolve itself")
+    after = {incident["issue"]: incident for incident in incidents_of(client, "hot-1")}
+    assert after["cpu at or above 90%"]["method"] == "AUTO"
+    assert after["cpu saturated"]["status"] == "PENDING"  # a script's incident waits for a person

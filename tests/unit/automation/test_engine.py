@@ -270,3 +270,24 @@ async def test_a_run_a_crash_left_running_is_recorded_interrupted(world: World) 
     [after] = await world.automation.runs(RunQuery(rule_id=rule.id))
     assert after.status is RunStatus.INTERRUPTED
     assert after.applied == run.applied
+
+
+async def test_a_schedule_fires_once_per_slot_and_missed_slots_are_not_replayed_in_a_burst(
+    world: World,
+) -> None:
+    draft = RuleDraft(
+        "nightly-prune", Trigger.SCHEDULE, "web", 'log.info("tick " + event.time)', schedule="* * * * *"
+    )
+    rule = await world.automation.create(ADMIN, draft)
+    world.clock.advance(30)
+    assert await world.engine.fire_schedules() == 0
+    world.clock.advance(31)  # the first slot: a minute after the rule was saved
+    assert await world.engine.fire_schedules() == 1
+    await world.engine.idle()
+    assert await world.engine.fire_schedules() == 0
+    world.clock.advance(600)  # ten slots pass while nothing looks
+    assert await world.engine.fire_schedules() == 1
+    await world.engine.idle()
+    runs = await world.automation.runs(RunQuery(rule_id=rule.id))
+    assert [(run.trigger, run.status) for run in runs] == [("SCHEDULE", RunStatus.NO_ACTION)] * 2
+    assert all(run.logs[0].message.startswith("tick ") for run in runs)

@@ -79,7 +79,8 @@ def occurrence_of(event: RecordedEvent) -> Occurrence | None:
                 return None
             value, threshold = payload.get("value"), payload.get("threshold")
             base |= {"metric": METRIC_NAMES[metric], "value": value, "threshold": threshold}
-            issue = f"{METRIC_NAMES[metric]} at or above {threshold}%"
+            shown = f"{threshold:g}" if isinstance(threshold, int | float) else str(threshold)
+            issue = f"{METRIC_NAMES[metric]} at or above {shown}%"
             return _agent(event, trigger, issue, base, {METRIC_NAMES[metric]: value})
     return None
 

@@ -36,6 +36,7 @@ class StatsDetail(Wire):
     failed_authentications: FindingOut
     admin_keys_without_expiry: FindingOut
     auth_disabled: FindingOut
+    open_critical_incidents: FindingOut
 
 
 class StatsOut(msgspec.Struct):
@@ -66,6 +67,7 @@ class StatsOut(msgspec.Struct):
                 failed_authentications=findings["failedAuthentications"],
                 admin_keys_without_expiry=findings["adminKeysWithoutExpiry"],
                 auth_disabled=findings["authDisabled"],
+                open_critical_incidents=findings["openCriticalIncidents"],
             ),
         )
 
