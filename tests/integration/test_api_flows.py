@@ -395,6 +395,17 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
         "/api/v1/incidents": {"get"},
         "/api/v1/incidents/{incident_id}": {"get"},
         "/api/v1/incidents/{incident_id}/resolve": {"post"},
+        "/api/v1/automation/channels": {"get", "post"},
+        "/api/v1/automation/channels/{channel_id}": {"get", "put", "delete"},
+        "/api/v1/automation/deliveries": {"get"},
+        "/api/v1/automation/rules": {"get", "post"},
+        "/api/v1/automation/rules/{rule_id}": {"get", "put", "delete"},
+        "/api/v1/automation/rules/{rule_id}/run": {"post"},
+        "/api/v1/automation/rules/{rule_id}/backtest": {"post"},
+        "/api/v1/automation/backtest": {"post"},
+        "/api/v1/automation/dry-run": {"post"},
+        "/api/v1/automation/runs": {"get"},
+        "/api/v1/automation/runs/{run_id}": {"get"},
     }
 
 
