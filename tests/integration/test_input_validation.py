@@ -104,6 +104,14 @@ def test_a_body_that_is_not_json_is_a_400(admin: httpx.Client, content: bytes) -
     assert refused(response, 400)["field"] is None
 
 
+@pytest.mark.parametrize("path", [HEARTBEAT, "/api/v1/automation/dry-run", "/api/v1/automation/channels"])
+def test_a_body_nested_deeper_than_json_decoding_goes_is_a_400(admin: httpx.Client, path: str) -> None:
+    deep = b'{"script": "1", "mockContext": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    response = admin.post(path, content=deep, headers={"Content-Type": "application/json"})
+
+    assert "nested too deeply" in refused(response, 400)["detail"]
+
+
 @pytest.mark.parametrize("body", [[], None, 1, "bee-001", [VALID]])
 def test_json_that_is_not_an_object_is_a_422(admin: httpx.Client, body: object) -> None:
     response = admin.post(HEARTBEAT, json=body)

@@ -189,6 +189,11 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     return error_response(exc.status_code, exc.detail, headers=exc.headers)
 
 
+def _too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[ErrorOut]:
+    """A body nested deeper than the JSON decoder goes (thousands of levels): the client's fault."""
+    return error_response(400, "the request body is nested too deeply to be read")
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorOut]:
     log.exception("request.failed", method=request.method, path=request.url.path)
     return error_response(500, "internal error: the server logged the details")
@@ -198,5 +203,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     WorpenError: _worpen_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
+    RecursionError: _too_deep,
     Exception: _unexpected,
 }

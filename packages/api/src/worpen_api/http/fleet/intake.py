@@ -76,7 +76,7 @@ class HeartbeatIntake:
                 break
         try:
             data = self._decoder.decode(body)
-        except msgspec.MsgspecError:
+        except (msgspec.MsgspecError, RecursionError):  # Litestar's own decoding says what was wrong
             await self._app(scope, _replay(messages, receive), send)
             return
         try:
