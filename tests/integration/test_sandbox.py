@@ -21,6 +21,7 @@ from worpen_core.automation.plan import (
     ScriptOutcome,
     ScriptStatus,
 )
+from worpen_core.automation.ports import ScriptSandbox
 from worpen_core.events.model import JsonValue
 from worpen_infra.sandbox import CONTEXT_NAMES, MiniRacerSandbox
 
@@ -49,7 +50,7 @@ def sandbox() -> Iterator[MiniRacerSandbox]:
 
 
 async def run(
-    sandbox: MiniRacerSandbox,
+    sandbox: ScriptSandbox,
     script: str,
     context: dict[str, JsonValue] | None = None,
     limits: SandboxLimits = LIMITS,

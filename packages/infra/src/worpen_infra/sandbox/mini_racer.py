@@ -93,21 +93,26 @@ class MiniRacerSandbox:
 
     mini-racer runs each isolate on a thread of its own and reports back through an asyncio loop: the
     sandbox owns that loop, on a dedicated thread, and creates and frees isolates (blocking calls of a
-    few milliseconds) in a small pool of its own, so neither the caller's loop nor its default executor
-    ever waits for V8."""
+    few milliseconds) on one worker thread of its own, so neither the caller's loop nor its default
+    executor ever waits for V8. One worker, not more: with two creating isolates at once, about one
+    process in sixteen died of a V8 trap on its first runs. One isolate, with the prelude installed and no
+    script yet, is kept ready: creating it is most of a short run's latency."""
 
     def __init__(self) -> None:
         self._prelude = resources.files(__package__).joinpath("prelude.js").read_text(encoding="utf-8")
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="worpen-sandbox")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="worpen-sandbox")
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="worpen-sandbox-v8", daemon=True)
         self._thread.start()
+        self._ready: asyncio.Future[_Isolate] | None = None
+        self._runs: set[asyncio.Task[object]] = set()
+        """Both touched only on the sandbox's loop."""
 
     async def close(self) -> None:
-        """Cancels the runs under way, then stops the sandbox's threads."""
+        """Cancels the runs under way, frees the isolate kept ready, then stops the sandbox's threads."""
         if self._loop.is_closed():
             return
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_cancel_all(), self._loop))
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._drain(), self._loop))
         self._loop.call_soon_threadsafe(self._loop.stop)
         await asyncio.to_thread(self._thread.join)
         self._loop.close()
@@ -132,22 +137,43 @@ class MiniRacerSandbox:
         return await self._on_v8_loop(self._run(script, context_json, limits))
 
     async def _on_v8_loop(self, work: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._tracked(work), self._loop))
+
+    async def _tracked(self, work: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        self._runs.add(task)
+        try:
+            return await work
+        finally:
+            self._runs.discard(task)
+
+    async def _drain(self) -> None:
+        """Only the sandbox's own runs are cancelled: mini-racer's tasks on this loop must finish."""
+        for task in self._runs:
+            task.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            context, _, _ = await ready
+            await asyncio.get_running_loop().run_in_executor(self._pool, context.__exit__, None, None, None)
 
     @asynccontextmanager
     async def _isolate(self, memory_bytes: int) -> AsyncIterator[tuple[MiniRacer, _Api]]:
+        """The isolate kept ready (or a new one when none is), and the next one prepared meanwhile."""
         loop = asyncio.get_running_loop()
-        context, racer, api = await loop.run_in_executor(self._pool, self._open, memory_bytes)
+        ready, self._ready = self._ready, loop.run_in_executor(self._pool, self._open)
+        context, racer, api = await (ready or loop.run_in_executor(self._pool, self._open))
         try:
+            racer.set_hard_memory_limit(memory_bytes)
             yield racer, api
         finally:
             await loop.run_in_executor(self._pool, context.__exit__, None, None, None)
 
-    def _open(self, memory_bytes: int) -> tuple[AbstractContextManager[MiniRacer], MiniRacer, _Api]:
+    def _open(self) -> _Isolate:
         context = mini_racer(self._loop)
         racer = context.__enter__()
         try:
-            racer.set_hard_memory_limit(memory_bytes)
             api = racer.eval(self._prelude)
             if not isinstance(api, JSMappedObject):
                 raise TypeError("the sandbox prelude did not return its steps")
@@ -206,12 +232,7 @@ class MiniRacerSandbox:
         )
 
 
-async def _cancel_all() -> None:
-    current = asyncio.current_task()
-    tasks = [task for task in asyncio.all_tasks() if task is not current]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+_Isolate = tuple[AbstractContextManager[MiniRacer], MiniRacer, "_Api"]
 
 
 class _Api:
