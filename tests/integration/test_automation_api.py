@@ -306,10 +306,16 @@ def test_context_fields_a_dry_run_leaves_out_are_undefined(operator: httpx.Clien
 def test_a_manual_rule_runs_by_hand_and_its_runs_are_on_record(
     admin: httpx.Client, operator: httpx.Client, keys: Keys
 ) -> None:
-    logs_only = created(admin, trigger="MANUAL", script="log.info('checked ' + service + ' on ' + node)")
+    script = "log.info('checked ' + service + ' on ' + node)"
+    logs_only = created(admin, trigger="MANUAL", active=True, script=script)
     checks = created(
-        admin, trigger="MANUAL", script="log.info('checked ' + service); incident.resolve('all good')"
+        admin,
+        trigger="MANUAL",
+        active=True,
+        script="log.info('checked ' + service); incident.resolve('all good')",
     )
+    switched_off = created(admin, trigger="MANUAL", script=script)
+    assert "not active" in refused(operator.post(f"{RULES}/{switched_off['id']}/run"), 409)["detail"]
 
     ran = operator.post(f"{RULES}/{logs_only['id']}/run", json={"context": {"node": "edge-7"}})
     assert ran.status_code == 200, ran.text

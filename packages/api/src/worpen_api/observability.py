@@ -121,6 +121,11 @@ class FleetCollector(Collector):
         runs = CounterMetricFamily("worpen_automation_runs", "Rule runs recorded (any outcome)")
         runs.add_metric([], engine.runs_recorded)
         yield runs
+        failures = CounterMetricFamily(
+            "worpen_automation_failures", "Occurrences a rule's worker could not handle (unexpected errors)"
+        )
+        failures.add_metric([], engine.failures)
+        yield failures
         queued = GaugeMetricFamily("worpen_automation_queued", "Occurrences waiting for their rule's worker")
         queued.add_metric([], engine.queued())
         yield queued

@@ -45,7 +45,14 @@ from worpen_core.fleet.service import Fleet
 from worpen_core.incidents.model import IncidentReport, ResolutionMethod, Severity
 from worpen_core.incidents.service import Incidents
 from worpen_core.shared.broadcast import FellBehind
-from worpen_core.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, WorpenError
+from worpen_core.shared.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    WorpenError,
+    failure_reason,
+)
 from worpen_core.shared.ports import Clock
 from worpen_core.shared.streams import until
 
@@ -143,6 +150,9 @@ class RuleEngine:
         self.events_seen = 0
         """Journal events of a trigger's type taken in since this process started."""
         self.runs_recorded = 0
+        self.failures = 0
+        """Occurrences a rule's worker could not handle because of an unexpected error (a bug)."""
+        self.last_failure: str | None = None
         self.following = asyncio.Event()
         """Set once the engine follows the journal (events committed from then on reach it)."""
 
@@ -230,6 +240,9 @@ class RuleEngine:
             item = await queue.get()
             try:
                 await self._handle_retrying(rule_id, item)
+            except Exception as exc:  # a bug: counted and kept (/metrics), and the rule's worker goes on
+                self.failures += 1
+                self.last_failure = failure_reason(exc)
             finally:
                 self._done(rule_id, item)
                 queue.task_done()
@@ -368,6 +381,8 @@ class RuleEngine:
         rule = await self._automation.get(rule_id)
         if rule.trigger is not Trigger.MANUAL:
             raise Conflict(f"only MANUAL rules are run by hand; {rule.name!r} fires on {rule.trigger.value}")
+        if not rule.active:
+            raise Conflict(f"rule {rule.name!r} is not active")
         now = self._clock.now()
         context: dict[str, JsonValue] = {
             "service": rule.target_service,
@@ -396,7 +411,7 @@ class RuleEngine:
         self, rule_id: str, item: _Item, *, actor: str, rule: AutomationRule | None = None
     ) -> AutomationRun | None:
         rule = rule or self._automation.cached(rule_id)
-        if rule is None or (not rule.active and rule.trigger is not Trigger.MANUAL):
+        if rule is None or not rule.active:
             return None
         occurrence = item.occurrence
         paced = occurrence.trigger in EVENT_TRIGGERS
