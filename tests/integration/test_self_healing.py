@@ -282,7 +282,8 @@ def test_heartbeats_over_a_threshold_fire_a_rule_and_its_incident_resolves_when_
 
     def cooled() -> bool:
         found = {incident["issue"]: incident for incident in incidents_of(client, "hot-1")}
-        return found["cpu at or above 90%"]["status"] == "RESOLVED"
+        status: str = found["cpu at or above 90%"]["status"]
+        return status == "RESOLVED"
 
     wait_for(cooled, "the CPU_HIGH incident to resolve itself")
     after = {incident["issue"]: incident for incident in incidents_of(client, "hot-1")}
