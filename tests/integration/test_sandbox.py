@@ -310,6 +310,15 @@ async def test_a_context_key_naming_a_builtin_is_not_exposed(sandbox: MiniRacerS
     assert logged(outcome)[1:] == ["function"]
 
 
+async def test_replacing_builtins_does_not_bypass_the_argument_checks(sandbox: MiniRacerSandbox) -> None:
+    outcome = await run(
+        sandbox, 'Array.prototype.includes = () => true;\nincident.open("x", {severity: "apocalyptic"});'
+    )
+
+    assert outcome.status is ScriptStatus.ERROR
+    assert outcome.actions == ()
+
+
 async def test_no_state_leaks_from_one_run_to_the_next(sandbox: MiniRacerSandbox) -> None:
     first = await run(
         sandbox, 'globalThis.leak = 1; Object.prototype.polluted = "yes"; Array.prototype.push = null;'

@@ -100,8 +100,9 @@
         throw new TypeError(call + ": the options must be an object, got " + describe(options));
       }
       const severity = options === undefined || options.severity === undefined ? "high" : options.severity;
-      if (!SEVERITIES.includes(severity)) {
-        throw new TypeError(call + ": severity must be one of " + SEVERITIES.join(", ") + ", got " + toString(severity));
+      // Compared one by one, not with SEVERITIES.includes: the script may have replaced Array methods.
+      if (severity !== SEVERITIES[0] && severity !== SEVERITIES[1] && severity !== SEVERITIES[2] && severity !== SEVERITIES[3]) {
+        throw new TypeError(call + ": severity must be one of critical, high, medium, low, got " + toString(severity));
       }
       return record("incident.open", issue, { severity: severity });
     },
