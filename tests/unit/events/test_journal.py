@@ -26,6 +26,7 @@ def test_an_event_is_recorded_with_its_type_subject_time_and_fields_as_json() ->
         "image": "nginx:1",
         "at": "2026-03-01T12:00:05.250000Z",
         "exit_code": 137,
+        "requested": False,
     }
     assert (
         EventRecord.of(AgentRegistered("bee-001", AT, AgentStatus.ONLINE), AT).payload["status"] == "ONLINE"

@@ -18,7 +18,16 @@ from worpen_core.containers.events import (
     ImagePulled,
 )
 from worpen_core.events.model import Event
-from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
+from worpen_core.fleet.events import (
+    AgentBecameCritical,
+    AgentHealing,
+    AgentMetricCleared,
+    AgentMetricHigh,
+    AgentRecovered,
+    AgentRegistered,
+    AgentWentOffline,
+    Metric,
+)
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.logs.model import Level
 from worpen_core.logs.render import Rendered, render
@@ -45,6 +54,22 @@ WEB = ("node-a", "3f2a" * 16, "web-1", "nginx:1", AT)
         (
             AgentRecovered("bee-003", AT, AgentStatus.CRITICAL),
             (Level.SUCCESS, "bee-003", "bee-003 recovered (was CRITICAL)"),
+        ),
+        (
+            AgentHealing("bee-004", AT, "rule oom-restart: docker.restart web-1"),
+            (Level.INFO, "bee-004", "bee-004 is HEALING: rule oom-restart: docker.restart web-1"),
+        ),
+        (
+            AgentMetricHigh("bee-005", AT, Metric.DISK, 93.5, 90.0),
+            (Level.WARN, "bee-005", "bee-005 disk high: 93.5% (threshold 90%)"),
+        ),
+        (
+            AgentMetricCleared("bee-005", AT, Metric.DISK, 70.0, 90.0),
+            (Level.SUCCESS, "bee-005", "bee-005 disk back to 70% (threshold 90%)"),
+        ),
+        (
+            ContainerDied(*WEB, 143, requested=True),
+            (Level.INFO, "node-a", "container web-1 on node-a stopped on request (exit 143)"),
         ),
         (ContainerStarted(*WEB), (Level.INFO, "node-a", "container web-1 on node-a started")),
         (ContainerOomKilled(*WEB), (Level.ERROR, "node-a", "container web-1 on node-a was OOM-killed")),

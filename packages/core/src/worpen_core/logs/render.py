@@ -19,7 +19,15 @@ from worpen_core.containers.events import (
     ImagePulled,
 )
 from worpen_core.events.model import Event
-from worpen_core.fleet.events import AgentBecameCritical, AgentRecovered, AgentRegistered, AgentWentOffline
+from worpen_core.fleet.events import (
+    AgentBecameCritical,
+    AgentHealing,
+    AgentMetricCleared,
+    AgentMetricHigh,
+    AgentRecovered,
+    AgentRegistered,
+    AgentWentOffline,
+)
 from worpen_core.logs.model import Level
 
 WORPEN = "worpen"
@@ -66,6 +74,14 @@ def render(event: Event) -> Rendered:
             return Rendered(
                 Level.SUCCESS, event.agent_id, f"{event.agent_id} recovered (was {event.previous.value})"
             )
+        case AgentHealing():
+            return Rendered(Level.INFO, event.agent_id, f"{event.agent_id} is HEALING: {event.reason}")
+        case AgentMetricHigh():
+            line = f"{event.metric.value} high: {event.value:g}% (threshold {event.threshold:g}%)"
+            return Rendered(Level.WARN, event.agent_id, f"{event.agent_id} {line}")
+        case AgentMetricCleared():
+            line = f"{event.metric.value} back to {event.value:g}% (threshold {event.threshold:g}%)"
+            return Rendered(Level.SUCCESS, event.agent_id, f"{event.agent_id} {line}")
         case ContainerEvent():
             return _container(event)
         case ImagePulled():
