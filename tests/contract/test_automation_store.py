@@ -266,6 +266,7 @@ async def test_runs_are_queried_newest_first_by_rule_and_status(uow: StorageFact
 
 async def test_a_rule_knows_the_events_it_handled(uow: StorageFactory) -> None:
     async with uow() as tx:
+        assert await tx.runs.newest_event_id() is None
         await tx.runs.add(run("a", event_id=42))
         await tx.runs.add(bare_run("b", event_id=None))
         await tx.commit()
@@ -274,6 +275,7 @@ async def test_a_rule_knows_the_events_it_handled(uow: StorageFactory) -> None:
         assert await tx.runs.exists_for_event("r1", 42) is True
         assert await tx.runs.exists_for_event("r1", 43) is False
         assert await tx.runs.exists_for_event("r2", 42) is False
+        assert await tx.runs.newest_event_id() == 42
 
 
 async def test_target_states_are_saved_over_and_come_back_whole(uow: StorageFactory) -> None:

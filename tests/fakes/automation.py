@@ -130,6 +130,10 @@ class FakeRunRepository:
     async def exists_for_event(self, rule_id: str, event_id: int) -> bool:
         return any(run.rule_id == rule_id and run.event_id == event_id for run in self._table.rows().values())
 
+    async def newest_event_id(self) -> int | None:
+        handled = (run.event_id for run in self._table.rows().values() if run.event_id is not None)
+        return max(handled, default=None)
+
     async def running(self) -> list[AutomationRun]:
         running = [run for run in self._table.rows().values() if run.status is RunStatus.RUNNING]
         return copy.deepcopy(list(reversed(_newest_first(running))))

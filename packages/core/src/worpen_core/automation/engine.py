@@ -147,6 +147,9 @@ class RuleEngine:
         self._queued_deferred: set[tuple[str, str]] = set()
         self._dispatched = 0
         self._saved = -1
+        self._recheck_up_to = 0
+        """Events up to this id may have been handled before this process started (a run says so); those
+        after it are new, and need no look in the store."""
         self.events_seen = 0
         """Journal events of a trigger's type taken in since this process started."""
         self.runs_recorded = 0
@@ -194,6 +197,8 @@ class RuleEngine:
         return stored
 
     async def _dispatch(self, event: RecordedEvent) -> None:
+        if event.id <= self._dispatched:
+            return  # this process dispatched it already
         self.events_seen += 1
         occurrence = occurrence_of(event)
         rules = (
@@ -306,6 +311,8 @@ class RuleEngine:
             await self._bus.publish([RuleRan.of(interrupted)])
         for node in sorted({run.node for run in running if run.node and _acts(run.plan)}):
             await self._fleet.end_healing(node)
+        async with self._uow() as tx:
+            self._recheck_up_to = await tx.runs.newest_event_id() or 0
         if self._saved < 0:
             await self._position()
         return len(running)
@@ -416,18 +423,17 @@ class RuleEngine:
         occurrence = item.occurrence
         paced = occurrence.trigger in EVENT_TRIGGERS
         state: TargetState | None = None
-        if paced:
-            async with self._uow() as tx:
-                if (
-                    not item.deferred
-                    and occurrence.event_id is not None
-                    and await tx.runs.exists_for_event(rule.id, occurrence.event_id)
-                ):
-                    return None
-                state = await tx.targets.get(rule.id, occurrence.key) or TargetState(rule.id, occurrence.key)
-            if item.deferred and state.pending_event_id != occurrence.event_id:
+        if item.deferred:
+            state = await self._state(rule, occurrence)
+            if state.pending_event_id != occurrence.event_id:
                 return None  # superseded by a newer event, or cleared
+        elif paced and occurrence.event_id is not None and occurrence.event_id <= self._recheck_up_to:
+            async with self._uow() as tx:
+                if await tx.runs.exists_for_event(rule.id, occurrence.event_id):
+                    return None
         context, outcome = await self.evaluate(rule, occurrence)
+        if paced and state is None and outcome.actions:
+            state = await self._state(rule, occurrence)
         now = self._clock.now()
         run = AutomationRun(
             id="run_" + secrets.token_hex(8),
@@ -506,6 +512,11 @@ class RuleEngine:
         status = RunStatus.FAILED if failure else RunStatus.SUCCEEDED
         done = run.finish(status, self._clock.now(), reason=failure, applied=applied, incident_id=incident_id)
         return await self._finish(done, state, None, update=True)
+
+    async def _state(self, rule: AutomationRule, occurrence: Occurrence) -> TargetState:
+        async with self._uow() as tx:
+            found = await tx.targets.get(rule.id, occurrence.key)
+        return found or TargetState(rule.id, occurrence.key)
 
     async def _finish(
         self,

@@ -64,6 +64,10 @@ class RunRepository(Protocol):
         """Whether the rule already handled this journal event (the engine resumes after a restart)."""
         ...
 
+    async def newest_event_id(self) -> int | None:
+        """The highest journal event id any run was recorded for (None before the first)."""
+        ...
+
     async def running(self) -> list[AutomationRun]:
         """Runs still RUNNING (after a restart: those a crash interrupted)."""
         ...

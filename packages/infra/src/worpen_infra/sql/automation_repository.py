@@ -7,7 +7,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Row, Table, delete, insert, select, update
+from sqlalchemy import Insert, Row, Table, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -181,6 +181,12 @@ class SqlAlchemyRunRepository:
             automation_runs.c.rule_id == rule_id, automation_runs.c.event_id == event_id
         )
         return (await self._connection.execute(query.limit(1))).first() is not None
+
+    async def newest_event_id(self) -> int | None:
+        newest: int | None = (
+            await self._connection.execute(select(func.max(automation_runs.c.event_id)))
+        ).scalar_one()
+        return newest
 
     async def running(self) -> list[AutomationRun]:
         query = (
