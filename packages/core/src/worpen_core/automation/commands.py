@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from worpen_core.automation.model import StormPolicy, Trigger
+from worpen_core.automation.model import AutomationRule, StormPolicy, Trigger
 from worpen_core.events.model import JsonValue
 
 
@@ -20,6 +20,23 @@ class RuleDraft:
     active: bool = True
     schedule: str | None = None
     storm: StormPolicy = field(default_factory=StormPolicy)
+
+    def rule(self, rule_id: str, at: datetime, by: str, by_key_id: str) -> AutomationRule:
+        """The rule this draft is, saved at `at` by the key named `by`."""
+        return AutomationRule(
+            id=rule_id,
+            name=self.name,
+            trigger=self.trigger,
+            target_service=self.target_service,
+            script=self.script,
+            active=self.active,
+            schedule=self.schedule,
+            storm=self.storm,
+            created_at=at,
+            updated_at=at,
+            updated_by=by,
+            updated_by_key_id=by_key_id,
+        )
 
 
 @dataclass(frozen=True, slots=True)

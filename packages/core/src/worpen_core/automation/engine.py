@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from worpen_core.access.model import Permission, Principal, Role
-from worpen_core.automation.commands import Backtest, ManualRun, RuleDraft
+from worpen_core.automation.commands import Backtest, ManualRun
 from worpen_core.automation.events import RemediationGaveUp, RuleRan, ScriptLogged
 from worpen_core.automation.model import (
     EVENT_TRIGGERS,
@@ -728,7 +728,8 @@ class RuleEngine:
         if command.until <= command.since:
             raise InvalidInput("must be after since", "until")
         if command.draft is not None:
-            rule = _draft_rule(await self._automation.check(command.draft), self._clock.now())
+            draft = await self._automation.check(command.draft)
+            rule = draft.rule("draft", self._clock.now(), principal.name, principal.key_id)
         elif rule_id is not None:
             rule = await self._automation.get(rule_id)
         else:
@@ -897,20 +898,3 @@ def _why(outcome: ScriptOutcome) -> str:
     where = "" if error is None or error.line is None else f" at line {error.line}, column {error.column}"
     message = "" if error is None else f": {error.message}"
     return f"script {outcome.status.value}{where}{message}"
-
-
-def _draft_rule(draft: RuleDraft, now: datetime) -> AutomationRule:
-    return AutomationRule(
-        id="draft",
-        name=draft.name,
-        trigger=draft.trigger,
-        target_service=draft.target_service,
-        script=draft.script,
-        active=draft.active,
-        schedule=draft.schedule,
-        storm=draft.storm,
-        created_at=now,
-        updated_at=now,
-        updated_by="",
-        updated_by_key_id="",
-    )

@@ -110,57 +110,30 @@ class Automation:
     async def create(self, principal: Principal, draft: RuleDraft) -> AutomationRule:
         _admin(principal)
         await self.check(draft)
-        now = self._clock.now()
-        rule = AutomationRule(
-            id="rule_" + secrets.token_hex(8),
-            name=draft.name,
-            trigger=draft.trigger,
-            target_service=draft.target_service,
-            script=draft.script,
-            active=draft.active,
-            schedule=draft.schedule,
-            storm=draft.storm,
-            created_at=now,
-            updated_at=now,
-            updated_by=principal.name,
-            updated_by_key_id=principal.key_id,
-        )
-
-        async def save() -> AutomationRule:
-            async with self._uow() as tx:
-                await tx.rules.add(rule)
-                await tx.commit()
-            self._rules[rule.id] = rule
-            return rule
-
-        return await self._audit.run(principal, "rule.create", rule.name, None, save)
+        rule = draft.rule("rule_" + secrets.token_hex(8), self._clock.now(), principal.name, principal.key_id)
+        return await self._save(principal, "rule.create", rule, new=True)
 
     async def update(self, principal: Principal, rule_id: str, patch: RulePatch) -> AutomationRule:
         _admin(principal)
         current = await self.get(rule_id)
         draft = await self.check(_patched(current, patch))
-        rule = replace(
-            current,
-            name=draft.name,
-            trigger=draft.trigger,
-            target_service=draft.target_service,
-            script=draft.script,
-            active=draft.active,
-            schedule=draft.schedule,
-            storm=draft.storm,
-            updated_at=self._clock.now(),
-            updated_by=principal.name,
-            updated_by_key_id=principal.key_id,
-        )
+        changed = draft.rule(current.id, self._clock.now(), principal.name, principal.key_id)
+        rule = replace(changed, created_at=current.created_at, last_run_at=current.last_run_at)
+        return await self._save(principal, "rule.update", rule, new=False)
+
+    async def _save(
+        self, principal: Principal, action: str, rule: AutomationRule, *, new: bool
+    ) -> AutomationRule:
+        """Store the rule (audited as `action`), then keep it in memory."""
 
         async def save() -> AutomationRule:
             async with self._uow() as tx:
-                await tx.rules.update(rule)
+                await (tx.rules.add(rule) if new else tx.rules.update(rule))
                 await tx.commit()
             self._rules[rule.id] = rule
             return rule
 
-        return await self._audit.run(principal, "rule.update", rule.name, None, save)
+        return await self._audit.run(principal, action, rule.name, None, save)
 
     async def delete(self, principal: Principal, rule_id: str) -> None:
         _admin(principal)
