@@ -247,3 +247,14 @@ def test_no_body_posted_as_a_heartbeat_gets_a_5xx(admin: httpx.Client, body: obj
     assert response.status_code < 500, f"{response.status_code} {response.text} for {body!r}"
     if response.status_code != 202:
         refused(response, response.status_code)
+
+
+def test_a_key_expiring_beyond_the_calendar_is_refused_and_the_farthest_allowed_is_issued(
+    admin: httpx.Client,
+) -> None:
+    too_far = admin.post("/api/v1/apikeys", json={"name": "far", "role": "viewer", "expiresIn": "426540w"})
+    farthest = admin.post("/api/v1/apikeys", json={"name": "far", "role": "viewer", "expiresIn": "99999w"})
+
+    assert refused(too_far, 422)["field"] == "expiresIn"
+    assert farthest.status_code == 201, farthest.text
+    admin.delete(f"/api/v1/apikeys/{farthest.json()['id']}")

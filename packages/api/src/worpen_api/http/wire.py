@@ -51,7 +51,10 @@ def human_duration(seconds: int) -> str:
     return " ".join(f"{count}{unit}" for count, unit in shown if count or len(shown) == 1)
 
 
-Duration = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,5}[smhdw]$", examples=["30d", "12h"])]
+Duration = Annotated[
+    str, Meta(pattern=r"^([1-9][0-9]{0,5}[smhd]|[1-9][0-9]{0,4}w)$", examples=["30d", "12h"])
+]
+"""Up to 999999 seconds, minutes, hours or days, or 99999 weeks: a date that far ahead still exists."""
 
 
 def parse_duration(text: str) -> timedelta:

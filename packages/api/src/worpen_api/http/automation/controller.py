@@ -234,10 +234,10 @@ class AutomationController(Controller):
         rule: Annotated[
             str | None, QueryParameter(min_length=1, max_length=40, description="Only this rule's (its id)")
         ] = None,
-        run_status: Annotated[RunStatus | None, QueryParameter(name="status")] = None,
+        status: Annotated[RunStatus | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> list[RunOut]:
-        runs = await automation.runs(RunQuery(rule_id=rule, status=run_status, limit=limit))
+        runs = await automation.runs(RunQuery(rule_id=rule, status=status, limit=limit))
         return [RunOut.of(run) for run in runs]
 
     @get(

@@ -37,7 +37,7 @@ ChannelUrl = Annotated[
     Meta(
         min_length=8,
         max_length=URL_MAX_LENGTH,
-        pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$",
+        pattern=r"^[hH][tT][tT][pP][sS]?://[^\s\x00-\x1f]+$",
         description="An http or https URL. One whose host resolves to a loopback, link-local (cloud "
         "metadata) or private address is refused unless the server allows private webhooks",
         examples=["https://hooks.slack.com/services/T000/B000/XXXXXXXX"],
