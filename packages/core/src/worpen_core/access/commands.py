@@ -19,7 +19,7 @@ class CreateApiKey:
 
     def __post_init__(self) -> None:
         if not self.name.strip() or len(self.name) > 64:
-            raise InvalidInput("must be 1 to 64 characters long", "name")
+            raise InvalidInput("must be 1 to 64 characters long, not all whitespace", "name")
         if self.role is Role.AGENT and not self.agent_ids:
             raise InvalidInput("an agent key must be bound to at least one agent id", "agents")
         if self.role is not Role.AGENT and self.agent_ids:

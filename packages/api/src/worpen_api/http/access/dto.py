@@ -20,7 +20,8 @@ from worpen_core.access.service import IssuedKey
 
 
 class ApiKeyIn(Wire, forbid_unknown_fields=True):
-    name: Annotated[str, Meta(min_length=1, max_length=64, examples=["ci"])]
+    name: Annotated[str, Meta(min_length=1, max_length=64, pattern=r"\S", examples=["ci"])]
+    """Up to 64 characters, not all whitespace."""
     role: Role
     agents: Annotated[list[AgentId], Meta(max_length=1000)] = msgspec.field(default_factory=list)
     expires_in: Duration | None = None
