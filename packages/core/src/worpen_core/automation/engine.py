@@ -51,7 +51,6 @@ from worpen_core.shared.errors import (
     InvalidInput,
     NotFound,
     WorpenError,
-    failure_reason,
 )
 from worpen_core.shared.ports import Clock
 from worpen_core.shared.streams import until
@@ -155,7 +154,6 @@ class RuleEngine:
         self.runs_recorded = 0
         self.failures = 0
         """Occurrences a rule's worker could not handle because of an unexpected error (a bug)."""
-        self.last_failure: str | None = None
         self.following = asyncio.Event()
         """Set once the engine follows the journal (events committed from then on reach it)."""
 
@@ -245,9 +243,8 @@ class RuleEngine:
             item = await queue.get()
             try:
                 await self._handle_retrying(rule_id, item)
-            except Exception as exc:  # a bug: counted and kept (/metrics), and the rule's worker goes on
+            except Exception:  # a bug: counted (/metrics), and the rule's worker goes on
                 self.failures += 1
-                self.last_failure = failure_reason(exc)
             finally:
                 self._done(rule_id, item)
                 queue.task_done()
