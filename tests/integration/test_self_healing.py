@@ -146,8 +146,13 @@ def test_a_killed_container_is_restarted_its_incident_resolves_itself_and_the_te
 
     audit = client.get("/api/v1/audit", params={"actor": "automation:oom-restart"}).json()
     assert [(entry["action"], entry["outcome"]) for entry in audit] == [("container.restart", "SUCCEEDED")]
-    events = client.get("/api/v1/events", params={"types": "RuleRan,IncidentOpened,IncidentResolved"}).json()
-    assert {event["type"] for event in events} >= {"RuleRan", "IncidentOpened", "IncidentResolved"}
+    wanted = {"RuleRan", "IncidentOpened", "IncidentResolved"}
+
+    def journaled() -> bool:
+        events = client.get("/api/v1/events", params={"types": ",".join(sorted(wanted))}).json()
+        return {event["type"] for event in events} >= wanted
+
+    wait_for(journaled, "the run and the incident in the journal")
 
 
 def test_a_container_that_keeps_dying_is_retried_with_growing_waits_then_given_up_loudly(
@@ -174,15 +179,21 @@ def test_a_container_that_keeps_dying_is_retried_with_growing_waits_then_given_u
     assert second_wait >= 6
     assert second_wait > first_wait
     assert any(run["status"] == "DEFERRED" for run in runs)
-    [incident] = incidents_of(client, name)
-    assert incident["status"] == "FAILED"
+    [incident] = wait_for(
+        lambda: [found for found in incidents_of(client, name) if found["status"] == "FAILED"],
+        "the escalation",
+    )
     assert incident["occurrences"] >= 4
 
     time.sleep(3)  # it stays dead: the rule no longer touches it
     assert not state_of(containers.client, name)["Running"]
     assert len([run for run in runs_of(client, rule) if run["status"] == "SUCCEEDED"]) == 3
-    log = client.get("/api/v1/logs", params={"level": "ERROR", "q": "gave up"}).json()
-    assert any("crash-restart gave up" in line["message"] for line in log)
+
+    def escalated() -> bool:
+        log = client.get("/api/v1/logs", params={"level": "ERROR", "q": "gave up"}).json()
+        return any("crash-restart gave up" in line["message"] for line in log)
+
+    wait_for(escalated, "the ERROR line saying the rule gave up")
 
     until = datetime.now(UTC)
     answer = client.post(
@@ -224,7 +235,8 @@ def test_rules_runs_backoff_and_incidents_survive_a_restart_and_a_crash_mid_reme
             rule = create_rule(client, "slow-heal", str(trigger.name), script, backoffSeconds=300)
             trigger.kill()
             wait_for(lambda: runs_with(client, rule, "RUNNING"), "the run to start")
-            assert agent_status(client) == "HEALING"
+            # The run is written RUNNING before its plan is applied, and the node turns HEALING as it is.
+            wait_for(lambda: agent_status(client) == "HEALING", "the node to be HEALING")
     finally:
         server.stop(signal.SIGKILL)
 
