@@ -4,7 +4,7 @@ protection paces it, and that a backtest replays exactly what the live engine di
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -47,15 +47,17 @@ if (event.exit_code === 137) {
 
 
 class Runtime(FakeRuntime):
-    """An engine whose restarts are recorded."""
+    """An engine whose restarts are recorded (and run `during_restart`, when a test sets it)."""
 
     def __init__(self) -> None:
         super().__init__("edge-1", [_container()])
         self.restarted: list[str] = []
+        self.during_restart: Callable[[], None] = lambda: None
 
     async def restart(self, ref: str, grace_seconds: int | None) -> None:
         self._check()
         self.restarted.append(ref)
+        self.during_restart()
 
 
 class Sender:
@@ -134,7 +136,18 @@ async def world(uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus)
     journal = EventJournal(uow, clock, keep=timedelta(days=1), buffer=1000, prune_batch=100)
     automation = Automation(uow, sandbox, Cron(), audit, clock, SandboxLimits(time_ms=1000))
     engine = RuleEngine(
-        uow, automation, journal, sandbox, Cron(), fleet, containers, incidents, notifications, bus, clock
+        uow,
+        automation,
+        journal,
+        sandbox,
+        Cron(),
+        fleet,
+        containers,
+        incidents,
+        notifications,
+        bus,
+        clock,
+        retry_seconds=0.01,
     )
     stopping = asyncio.Event()
     running = asyncio.create_task(engine.run(stopping))
@@ -291,3 +304,20 @@ async def test_a_schedule_fires_once_per_slot_and_missed_slots_are_not_replayed_
     runs = await world.automation.runs(RunQuery(rule_id=rule.id))
     assert [(run.trigger, run.status) for run in runs] == [("SCHEDULE", RunStatus.NO_ACTION)] * 2
     assert all(run.logs[0].message.startswith("tick ") for run in runs)
+
+
+async def test_a_plan_applied_while_the_database_goes_away_is_applied_once_and_recorded_when_it_is_back(
+    world: World,
+) -> None:
+    await world.rule("docker.restart(container_id)")
+    store = world.uow.store
+
+    def database_goes_away() -> None:
+        store.broken = True
+        asyncio.get_running_loop().call_later(0.05, setattr, store, "broken", False)
+
+    world.runtime.during_restart = database_goes_away
+    await world.died(1)
+
+    assert world.runtime.restarted == [WEB]
+    assert await world.runs() == [RunStatus.SUCCEEDED]

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 from worpen_core.access.model import Permission, Principal, Role
 from worpen_core.automation.commands import Backtest, ManualRun
@@ -55,6 +56,7 @@ from worpen_core.shared.errors import (
 from worpen_core.shared.ports import Clock
 from worpen_core.shared.streams import until
 
+T = TypeVar("T")
 CURSOR = "automation.engine"
 """The progress entry holding the id of the last journal event the engine is done with."""
 SCHEDULE_PREFIX = "schedule:"
@@ -252,14 +254,7 @@ class RuleEngine:
     async def _handle_retrying(self, rule_id: str, item: _Item) -> None:
         """Handle one item; while the database is unavailable, try again (the rule waits, the others
         do not)."""
-        delay = self._retry
-        while True:
-            try:
-                await self._handle(rule_id, item, actor="automation")
-                return
-            except WorpenError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60)
+        await self._until_written(lambda: self._handle(rule_id, item, actor="automation"))
 
     def _done(self, rule_id: str, item: _Item) -> None:
         event_id = item.occurrence.event_id
@@ -508,7 +503,19 @@ class RuleEngine:
             state.incident_id = incident_id
         status = RunStatus.FAILED if failure else RunStatus.SUCCEEDED
         done = run.finish(status, self._clock.now(), reason=failure, applied=applied, incident_id=incident_id)
-        return await self._finish(done, state, None, update=True)
+        # The plan was applied: record how it ended (never apply it again, as a retry of the whole
+        # occurrence would).
+        return await self._until_written(lambda: self._finish(done, state, None, update=True))
+
+    async def _until_written(self, write: Callable[[], Awaitable[T]]) -> T:
+        """`write()`, tried again while the store is unavailable (the rule's worker waits, not others)."""
+        delay = self._retry
+        while True:
+            try:
+                return await write()
+            except WorpenError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
 
     async def _state(self, rule: AutomationRule, occurrence: Occurrence) -> TargetState:
         async with self._uow() as tx:
@@ -578,7 +585,10 @@ class RuleEngine:
         failure: str | None = None
         healing = occurrence.node if occurrence.node and _acts(run.plan) else None
         if healing is not None:
-            await self._fleet.begin_healing(healing, f"rule {rule.name}: {_summary(run.plan)}")
+            try:
+                await self._fleet.begin_healing(healing, f"rule {rule.name}: {_summary(run.plan)}")
+            except WorpenError:
+                healing = None  # the status could not be written: the remediation goes on without it
         try:
             for action in run.plan:
                 if failure is not None:
@@ -591,13 +601,14 @@ class RuleEngine:
                 except WorpenError as exc:
                     failure = f"{action.type.value}({action.target}) failed: {exc.detail}"
                     applied.append(AppliedAction(action, False, exc.detail))
-                    if incident_id is not None and action.type in CONTAINER_ACTIONS:
-                        await self._incidents.step(incident_id, f"{rule.actor}: {failure}")
+                    if action.type in CONTAINER_ACTIONS:
+                        await self._note(incident_id, f"{rule.actor}: {failure}")
                 else:
                     applied.append(AppliedAction(action, True, detail))
         finally:
             if healing is not None:
-                await self._fleet.end_healing(healing)
+                node = healing
+                await self._until_written(lambda: self._fleet.end_healing(node))
         return tuple(applied), failure, incident_id
 
     async def _act(
@@ -620,16 +631,13 @@ class RuleEngine:
                 }[action.type]
                 container = await verb[0](principal, action.target, node)
                 detail = f"{verb[1]} {container.name} on {container.node}"
-                if incident_id is not None:
-                    await self._incidents.step(
-                        incident_id, f"{rule.actor} {detail}", f"{action.type.value} {container.name}"
-                    )
+                summary = f"{action.type.value} {container.name}"
+                await self._note(incident_id, f"{rule.actor} {detail}", summary)
                 return detail, incident_id
             case ActionType.DOCKER_PRUNE:
                 report = await self._containers.prune(principal, node, PruneRequest())
                 detail = f"pruned {report.node}: {report.reclaimed_bytes} bytes reclaimed"
-                if incident_id is not None:
-                    await self._incidents.step(incident_id, f"{rule.actor} {detail}", "docker.prune")
+                await self._note(incident_id, f"{rule.actor} {detail}", "docker.prune")
                 return detail, incident_id
             case ActionType.INCIDENT_OPEN:
                 severity = str(action.params.get("severity") or Severity.HIGH.value)
@@ -675,6 +683,14 @@ class RuleEngine:
                 delivery = await self._notifications.enqueue(action.target, body, run.id, rule.name)
                 return f"notification {delivery} queued for {action.target}", incident_id
         raise InvalidInput(f"unknown action {action.type}", "plan")
+
+    async def _note(self, incident_id: str | None, message: str, action: str | None = None) -> None:
+        """A remediation step in the incident's timeline. Best effort: the run records what was done
+        whether or not the timeline could be written, and an applied action is never reported failed
+        for it."""
+        if incident_id is not None:
+            with contextlib.suppress(WorpenError):
+                await self._incidents.step(incident_id, message, action)
 
     # -- what a script sees -----------------------------------------------------------------------------
 
