@@ -9,6 +9,24 @@ from tests.fakes.store import Store
 from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
 
 
+def _as_stored(agent: Agent) -> Agent:
+    """The agent as the SQL store gives it back: what lives in memory only (the streaks, the alerts, the
+    remediations running) starts afresh."""
+    return Agent(
+        agent.id,
+        agent.name,
+        agent.status,
+        agent.reported_status,
+        agent.readings,
+        agent.last_seen,
+        agent.registered_at,
+        agent.ip,
+        agent.os,
+        agent.version,
+        agent.peers,
+    )
+
+
 class FakeAgentRepository:
     def __init__(self, store: Store, staged: dict[str, Agent], samples: list[TelemetrySample]) -> None:
         self._store = store
@@ -31,7 +49,7 @@ class FakeAgentRepository:
 
     async def save(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
-            self._staged[agent.id] = agent.stored()
+            self._staged[agent.id] = _as_stored(agent)
 
     async def save_profiles(self, agents: Sequence[Agent]) -> None:
         for agent in agents:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import secrets
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypeVar
@@ -499,7 +499,7 @@ class RuleEngine:
             state.ran(now, rule.storm, acts=acts)
         await self._finish(run, state, outcome)  # RUNNING, written before anything is applied
         applied, failure, incident_id = await self._apply(rule, occurrence, run)
-        if state is not None and incident_id != state.incident_id:
+        if state is not None:
             state.incident_id = incident_id
         status = RunStatus.FAILED if failure else RunStatus.SUCCEEDED
         done = run.finish(status, self._clock.now(), reason=failure, applied=applied, incident_id=incident_id)
@@ -754,7 +754,7 @@ class RuleEngine:
         replay = _Replay(self, rule)
         matched = 0
         truncated = False
-        async for event in _Events(self._journal, event_types(rule.trigger), command.since, command.until):
+        async for event in _history(self._journal, event_types(rule.trigger), command.since, command.until):
             occurrence = occurrence_of(event)
             if (
                 occurrence is None
@@ -772,35 +772,18 @@ class RuleEngine:
         return replay.report(command, matched, truncated)
 
 
-class _Events:
+async def _history(
+    journal: EventJournal, types: frozenset[str], since: datetime, until_: datetime
+) -> AsyncIterator[RecordedEvent]:
     """The journal's events of `types` between two times, oldest first, read in pages."""
-
-    def __init__(
-        self, journal: EventJournal, types: frozenset[str], since: datetime, until_: datetime
-    ) -> None:
-        self._journal = journal
-        self._types = types
-        self._since = since
-        self._until = until_
-
-    def __aiter__(self) -> _Events:
-        self._after = 0
-        self._page: list[RecordedEvent] = []
-        return self
-
-    async def __anext__(self) -> RecordedEvent:
-        while True:
-            if not self._page:
-                self._page = await self._journal.read(self._after, 500, self._types)
-                if not self._page:
-                    raise StopAsyncIteration
-                self._page.reverse()
-            event = self._page.pop()
-            self._after = event.id
-            if event.at > self._until:
-                raise StopAsyncIteration
-            if event.at >= self._since:
-                return event
+    after = 0
+    while page := await journal.read(after, 500, types):
+        for event in page:
+            if event.at > until_:
+                return
+            if event.at >= since:
+                yield event
+        after = page[-1].id
 
 
 class _Replay:

@@ -125,23 +125,6 @@ class Agent:
     def copy(self) -> Agent:
         return Agent(*_agent_fields(self))  # a tenth of dataclasses.replace's cost, on every heartbeat
 
-    def stored(self) -> Agent:
-        """The agent as storage gives it back: what lives in memory only (the streaks, the alerts, the
-        remediations running) starts afresh."""
-        return Agent(
-            self.id,
-            self.name,
-            self.status,
-            self.reported_status,
-            self.readings,
-            self.last_seen,
-            self.registered_at,
-            self.ip,
-            self.os,
-            self.version,
-            self.peers,
-        )
-
     def profile(self) -> tuple[object, ...]:
         """What the agent says of itself besides its readings. Readings are stored as telemetry samples;
         the agent itself is stored when it registers, when its status changes, and when this changes."""
