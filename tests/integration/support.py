@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -38,11 +39,22 @@ def worpen_command() -> list[str]:
     return [sys.executable, "-c", "from worpen_api.cli import main; main()"]
 
 
+LISTEN_PORTS = range(20_000, 32_768)
+"""Where the tests' servers listen: below Linux's ephemeral range (32768-60999), so that no outgoing
+connection (a test's client, a webhook, an engine call) can take a port between its choice and the
+server's bind, as it could with a port the kernel handed out as free."""
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port nothing listens on, in LISTEN_PORTS."""
+    while True:
+        port = random.choice(LISTEN_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 BYTECODE_CACHE = Path(tempfile.gettempdir()) / "worpen-integration-pycache"
