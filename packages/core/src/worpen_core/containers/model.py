@@ -217,3 +217,18 @@ class EngineInfo:
     os: str
     containers: int
     images: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """A container Worpen creates to run work (a pipeline stage). It can only mount a named volume of its
+    node: there is no way to ask for privileges, host paths or the engine's socket."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    volume: str | None = None
+    """A named volume mounted at `mount_path`, which is also the working directory."""
+    mount_path: str = "/workspace"

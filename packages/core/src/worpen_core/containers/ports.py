@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 from worpen_core.containers.model import (
@@ -17,6 +17,7 @@ from worpen_core.containers.model import (
     PruneReport,
     PruneRequest,
     PullProgress,
+    WorkloadSpec,
 )
 
 
@@ -85,4 +86,30 @@ class ContainerRuntime(Protocol):
     async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
         """Open the engine's event stream from `since_nanos` (or from now) on; it ends (or raises
         Unavailable) when the engine goes away."""
+        ...
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create a named volume (Conflict if it exists)."""
+        ...
+
+    async def remove_volume(self, name: str) -> None:
+        """Remove a named volume (NotFound if there is none; Conflict while a container uses it)."""
+        ...
+
+    async def volumes(self, label: str) -> list[str]:
+        """Names of the volumes carrying `label` (`key` or `key=value`)."""
+        ...
+
+    async def create(self, spec: WorkloadSpec) -> str:
+        """Create (not start) a container; its id. NotFound when the image is not on the node."""
+        ...
+
+    async def put_archive(self, ref: str, path: str, archive: bytes) -> None:
+        """Extract a tar archive at `path` inside a container (created or running): into its volume when
+        `path` is where the volume is mounted."""
+        ...
+
+    async def wait(self, ref: str) -> int:
+        """Wait until the container exits (however long that takes); its exit code. Raises Unavailable
+        when the engine goes away meanwhile."""
         ...

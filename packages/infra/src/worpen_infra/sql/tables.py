@@ -16,11 +16,13 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     text,
 )
 
@@ -387,3 +389,97 @@ notification_deliveries = Table(
 )
 """The outbox of notifications: written with the run that asked for them, sent and retried with backoff
 by a job, so an acknowledged notification survives a restart."""
+
+pipeline_definitions = Table(
+    "pipeline_definitions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("repository", String(2000), nullable=False),
+    Column("branch", String(255), nullable=False),
+    Column("stages", JSON, nullable=False),
+    Column("cron", String(200), nullable=True),
+    Column("cron_slot", UtcDateTime, nullable=True),
+    Column("webhook_secret", LargeBinary, nullable=True),
+    Column("keep_on_failure", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+"""Pipeline definitions; `cron_slot` is the last cron slot that started a run (claimed atomically), and
+`webhook_secret` the push webhook's HMAC key, sealed by the secret cipher."""
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("seq", Integer, nullable=False, unique=True),
+    Column("pipeline_id", String(64), nullable=False),
+    Column("pipeline_name", String(200), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("trigger", String(16), nullable=False),
+    Column("triggered_by", String(300), nullable=False),
+    Column("repository", String(2000), nullable=False),
+    Column("branch", String(255), nullable=False),
+    Column("commit", String(64), nullable=True),
+    Column("author", String(300), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("parent_id", String(40), nullable=True),
+    Column("node", String(128), nullable=True),
+    Column("keep_on_failure", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("cancelled_by", String(200), nullable=True),
+    UniqueConstraint("pipeline_id", "number", name="ux_pipeline_runs_pipeline_id_number"),
+    Index("ix_pipeline_runs_status_seq", "status", "seq"),
+    Index("ix_pipeline_runs_node_status", "node", "status"),
+)
+"""Runs of pipelines; `seq` orders them across pipelines (the queue is served in that order), `number`
+within their pipeline."""
+
+pipeline_stages = Table(
+    "pipeline_stages",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("exit_code", Integer, nullable=True),
+    Column("container_id", String(128), nullable=True),
+    Column("started_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("lease_expires_at", UtcDateTime, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("log_lines", Integer, nullable=False),
+    Index("ix_pipeline_stages_status_lease_expires_at", "status", "lease_expires_at"),
+)
+"""The stages of each run, with the definition's stage as it was when the run started (`spec`), so an
+edit never changes a run under way. A RUNNING stage's lease is extended while Worpen watches it."""
+
+pipeline_stage_logs = Table(
+    "pipeline_stage_logs",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("stage", String(64), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("stream", String(8), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+)
+"""Each stage's output, line by line with secrets already masked, written in batches as it comes."""
+
+pipeline_secrets = Table(
+    "pipeline_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+"""Secrets stages may ask for, encrypted (never stored in clear)."""
