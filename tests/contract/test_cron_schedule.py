@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from worpen_core.automation.ports import CronSchedule
 from worpen_core.shared.errors import InvalidInput
+from worpen_core.shared.ports import CronSchedule
 from worpen_infra.schedule import CronSimCronSchedule
 
 AFTER = datetime(2026, 3, 14, 15, 9, 26, 535_897, tzinfo=UTC)  # a Saturday

@@ -34,7 +34,7 @@ from worpen_core.automation.model import (
 )
 from worpen_core.automation.notifications import Notifications
 from worpen_core.automation.plan import Action, ActionType, ScriptOutcome, ScriptStatus
-from worpen_core.automation.ports import AutomationUnitOfWorkFactory, CronSchedule, ScriptSandbox
+from worpen_core.automation.ports import AutomationUnitOfWorkFactory, ScriptSandbox
 from worpen_core.automation.service import Automation
 from worpen_core.automation.triggers import EVENT_TYPES, METRIC_NAMES, Occurrence, event_types, occurrence_of
 from worpen_core.containers.model import PruneRequest
@@ -53,7 +53,7 @@ from worpen_core.shared.errors import (
     NotFound,
     WorpenError,
 )
-from worpen_core.shared.ports import Clock
+from worpen_core.shared.ports import Clock, CronSchedule
 from worpen_core.shared.streams import until
 
 T = TypeVar("T")

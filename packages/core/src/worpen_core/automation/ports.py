@@ -105,15 +105,3 @@ class AutomationUnitOfWork(UnitOfWork, Protocol):
 
 
 AutomationUnitOfWorkFactory = Callable[[], AutomationUnitOfWork]
-
-
-class CronSchedule(Protocol):
-    """Standard five-field cron expressions, in UTC."""
-
-    def check(self, expression: str) -> str | None:
-        """Why `expression` is not a valid cron expression, or None when it is."""
-        ...
-
-    def next_after(self, expression: str, after: datetime) -> datetime:
-        """The first slot strictly after `after` (UTC-aware)."""
-        ...

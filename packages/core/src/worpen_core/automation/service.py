@@ -19,10 +19,10 @@ from worpen_core.automation.model import (
     check_target,
 )
 from worpen_core.automation.plan import SandboxLimits, ScriptOutcome
-from worpen_core.automation.ports import AutomationUnitOfWorkFactory, CronSchedule, ScriptSandbox
+from worpen_core.automation.ports import AutomationUnitOfWorkFactory, ScriptSandbox
 from worpen_core.events.model import JsonValue
 from worpen_core.shared.errors import Forbidden, InvalidInput, NotFound
-from worpen_core.shared.ports import Clock
+from worpen_core.shared.ports import Clock, CronSchedule
 
 MAX_SCRIPT_LENGTH = 64 * 1024
 

@@ -1,4 +1,4 @@
-"""Ports every feature uses: the clock and the unit of work."""
+"""Ports several features use: the clock, the unit of work and cron schedules."""
 
 from __future__ import annotations
 
@@ -28,3 +28,15 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     async def commit(self) -> None: ...
+
+
+class CronSchedule(Protocol):
+    """Standard five-field cron expressions, in UTC."""
+
+    def check(self, expression: str) -> str | None:
+        """Why `expression` is not a valid cron expression, or None when it is."""
+        ...
+
+    def next_after(self, expression: str, after: datetime) -> datetime:
+        """The first slot strictly after `after` (UTC-aware)."""
+        ...
