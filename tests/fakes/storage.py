@@ -13,6 +13,7 @@ from tests.fakes.fleet import FakeAgentRepository, FakeSampleRepository
 from tests.fakes.incidents import FakeIncidentRepository
 from tests.fakes.logs import FakeLogRepository
 from tests.fakes.notifications import FakeNotifications
+from tests.fakes.pipelines import FakePipelines
 from tests.fakes.store import Store
 from tests.fakes.telemetry import FakeTelemetryStore
 from worpen_core.access.model import ApiKey
@@ -31,6 +32,12 @@ from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.incidents.ports import IncidentRepository
 from worpen_core.logs.ports import LogRepository
+from worpen_core.pipelines.ports import (
+    PipelineRepository,
+    PipelineRunRepository,
+    SecretRepository,
+    StageLogRepository,
+)
 from worpen_core.shared.errors import Unavailable
 from worpen_core.telemetry.ports import TelemetryStore
 
@@ -63,6 +70,11 @@ class FakeUnitOfWork:
         self.runs: RunRepository = self._automation.runs
         self.targets: TargetStateRepository = self._automation.targets
         self.progress: ProgressRepository = self._automation.progress
+        self._pipelines = FakePipelines(store)
+        self.pipelines: PipelineRepository = self._pipelines.pipelines
+        self.pipeline_runs: PipelineRunRepository = self._pipelines.runs
+        self.stage_logs: StageLogRepository = self._pipelines.logs
+        self.secrets: SecretRepository = self._pipelines.secrets
 
     async def __aenter__(self) -> Self:
         if self._store.broken:
@@ -85,6 +97,7 @@ class FakeUnitOfWork:
         self._notifications.discard()
         self._incidents.discard()
         self._automation.discard()
+        self._pipelines.discard()
 
     async def commit(self) -> None:
         if self._store.broken:
@@ -99,6 +112,7 @@ class FakeUnitOfWork:
         self._logs.commit()
         self._notifications.commit()
         self._automation.commit()
+        self._pipelines.commit()
         self.committed = True
 
 

@@ -21,6 +21,12 @@ from worpen_core.events.ports import EventRepository
 from worpen_core.fleet.ports import AgentRepository, SampleRepository
 from worpen_core.incidents.ports import IncidentRepository
 from worpen_core.logs.ports import LogRepository
+from worpen_core.pipelines.ports import (
+    PipelineRepository,
+    PipelineRunRepository,
+    SecretRepository,
+    StageLogRepository,
+)
 from worpen_core.shared.errors import Conflict, Unavailable, WorpenError
 from worpen_core.telemetry.ports import TelemetryStore
 from worpen_infra.sql.agent_repository import SqlAlchemyAgentRepository
@@ -36,6 +42,12 @@ from worpen_infra.sql.channel_repository import SqlAlchemyChannelRepository, Sql
 from worpen_infra.sql.event_repository import SqlAlchemyEventRepository
 from worpen_infra.sql.incident_repository import SqlAlchemyIncidentRepository
 from worpen_infra.sql.log_repository import SqlAlchemyLogRepository
+from worpen_infra.sql.pipeline_repository import (
+    SqlAlchemyPipelineRepository,
+    SqlAlchemyPipelineRunRepository,
+    SqlAlchemySecretRepository,
+    SqlAlchemyStageLogRepository,
+)
 from worpen_infra.sql.sample_repository import SqlAlchemySampleRepository
 from worpen_infra.sql.telemetry_repository import SqlAlchemyTelemetryStore
 
@@ -62,6 +74,10 @@ class SqlAlchemyUnitOfWork:
     progress: ProgressRepository
     channels: ChannelRepository
     deliveries: DeliveryRepository
+    pipelines: PipelineRepository
+    pipeline_runs: PipelineRunRepository
+    stage_logs: StageLogRepository
+    secrets: SecretRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -89,6 +105,10 @@ class SqlAlchemyUnitOfWork:
         self.progress = SqlAlchemyProgressRepository(self._connection)
         self.channels = SqlAlchemyChannelRepository(self._connection)
         self.deliveries = SqlAlchemyDeliveryRepository(self._connection)
+        self.pipelines = SqlAlchemyPipelineRepository(self._connection)
+        self.pipeline_runs = SqlAlchemyPipelineRunRepository(self._connection)
+        self.stage_logs = SqlAlchemyStageLogRepository(self._connection)
+        self.secrets = SqlAlchemySecretRepository(self._connection)
         return self
 
     async def __aexit__(
