@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from worpen_core.containers.model import (
     Container,
@@ -18,6 +18,7 @@ from worpen_core.containers.model import (
     PruneReport,
     PruneRequest,
     PullProgress,
+    WorkloadSpec,
 )
 from worpen_core.containers.ports import TerminalChannel
 from worpen_core.shared.errors import (
@@ -55,6 +56,17 @@ class FakeRuntime:
         """Each container's usage reading, by id (set by tests; none: zero)."""
         self.health_logs: dict[str, tuple[HealthCheckResult, ...]] = {}
         self.usage_calls = 0
+        self.workloads: dict[str, WorkloadSpec] = {}
+        """Containers created by `create`, by id, as asked for (until removed)."""
+        self.exit_codes: dict[str, int] = {}
+        """What `wait` returns, by container name (set by tests; none: 0)."""
+        self.hold: asyncio.Event | None = None
+        """When set by a test, `wait` returns only once this event is set."""
+        self.volume_labels: dict[str, dict[str, str]] = {}
+        self.archives: dict[tuple[str, str], bytes] = {}
+        """Archives put into containers, by (container reference, path)."""
+        self.missing_images: set[str] = set()
+        """Images `create` does not find on this node."""
 
     def _check(self) -> None:
         if self.down:
@@ -98,7 +110,8 @@ class FakeRuntime:
         raise NotImplementedError
 
     async def remove(self, ref: str, *, force: bool, volumes: bool) -> None:
-        raise NotImplementedError
+        self._check()
+        del self.workloads[self._workload(ref)]
 
     async def prune(self, request: PruneRequest) -> PruneReport:
         raise NotImplementedError
@@ -126,6 +139,58 @@ class FakeRuntime:
         self.events_from.append(since_nanos)
         batch = self.streams.pop(0) if self.streams else []
         return _stream(batch)
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        self._check()
+        if name in self.volume_labels:
+            raise Conflict(f"volume {name} exists")
+        self.volume_labels[name] = dict(labels)
+
+    async def remove_volume(self, name: str) -> None:
+        self._check()
+        if name not in self.volume_labels:
+            raise NotFound("volume", name)
+        if any(spec.volume == name for spec in self.workloads.values()):
+            raise Conflict(f"volume {name} is in use")
+        del self.volume_labels[name]
+
+    async def volumes(self, label: str) -> list[str]:
+        self._check()
+        key, has_value, value = label.partition("=")
+        return sorted(
+            name
+            for name, labels in self.volume_labels.items()
+            if key in labels and (not has_value or labels[key] == value)
+        )
+
+    async def create(self, spec: WorkloadSpec) -> str:
+        self._check()
+        if spec.image in self.missing_images:
+            raise NotFound("image", spec.image)
+        if any(created.name == spec.name for created in self.workloads.values()):
+            raise Conflict(f"the name {spec.name} is taken")
+        workload_id = f"{spec.name}-id"
+        self.workloads[workload_id] = spec
+        return workload_id
+
+    async def put_archive(self, ref: str, path: str, archive: bytes) -> None:
+        self._check()
+        self._workload(ref)
+        self.archives[(ref, path)] = archive
+
+    async def wait(self, ref: str) -> int:
+        self._check()
+        name = self.workloads[self._workload(ref)].name
+        if self.hold is not None:
+            await self.hold.wait()
+        return self.exit_codes.get(name, 0)
+
+    def _workload(self, ref: str) -> str:
+        """The id of the created container `ref` names (its id or its name)."""
+        for workload_id, spec in self.workloads.items():
+            if ref in (workload_id, spec.name):
+                return workload_id
+        raise NotFound("container", ref)
 
 
 class FakeTerminal:

@@ -3,7 +3,8 @@
 The SDK blocks, so every call runs on this node's thread pool, never on the event loop, and has a
 timeout: the SDK's socket timeout, and above it a deadline on the awaiting side. Streams (logs, events,
 pulls, terminals) use a second client without a socket timeout, since they may stay quiet for long;
-closing one shuts its socket down, which frees the thread that reads it.
+closing one shuts its socket down, which frees the thread that reads it. A wait for a container's exit
+blocks on a thread of its own, so that many of them never hold up the pool.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -28,6 +29,7 @@ import requests
 from docker.auth import get_config_header, resolve_repository_name
 from docker.errors import APIError, DockerException, create_api_error_from_http_exception
 from docker.tls import TLSConfig
+from docker.types import Mount as DockerMount
 from docker.types.daemon import CancellableStream
 from docker.utils import parse_repository_tag
 from docker.utils.json_stream import json_stream
@@ -52,6 +54,7 @@ from worpen_core.containers.model import (
     PruneReport,
     PruneRequest,
     PullProgress,
+    WorkloadSpec,
 )
 from worpen_core.shared.errors import (
     Ambiguous,
@@ -69,6 +72,9 @@ LOG_READ_BYTES = 256 * 1024
 """Block size of a log read that does not follow (memory stays bounded by it, whatever the log's size)."""
 LOG_BATCH_LINES = 1000
 """At most this many log lines cross from the reading thread to the event loop at once."""
+ARCHIVE_BYTES_PER_SECOND = 10 * 1024 * 1024
+"""An archive uploaded slower than this is taken for an engine that stopped answering: the deadline of a
+copy into a container grows with the archive's size at this rate."""
 SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
 REDACTED = "********"
 NEVER = "0001-01-01T00:00:00Z"
@@ -581,6 +587,105 @@ class DockerContainerRuntime:
         finally:
             stream.close()
 
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        def create() -> None:
+            client = self._client()
+            # The engine answers a create of an existing volume with that volume: look first.
+            try:
+                client.inspect_volume(name)
+            except APIError as exc:
+                if exc.status_code != 404:
+                    raise
+            else:
+                raise Conflict(f"volume {name} exists on node {self.node}")
+            client.create_volume(name, labels=dict(labels))
+
+        await self._run(create, kind="volume", ref=name)
+
+    async def remove_volume(self, name: str) -> None:
+        await self._run(lambda: self._client().remove_volume(name), kind="volume", ref=name)
+
+    async def volumes(self, label: str) -> list[str]:
+        listed = await self._run(lambda: self._client().volumes(filters={"label": label}))
+        return sorted(str(volume["Name"]) for volume in listed.get("Volumes") or ())
+
+    async def create(self, spec: WorkloadSpec) -> str:
+        # The host config is spelled out, so that a workload never gets more than this: no privileges, no
+        # host paths or devices, no added capabilities, the default network, kept after it exits (its exit
+        # code is read). An init process as PID 1 forwards signals, so a shell's commands get a stop's TERM.
+        mounts = [DockerMount(spec.mount_path, spec.volume, type="volume")] if spec.volume else None
+
+        def create() -> str:
+            client = self._client()
+            host_config = client.create_host_config(
+                privileged=False,
+                binds=None,
+                devices=None,
+                cap_add=None,
+                network_mode=None,
+                auto_remove=False,
+                init=True,
+                mounts=mounts,
+            )
+            created = client.create_container(
+                spec.image,
+                list(spec.command),
+                environment=dict(spec.env),
+                labels=dict(spec.labels),
+                name=spec.name,
+                working_dir=spec.mount_path,
+                host_config=host_config,
+            )
+            return str(created["Id"])
+
+        return await self._run(create, kind="image", ref=spec.image)
+
+    async def put_archive(self, ref: str, path: str, archive: bytes) -> None:
+        def put() -> None:
+            try:
+                self._client().put_archive(ref, path, archive)
+            except APIError as exc:
+                if exc.status_code == 404 and "no such container" not in str(exc.explanation).lower():
+                    raise NotFound("path", f"{path} in container {ref}") from exc
+                raise
+
+        await self._run(put, ref=ref, slack=len(archive) / ARCHIVE_BYTES_PER_SECOND)
+
+    async def wait(self, ref: str) -> int:
+        """The exit code once the container is not running. A container created but never started is not
+        running: wait after starting it. A container removed meanwhile was killed first (137)."""
+
+        def open_wait() -> requests.Response:
+            # The engine answers the headers at once and the body when the container exits.
+            client = self._client(streaming=True)
+            url = f"{client.base_url}/v{client.api_version}/containers/{quote(ref, safe='')}/wait"
+            response = client.post(
+                url, params={"condition": "not-running"}, stream=True, timeout=(self._timeout, None)
+            )
+            _raise_for_status(response)
+            return response
+
+        response = await self._run(open_wait, ref=ref)
+        try:
+            return await _own_thread(
+                self._translating(partial(self._exit_code, response), "container", ref),
+                name=f"docker-{self.node}-wait",
+            )
+        except asyncio.CancelledError:
+            # Shut the connection down, which frees the waiting thread.
+            with contextlib.suppress(OSError):
+                CancellableStream(iter(()), response).close()
+            raise
+
+    def _exit_code(self, response: requests.Response) -> int:
+        try:
+            result = _WAIT_RESULT.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise Unavailable(self._dependency, "the answer to a wait ended early") from exc
+        if result.Error is not None and result.Error.Message:
+            raise EngineFailed(self._dependency, result.Error.Message)
+        return result.StatusCode
+
 
 class _Port(msgspec.Struct):
     PrivatePort: int
@@ -602,6 +707,35 @@ class _Summary(msgspec.Struct):
 
 
 _SUMMARIES = msgspec.json.Decoder(list[_Summary])
+
+
+class _WaitError(msgspec.Struct):
+    Message: str = ""
+
+
+class _WaitResult(msgspec.Struct):
+    StatusCode: int
+    Error: _WaitError | None = None
+
+
+_WAIT_RESULT = msgspec.json.Decoder(_WaitResult)
+
+
+async def _own_thread(call: Callable[[], T], *, name: str) -> T:
+    """Run `call` on a thread of its own: for calls that block as long as they need to (a container's
+    wait), which on the bounded pool could leave no thread for the calls that answer at once."""
+    done: Future[T] = Future()
+
+    def run() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(call())
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await asyncio.wrap_future(done)
 
 
 def _raise_for_status(response: requests.Response) -> None:
