@@ -135,7 +135,7 @@ async def test_a_workload_runs_unprivileged_with_its_volume_and_nothing_of_the_h
         ("volume", volume, "/workspace")
     ]
     assert raw["Config"]["WorkingDir"] == "/workspace"
-    assert raw["Config"]["Cmd"] == ["sh", "-c", "true"]
+    assert [*raw["Config"]["Entrypoint"], *raw["Config"]["Cmd"]] == ["sh", "-c", "true"]
     assert "STAGE=build" in raw["Config"]["Env"]
     assert raw["Config"]["Labels"][SESSION_LABEL] == SESSION
 

@@ -227,6 +227,7 @@ class WorkloadSpec:
     name: str
     image: str
     command: tuple[str, ...]
+    """The whole command line, run as it is: the image's own entrypoint is not used."""
     env: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     volume: str | None = None

@@ -629,7 +629,8 @@ class DockerContainerRuntime:
             )
             created = client.create_container(
                 spec.image,
-                list(spec.command),
+                list(spec.command[1:]),
+                entrypoint=list(spec.command[:1]),
                 environment=dict(spec.env),
                 labels=dict(spec.labels),
                 name=spec.name,
