@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 
 import grpc
@@ -62,6 +62,7 @@ from worpen_core.containers.model import (
     PruneReport,
     PruneRequest,
     PullProgress,
+    WorkloadSpec,
 )
 from worpen_core.containers.ports import TerminalChannel
 from worpen_core.shared.errors import EngineFailed, InvalidInput, NotFound
@@ -257,6 +258,27 @@ class SyntheticRuntime:
 
     async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
         return self._stream()
+
+    async def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        raise self._no_work()
+
+    async def remove_volume(self, name: str) -> None:
+        raise self._no_work()
+
+    async def volumes(self, label: str) -> list[str]:
+        return []
+
+    async def create(self, spec: WorkloadSpec) -> str:
+        raise self._no_work()
+
+    async def put_archive(self, ref: str, path: str, archive: bytes) -> None:
+        raise self._no_work()
+
+    async def wait(self, ref: str) -> int:
+        raise self._no_work()
+
+    def _no_work(self) -> EngineFailed:
+        return EngineFailed(f"node {self.node} synthetic engine", "pipelines do not run here")
 
     async def _stream(self) -> AsyncIterator[EngineEvent]:
         while True:

@@ -44,13 +44,20 @@ from worpen_core.incidents.service import Incidents
 from worpen_core.logs.jobs import log_jobs
 from worpen_core.logs.ports import LogsUnitOfWork
 from worpen_core.logs.service import CentralLog
+from worpen_core.pipelines.executor import ExecutorSettings, PipelineExecutor
+from worpen_core.pipelines.feed import StageFeed
+from worpen_core.pipelines.jobs import pipeline_jobs
+from worpen_core.pipelines.ports import PipelinesUnitOfWork
+from worpen_core.pipelines.service import Pipelines
 from worpen_core.shared.ports import Clock
 from worpen_core.telemetry.jobs import telemetry_jobs
 from worpen_core.telemetry.ports import TelemetryUnitOfWork
 from worpen_core.telemetry.service import Telemetry
 from worpen_infra.bus.in_process import InProcessEventBus
 from worpen_infra.clock import SystemClock
+from worpen_infra.crypto.cipher import FernetSecretCipher
 from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
+from worpen_infra.git.source import GitSourceFetcher
 from worpen_infra.notify.webhook import HttpWebhookSender
 from worpen_infra.sandbox.mini_racer import MiniRacerSandbox
 from worpen_infra.schedule.cron import CronSimCronSchedule
@@ -72,6 +79,7 @@ class Storage(
     IncidentsUnitOfWork,
     AutomationUnitOfWork,
     NotificationsUnitOfWork,
+    PipelinesUnitOfWork,
     Protocol,
 ):
     """Every feature's repositories in one transaction: what the storage adapter provides."""
@@ -161,6 +169,46 @@ def bootstrap(
     rule_engine = RuleEngine(
         uow, automation, journal, sandbox, cron, fleet, containers, incidents, notifications, bus, clock
     )
+    pipeline_settings = settings.pipelines
+    cipher = FernetSecretCipher(
+        FernetSecretCipher.load_or_create_key(
+            pipeline_settings.secrets_key, pipeline_settings.secrets_key_file
+        )
+    )
+    fetcher = GitSourceFetcher(pipeline_settings.local_repos, pipeline_settings.max_source_bytes)
+    stage_feed = StageFeed(settings.stream_buffer)
+    executor = PipelineExecutor(
+        uow,
+        containers,
+        fleet,
+        fetcher,
+        cipher,
+        bus,
+        clock,
+        stage_feed,
+        ExecutorSettings(
+            node_slots=pipeline_settings.node_slots,
+            lease_seconds=pipeline_settings.lease_seconds,
+            node_labels=pipeline_settings.node_labels,
+            tick_seconds=pipeline_settings.tick_seconds,
+        ),
+    )
+    pipelines = Pipelines(
+        uow,
+        executor,
+        fetcher,
+        cipher,
+        cron,
+        audit,
+        clock,
+        stage_feed,
+        default_timeout_seconds=pipeline_settings.stage_timeout_seconds,
+    )
+
+    async def adopt_runs() -> None:
+        await executor.resume()
+
+    on_start.append(adopt_runs)
     api_keys = ApiKeys(uow, clock)
     throughput = Throughput(
         clock,
@@ -193,6 +241,8 @@ def bootstrap(
         incidents=incidents,
         automation=automation,
         rule_engine=rule_engine,
+        pipelines=pipelines,
+        pipeline_executor=executor,
         event_queue_depth=depth,
         migrate=migrate,
         jobs=[
@@ -210,6 +260,7 @@ def bootstrap(
             *notification_jobs(notifications),
             *incident_jobs(incidents, every=AUTO_RESOLVE_EVERY),
             *automation_jobs(rule_engine, tick=settings.automation_tick),
+            *pipeline_jobs(pipelines, executor, tick=pipeline_settings.tick_seconds),
             *telemetry_jobs(
                 telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval
             ),
@@ -226,6 +277,7 @@ def bootstrap(
 
     on_start.append(grpc_server.start)
     worpen.stop_intake.append(grpc_server.stop)
+    worpen.stop_intake.append(executor.close)
     if close_database is not None:
         on_stop.append(close_database)
     return worpen

@@ -23,6 +23,8 @@ from worpen_core.events.journal import EventJournal
 from worpen_core.fleet.service import Fleet
 from worpen_core.incidents.service import Incidents
 from worpen_core.logs.service import CentralLog
+from worpen_core.pipelines.executor import PipelineExecutor
+from worpen_core.pipelines.service import Pipelines
 from worpen_core.shared.jobs import Job
 from worpen_core.telemetry.service import Telemetry
 
@@ -49,6 +51,8 @@ class Worpen:
     incidents: Incidents
     automation: Automation
     rule_engine: RuleEngine
+    pipelines: Pipelines
+    pipeline_executor: PipelineExecutor
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
     jobs: list[Job] = field(default_factory=list)

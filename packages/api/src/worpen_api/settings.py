@@ -31,6 +31,49 @@ DOCKER_SCHEMES = ("unix://", "tcp://", "http://", "https://")
 
 
 @dataclass(frozen=True)
+class PipelineSettings:
+    local_repos: tuple[str, ...] = ()
+    """Directories below which `file://` repositories may be fetched (none: no local repository)."""
+    node_slots: int = 2
+    """Pipeline runs one node runs at once; more wait PENDING in order."""
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Labels of each node, which stages' node selectors match."""
+    lease_seconds: float = 60.0
+    max_source_bytes: int = 256 * 1024 * 1024
+    stage_timeout_seconds: int = 3600
+    """A stage's timeout when its definition gives none."""
+    tick_seconds: float = 1.0
+    """Seconds between looks at the queue, the leases and cron schedules when nothing happens sooner."""
+    secrets_key: str | None = None
+    secrets_key_file: str = "worpen-secrets.key"
+
+
+def parse_node_labels(raw: str) -> dict[str, dict[str, str]]:
+    """`node:key=value,key=value;node2:key=value`."""
+    labels: dict[str, dict[str, str]] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(";"))):
+        node, colon, pairs = entry.partition(":")
+        if not colon or not node.strip():
+            raise SettingsError(f"WORPEN_PIPELINE_NODE_LABELS: {entry!r} is not node:key=value,...")
+        node_labels = labels.setdefault(node.strip(), {})
+        for pair in filter(None, (item.strip() for item in pairs.split(","))):
+            key, equals, value = pair.partition("=")
+            if not equals or not key.strip():
+                raise SettingsError(f"WORPEN_PIPELINE_NODE_LABELS: {pair!r} of {node!r} is not key=value")
+            node_labels[key.strip()] = value.strip()
+    return labels
+
+
+def _key_file_beside(database_url: str) -> str:
+    """The secrets' key file next to an SQLite database file, else in the working directory."""
+    prefix = "sqlite+aiosqlite:///"
+    if database_url.startswith(prefix) and ":memory:" not in database_url:
+        path = database_url.removeprefix(prefix).split("?", 1)[0]
+        return os.path.join(os.path.dirname(path), "worpen-secrets.key")
+    return "worpen-secrets.key"
+
+
+@dataclass(frozen=True)
 class DockerHost:
     """A node's Docker engine: the node's name (its agent id, when it also heartbeats) and URL.
     TCP engines use TLS when `tls_dir` holds ca.pem, cert.pem and key.pem."""
@@ -121,6 +164,7 @@ class Settings:
     """What one run of an automation script may use: time (ms) and V8 heap (bytes)."""
     automation_tick: float = 1.0
     """Seconds between the rule engine's looks at deferred plans and cron schedules (their precision)."""
+    pipelines: PipelineSettings = field(default_factory=PipelineSettings)
 
     def __post_init__(self) -> None:
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
@@ -140,12 +184,13 @@ class Settings:
         env = os.environ if environ is None else environ
         read = _Reader(env)
         host = read.text("WORPEN_HOST", cls.host)
+        database_url = read.text("WORPEN_DATABASE_URL", cls.database_url)
         return cls(
             host=host,
             port=read.integer("WORPEN_PORT", cls.port, 0, 65535),
             grpc_host=read.text("WORPEN_GRPC_HOST", host),
             grpc_port=read.integer("WORPEN_GRPC_PORT", cls.grpc_port, 0, 65535),
-            database_url=read.text("WORPEN_DATABASE_URL", cls.database_url),
+            database_url=database_url,
             auth=read.switch("WORPEN_AUTH", default=True),
             cors_origins=read.items("WORPEN_CORS_ORIGINS", ("*",)),
             policy=FleetPolicy(
@@ -224,6 +269,21 @@ class Settings:
                     seconds=read.number("WORPEN_INCIDENT_REOPEN_SECONDS", 600, 0, 2_592_000)
                 ),
                 grace=timedelta(seconds=read.number("WORPEN_INCIDENT_GRACE_SECONDS", 30, 0, 86_400)),
+            ),
+            pipelines=PipelineSettings(
+                local_repos=tuple(
+                    os.path.realpath(path)
+                    for path in read.text("WORPEN_PIPELINE_LOCAL_REPOS", "").split(os.pathsep)
+                    if path.strip()
+                ),
+                node_slots=read.integer("WORPEN_PIPELINE_NODE_SLOTS", 2, 1, 1000),
+                node_labels=parse_node_labels(read.text("WORPEN_PIPELINE_NODE_LABELS", "")),
+                lease_seconds=read.number("WORPEN_PIPELINE_LEASE_SECONDS", 60, 1, 3600),
+                max_source_bytes=read.integer("WORPEN_PIPELINE_MAX_SOURCE_MB", 256, 1, 65_536) * 1024 * 1024,
+                stage_timeout_seconds=read.integer("WORPEN_PIPELINE_STAGE_TIMEOUT_SECONDS", 3600, 1, 86_400),
+                tick_seconds=read.number("WORPEN_PIPELINE_TICK_SECONDS", 1.0, 0.05, 60),
+                secrets_key=read.text("WORPEN_SECRETS_KEY", "") or None,
+                secrets_key_file=read.text("WORPEN_SECRETS_KEY_FILE", _key_file_beside(database_url)),
             ),
         )
 
