@@ -25,6 +25,7 @@ from worpen_core.containers.events import (
     domain_event,
 )
 from worpen_core.containers.model import (
+    WORKLOAD_LABEL,
     Container,
     ContainerState,
     EngineEvent,
@@ -178,6 +179,13 @@ def test_engine_events_become_domain_events() -> None:
     assert health.health == "UNHEALTHY"
     assert domain_event("a", raw("exec_start: sh")) is None
     assert domain_event("a", EngineEvent("network", "connect", "n", {}, 0)) is None
+
+
+def test_the_deaths_of_worpens_own_work_containers_are_no_crashes_for_self_healing() -> None:
+    stage_failed = raw("die", exitCode="1", **{WORKLOAD_LABEL: "pipeline"})
+
+    assert domain_event("a", stage_failed) is None
+    assert domain_event("a", raw("oom", **{WORKLOAD_LABEL: "pipeline"})) is None
 
 
 def test_a_death_after_a_stop_signal_was_requested_and_a_crash_or_a_kill_was_not() -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from worpen_core.containers.model import (
-    EngineEvent,
-)
+from worpen_core.containers.model import WORKLOAD_LABEL, EngineEvent
 from worpen_core.events.model import Event
 
 
@@ -132,7 +130,7 @@ def domain_event(node: str, raw: EngineEvent, requested: bool = False) -> Event 
     at = datetime.fromtimestamp(raw.time_nanos / 1e9, tz=UTC)
     if raw.type == "image" and raw.action == "pull":
         return ImagePulled(node, raw.actor_id, at)
-    if raw.type != "container":
+    if raw.type != "container" or WORKLOAD_LABEL in raw.attributes:
         return None
     name = raw.attributes.get("name", "")
     image = raw.attributes.get("image", "")

@@ -219,6 +219,12 @@ class EngineInfo:
     images: int
 
 
+WORKLOAD_LABEL = "worpen.workload"
+"""Carried by the containers Worpen runs as work (pipeline stages): what happens to them is reported by
+the work's own events, so their engine events make no container events (a stage exiting 1 is a result,
+not a crash for self-healing to restart)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkloadSpec:
     """A container Worpen creates to run work (a pipeline stage). It can only mount a named volume of its

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from worpen_core.containers.model import ContainerState, LogLine, LogQuery, WorkloadSpec
+from worpen_core.containers.model import WORKLOAD_LABEL, ContainerState, LogLine, LogQuery, WorkloadSpec
 from worpen_core.containers.ports import ContainerRuntime
 from worpen_core.containers.service import Containers
 from worpen_core.events.model import Event
@@ -736,7 +736,7 @@ def _volume(run: PipelineRun) -> str:
 
 
 def _labels(run: PipelineRun) -> dict[str, str]:
-    return {LABEL_PIPELINE: run.pipeline_id, LABEL_RUN: run.id}
+    return {WORKLOAD_LABEL: "pipeline", LABEL_PIPELINE: run.pipeline_id, LABEL_RUN: run.id}
 
 
 async def _remove(runtime: ContainerRuntime, container: str) -> None:
