@@ -64,7 +64,7 @@ def parse_node_labels(raw: str) -> dict[str, dict[str, str]]:
     return labels
 
 
-def _key_file_beside(database_url: str) -> str:
+def secrets_key_file_for(database_url: str) -> str:
     """The secrets' key file next to an SQLite database file, else in the working directory."""
     prefix = "sqlite+aiosqlite:///"
     if database_url.startswith(prefix) and ":memory:" not in database_url:
@@ -283,7 +283,7 @@ class Settings:
                 stage_timeout_seconds=read.integer("WORPEN_PIPELINE_STAGE_TIMEOUT_SECONDS", 3600, 1, 86_400),
                 tick_seconds=read.number("WORPEN_PIPELINE_TICK_SECONDS", 1.0, 0.05, 60),
                 secrets_key=read.text("WORPEN_SECRETS_KEY", "") or None,
-                secrets_key_file=read.text("WORPEN_SECRETS_KEY_FILE", _key_file_beside(database_url)),
+                secrets_key_file=read.text("WORPEN_SECRETS_KEY_FILE", secrets_key_file_for(database_url)),
             ),
         )
 
