@@ -105,7 +105,13 @@ class PipelineExecutor:
         again, the others are marked ERROR. Returns how many runs were adopted."""
         async with self._uow() as tx:
             runs = await tx.pipeline_runs.active()
+        until = self._clock.now() + timedelta(seconds=self.settings.lease_seconds)
         for run in runs:
+            # A lease that ran out while Worpen was down is renewed: the driver looks at the container now.
+            for stage in run.stages:
+                if stage.status is StageStatus.RUNNING:
+                    stage.lease_expires_at = until
+            await self._save(run)
             self._adopt(run)
         return len(runs)
 
