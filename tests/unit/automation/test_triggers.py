@@ -73,3 +73,28 @@ def test_each_event_trigger_is_fired_by_some_journal_event_type() -> None:
     for trigger in Trigger:
         expected = trigger not in (Trigger.SCHEDULE, Trigger.MANUAL)
         assert bool(event_types(trigger)) is expected
+
+
+def test_a_pipeline_run_that_failed_fires_pipeline_failed_and_one_that_succeeded_nothing() -> None:
+    finished: dict[str, JsonValue] = {
+        "run_id": "run_1",
+        "pipeline_id": "shop",
+        "number": 7,
+        "node": "edge-1",
+        "error": "stage test: exited with code 1",
+        "duration_seconds": 12.5,
+    }
+
+    failed = occurrence_of(event("PipelineRunFinished", **finished, status="FAILED"))
+
+    assert failed is not None
+    assert (failed.trigger, failed.target, failed.node) == (Trigger.PIPELINE_FAILED, "shop", "edge-1")
+    assert failed.issue == "pipeline run #7 FAILED: stage test: exited with code 1"
+    assert failed.context["pipeline"] == {
+        "id": "shop",
+        "run": {"id": "run_1", "number": 7, "status": "FAILED", "error": "stage test: exited with code 1"},
+    }
+    assert occurrence_of(event("PipelineRunFinished", **finished, status="ERROR")) is not None
+    assert occurrence_of(event("PipelineRunFinished", **finished, status="SUCCESS")) is None
+    assert occurrence_of(event("PipelineRunFinished", **finished, status="CANCELLED")) is None
+    assert event_types(Trigger.PIPELINE_FAILED) == {"PipelineRunFinished"}

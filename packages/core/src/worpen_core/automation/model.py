@@ -22,6 +22,8 @@ class Trigger(StrEnum):
     CPU_HIGH = "CPU_HIGH"
     MEMORY_HIGH = "MEMORY_HIGH"
     DISK_USAGE_HIGH = "DISK_USAGE_HIGH"
+    PIPELINE_FAILED = "PIPELINE_FAILED"
+    """A pipeline run ended FAILED or ERROR."""
     SCHEDULE = "SCHEDULE"
     """Fired by the rule's cron expression."""
     MANUAL = "MANUAL"

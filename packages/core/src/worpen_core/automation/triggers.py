@@ -15,6 +15,7 @@ TRIGGERS_OF: dict[str, frozenset[Trigger]] = {
     "AgentWentOffline": frozenset({Trigger.AGENT_OFFLINE}),
     "AgentBecameCritical": frozenset({Trigger.AGENT_CRITICAL}),
     "AgentMetricHigh": frozenset({Trigger.CPU_HIGH, Trigger.MEMORY_HIGH, Trigger.DISK_USAGE_HIGH}),
+    "PipelineRunFinished": frozenset({Trigger.PIPELINE_FAILED}),
 }
 """The journal's event types that can fire a trigger."""
 EVENT_TYPES = frozenset(TRIGGERS_OF)
@@ -82,6 +83,8 @@ def occurrence_of(event: RecordedEvent) -> Occurrence | None:
             shown = f"{threshold:g}" if isinstance(threshold, int | float) else str(threshold)
             issue = f"{METRIC_NAMES[metric]} at or above {shown}%"
             return _agent(event, trigger, issue, base, {METRIC_NAMES[metric]: value})
+        case "PipelineRunFinished" if payload.get("status") in ("FAILED", "ERROR"):
+            return _pipeline(event, base)
     return None
 
 
@@ -98,6 +101,25 @@ def _container(event: RecordedEvent, trigger: Trigger, issue: str, base: dict[st
         "node": node,
     }
     return Occurrence(trigger, event.id, event.at, name, node, cid, issue, context)
+
+
+def _pipeline(event: RecordedEvent, base: dict[str, JsonValue]) -> Occurrence:
+    payload = event.payload
+    pipeline_id, node = str(payload.get("pipeline_id", "")), str(payload.get("node") or "")
+    run: dict[str, JsonValue] = {
+        "id": payload.get("run_id"),
+        "number": payload.get("number"),
+        "status": payload.get("status"),
+        "error": payload.get("error"),
+    }
+    context: dict[str, JsonValue] = {
+        "event": {**base, "trigger": Trigger.PIPELINE_FAILED.value, **run},
+        "pipeline": {"id": pipeline_id, "run": run},
+        "service": pipeline_id,
+        "node": node,
+    }
+    issue = f"pipeline run #{payload.get('number')} {payload.get('status')}: {payload.get('error')}"
+    return Occurrence(Trigger.PIPELINE_FAILED, event.id, event.at, pipeline_id, node, None, issue, context)
 
 
 def _agent(
