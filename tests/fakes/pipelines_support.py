@@ -31,12 +31,14 @@ from worpen_core.containers.service import ContainerLimits, Containers
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.fleet.service import Fleet
 from worpen_core.pipelines.commands import PipelineDraft, StageDraft
-from worpen_core.pipelines.executor import KILLED, LABEL_STAGE, ExecutorSettings, PipelineExecutor
+from worpen_core.pipelines.executor import LABEL_STAGE, ExecutorSettings, PipelineExecutor
 from worpen_core.pipelines.feed import StageFeed
 from worpen_core.pipelines.model import PipelineRun, Source
 from worpen_core.pipelines.service import Pipelines
 from worpen_core.shared.errors import InvalidInput, WorpenError
 
+KILLED = 137
+"""The exit code of a container killed by SIGKILL."""
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 IMAGE = "worpen-test/busybox:1"
 OPERATOR = Principal("key-ops", "ops", Role.OPERATOR)

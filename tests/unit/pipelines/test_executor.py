@@ -13,6 +13,7 @@ from tests.fakes.pipelines_support import (
     ADMIN,
     COMMIT,
     IMAGE,
+    KILLED,
     OPERATOR,
     PipelineWorld,
     draft,
@@ -30,7 +31,7 @@ from worpen_core.pipelines.events import (
     PipelineRunStarted,
     PipelineStageFinished,
 )
-from worpen_core.pipelines.executor import KILLED, LABEL_STAGE, ExecutorSettings
+from worpen_core.pipelines.executor import LABEL_STAGE, ExecutorSettings
 from worpen_core.pipelines.model import (
     MASK,
     WORKSPACE,

@@ -62,7 +62,7 @@ def test_what_is_held_back_is_shorter_than_the_longest_secret(
         shown += mask.feed(part)
     held = mask.flush()
 
-    assert len(held) < max(len(secret) for secret in secrets)
+    assert len(held.replace(MASK, "")) < max(len(secret) for secret in secrets)
     assert not any(secret in held for secret in secrets)
 
 

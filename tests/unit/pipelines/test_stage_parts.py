@@ -50,7 +50,13 @@ def run_script(shell: list[str], commands: list[str], **env: str) -> subprocess.
 def test_the_script_stops_at_the_first_failure_and_echoes_each_command() -> None:
     script = stage_script(["make", "make test"])
 
-    assert script.splitlines() == ["set -e", "echo '+ make'", "make", "echo '+ make test'", "make test"]
+    assert script.splitlines() == [
+        "set -e",
+        "printf '%s\\n' '+ make'",
+        "make",
+        "printf '%s\\n' '+ make test'",
+        "make test",
+    ]
 
 
 @pytest.mark.parametrize("shell", SHELLS)

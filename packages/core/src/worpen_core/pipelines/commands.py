@@ -21,6 +21,7 @@ MAX_STAGES = 50
 MAX_COMMANDS = 200
 MAX_COMMAND_LENGTH = 8192
 MAX_TIMEOUT_SECONDS = 24 * 3600
+MAX_ENV_VALUE = 32 * 1024
 DEFAULT_TIMEOUT_SECONDS = 3600
 _image = re.compile(IMAGE_PATTERN)
 
@@ -72,8 +73,13 @@ def stages_of(
         if len(draft.image) > 512 or not _image.match(draft.image):
             raise InvalidInput(f"{about}not an image reference such as 'repo/name:tag'", f"{where}.image")
         _check_commands(draft, about, where)
-        for name in draft.env:
+        for name, value in draft.env.items():
             _named(check_env_name, name, about, f"{where}.env")
+            if "\x00" in value or len(value) > MAX_ENV_VALUE:
+                raise InvalidInput(
+                    f"{about}the value of {name} has a NUL character or more than {MAX_ENV_VALUE} characters",
+                    f"{where}.env",
+                )
         for name in draft.secrets:
             _named(check_name, name, about, f"{where}.secrets")
             _named(check_env_name, name, about, f"{where}.secrets")

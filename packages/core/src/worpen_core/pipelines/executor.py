@@ -32,12 +32,15 @@ from worpen_core.pipelines.model import (
 from worpen_core.pipelines.ports import PipelinesUnitOfWorkFactory, SecretCipher, SourceFetcher
 from worpen_core.shared.errors import Conflict, InvalidInput, NotFound, Unavailable, WorpenError
 from worpen_core.shared.ports import Clock
+from worpen_core.shared.streams import close_stream
 
 LABEL_PIPELINE = "worpen.pipeline"
 LABEL_RUN = "worpen.pipeline.run"
 LABEL_STAGE = "worpen.pipeline.stage"
-KILLED = 137
-"""The exit code of a container killed by SIGKILL."""
+
+
+class _Stuck(Exception):
+    """A stage that cannot be brought to an end the normal way; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,9 @@ class ExecutorSettings:
     """A RUNNING stage nothing was heard of for this long is marked ERROR."""
     stop_grace_seconds: int = 2
     """A cancelled stage's container is killed after this many seconds."""
+    kill_wait_seconds: float = 30.0
+    """How long a container killed at its stage's timeout may take to exit before the stage is given up
+    as stuck (the engine refused or lost the kill)."""
     node_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     """Labels of each node, which stages' selectors match (every node also has `node=<name>`)."""
     tick_seconds: float = 2.0
@@ -60,8 +66,9 @@ class _Driver:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     stages: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
-    lost: dict[str, str] = field(default_factory=dict)
-    """Stages whose lease expired, with the reason, for their tasks to report."""
+    ending: dict[str, tuple[StageStatus, str]] = field(default_factory=dict)
+    """Stages whose tasks are being cancelled on purpose (lease expired, run cancelled), with the status
+    and reason each task is to end with."""
     task: asyncio.Task[None] | None = None
 
 
@@ -118,6 +125,7 @@ class PipelineExecutor:
     async def serve(self, stopping: asyncio.Event) -> None:
         """The scheduler: place queued runs and expire leases until `stopping` is set."""
         while not stopping.is_set():
+            self._wake.clear()  # before looking, so that a wake-up during the look is not lost
             try:
                 await self._sweep()
                 await self._place()
@@ -125,7 +133,6 @@ class PipelineExecutor:
                 pass  # the database is away: the queue waits for it
             except Exception:
                 self.failures += 1
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.tick_seconds)
 
@@ -157,14 +164,23 @@ class PipelineExecutor:
         if run.cancelled_by is None:
             run.cancelled_by = by
         runtime = self._containers.runtime(run.node or "")
-        stops = [
-            self._stop(runtime, stage.container_id, self.settings.stop_grace_seconds)
-            for stage in run.stages
-            if stage.status is StageStatus.RUNNING and stage.container_id is not None
-        ]
+        stops = []
+        for stage in run.stages:
+            task = driver.stages.get(stage.name)
+            if stage.status is StageStatus.RUNNING and stage.container_id is not None:
+                stops.append(self._stop(runtime, stage.container_id, self.settings.stop_grace_seconds))
+            elif task is not None:  # still pulling its image or creating its container
+                driver.ending[stage.name] = (StageStatus.CANCELLED, f"cancelled by {run.cancelled_by}")
+                task.cancel()
         await asyncio.gather(*stops)
         driver.changed.set()
         return True
+
+    async def cancelled_while_queued(self, run: PipelineRun) -> None:
+        """Tell followers and the event history that a run cancelled before it got a node has ended."""
+        for stage in run.stages:
+            self._feed.end(run.id, stage.name, stage.status)
+        await self._run_finished(run)
 
     async def decide(self, run_id: str, stage_name: str, *, approve: bool, by: str) -> None:
         driver = self._drivers.get(run_id)
@@ -236,17 +252,18 @@ class PipelineExecutor:
                     continue
                 driver = self._adopt(run)
             stage = _stage(driver.run, stage_name)
-            if stage.status is not StageStatus.RUNNING or stage_name in driver.lost:
+            if stage.status is not StageStatus.RUNNING or stage_name in driver.ending:
                 continue
             seconds = round(self.settings.lease_seconds)
-            driver.lost[stage_name] = (
+            reason = (
                 f"lease expired: nothing heard of its container on node {driver.run.node} for {seconds} s"
             )
+            driver.ending[stage_name] = (StageStatus.ERROR, reason)
             task = driver.stages.get(stage_name)
             if task is not None:
                 task.cancel()
             else:
-                await self._end_stage(driver, stage, StageStatus.ERROR, None, driver.lost[stage_name])
+                await self._end_stage(driver, stage, StageStatus.ERROR, None, reason)
 
     # Driving one run
 
@@ -361,7 +378,6 @@ class PipelineExecutor:
             if stage.spec.approval and stage.decided_by is None:
                 stage.status = StageStatus.BLOCKED
                 await self._save(run)
-                self._feed.end(run.id, stage.name, StageStatus.BLOCKED)
             else:
                 self._start(driver, runtime, stage)
 
@@ -379,25 +395,27 @@ class PipelineExecutor:
         run = driver.run
         try:
             if stage.container_id is None:
-                await self._launch(driver, runtime, stage)
+                await self._launch_within_timeout(driver, runtime, stage)
             elif not await self._reattach(runtime, stage):
-                await self._end_stage(
-                    driver,
-                    stage,
-                    StageStatus.ERROR,
-                    None,
-                    "its container is gone (Worpen restarted meanwhile)",
-                )
+                gone = "its container is gone (Worpen restarted meanwhile)"
+                await self._end_stage(driver, stage, StageStatus.ERROR, None, gone)
                 return
             code, timed_out = await self._watch(driver, runtime, stage)
         except asyncio.CancelledError:
-            reason = driver.lost.get(stage.name)
-            if reason is None:
+            ending = driver.ending.get(stage.name)
+            if ending is None:
                 raise
-            await self._end_stage(driver, stage, StageStatus.ERROR, None, reason)
+            await self._end_stage(driver, stage, ending[0], None, ending[1])
             return
         except WorpenError as exc:
             await self._end_stage(driver, stage, StageStatus.ERROR, None, exc.detail)
+            return
+        except _Stuck as exc:
+            await self._end_stage(driver, stage, StageStatus.ERROR, None, str(exc))
+            return
+        except Exception as exc:
+            self.failures += 1
+            await self._end_stage(driver, stage, StageStatus.ERROR, None, f"unexpected error: {exc!r}")
             return
         if run.cancelled_by is not None:
             status, error = StageStatus.CANCELLED, f"cancelled by {run.cancelled_by}"
@@ -411,6 +429,18 @@ class PipelineExecutor:
         keep = run.keep_on_failure and status in (StageStatus.FAILED, StageStatus.ERROR)
         if not keep and stage.container_id is not None:
             await _remove(runtime, stage.container_id)
+
+    async def _launch_within_timeout(
+        self, driver: _Driver, runtime: ContainerRuntime, stage: StageRun
+    ) -> None:
+        """Pulling the image and creating the container count against the stage's timeout."""
+        try:
+            await asyncio.wait_for(self._launch(driver, runtime, stage), stage.spec.timeout_seconds)
+        except TimeoutError:
+            raise _Stuck(
+                f"not started within its timeout ({stage.spec.timeout_seconds} s): pulling its image "
+                "or creating its container took too long"
+            ) from None
 
     async def _launch(self, driver: _Driver, runtime: ContainerRuntime, stage: StageRun) -> None:
         run = driver.run
@@ -469,7 +499,15 @@ class PipelineExecutor:
             except TimeoutError:
                 timed_out = True
                 await self._stop(runtime, stage.container_id, 0)
-                code = await runtime.wait(stage.container_id)
+                try:
+                    code = await asyncio.wait_for(
+                        runtime.wait(stage.container_id), self.settings.kill_wait_seconds
+                    )
+                except TimeoutError:
+                    raise _Stuck(
+                        f"timed out after {stage.spec.timeout_seconds} s and its container could not be "
+                        f"stopped on node {runtime.node}"
+                    ) from None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(logs), 10)
         finally:
@@ -495,6 +533,7 @@ class PipelineExecutor:
                 fresh = [line for line in batch if since is None or line.at is None or line.at > since]
                 await self._store(run, stage, book.add(fresh, self._clock.now()))
         finally:
+            await close_stream(stream)
             await self._store(run, stage, book.flush(self._clock.now()))
 
     async def _store(self, run: PipelineRun, stage: StageRun, lines: Sequence[StageLogLine]) -> None:
@@ -631,8 +670,12 @@ class PipelineExecutor:
 
     async def _pull(self, runtime: ContainerRuntime, image: str) -> None:
         try:
-            async for _ in await runtime.pull(image):
-                pass
+            progress = await runtime.pull(image)
+            try:
+                async for _ in progress:
+                    pass
+            finally:
+                await close_stream(progress)
         except WorpenError as exc:
             raise InvalidInput(
                 f"image {image} is not on node {runtime.node} and could not be pulled: {exc.detail}"
@@ -693,7 +736,7 @@ class LogBook:
             rest = self._partial[stream] + mask.flush()
             self._partial[stream] = ""
             if rest:
-                out.extend(self._numbered(stream, [rest], now))
+                out.extend(self._numbered(stream, rest.removesuffix("\n").split("\n"), now))
         return out
 
     def _numbered(self, stream: str, texts: Sequence[str], at: datetime) -> list[StageLogLine]:
@@ -707,7 +750,8 @@ def stage_script(commands: Sequence[str]) -> str:
     that fails."""
     lines = ["set -e"]
     for command in commands:
-        lines.append(f"echo {shlex.quote('+ ' + command)}")
+        # printf, not echo: some shells' echo reads backslashes in what it prints.
+        lines.append(f"printf '%s\\n' {shlex.quote('+ ' + command)}")
         lines.append(command)
     return "\n".join(lines) + "\n"
 

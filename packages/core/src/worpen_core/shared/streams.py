@@ -28,7 +28,7 @@ async def until(stream: AsyncIterator[T], stopping: asyncio.Event) -> AsyncItera
                 return
     finally:
         stop.cancel()
-        await _close(stream)
+        await close_stream(stream)
 
 
 async def stall_deadline(stream: AsyncIterator[T], seconds: float, what: str) -> AsyncIterator[T]:
@@ -44,10 +44,11 @@ async def stall_deadline(stream: AsyncIterator[T], seconds: float, what: str) ->
                 raise TimedOut(f"{what} stalled: no progress for {seconds:g} s") from None
             yield item
     finally:
-        await _close(stream)
+        await close_stream(stream)
 
 
-async def _close(stream: AsyncIterator[T]) -> None:
+async def close_stream(stream: AsyncIterator[T]) -> None:
+    """Close `stream` if it can be closed (an async generator), so what it holds open is let go now."""
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
