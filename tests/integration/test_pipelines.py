@@ -94,11 +94,17 @@ def repo(repos: Path, request: pytest.FixtureRequest) -> Repository:
     return repository
 
 
+TRIGGERED: set[str] = set()
+"""Every run these tests started: what is left of them on the engine is removed, nothing else."""
+
+
 def remove_leftovers(client: docker.DockerClient) -> None:
     for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-        container.remove(force=True)
+        if container.labels.get(RUN_LABEL) in TRIGGERED:
+            container.remove(force=True)
     for volume in client.volumes.list(filters={"label": RUN_LABEL}):
-        volume.remove(force=True)
+        if (volume.attrs.get("Labels") or {}).get(RUN_LABEL) in TRIGGERED:
+            volume.remove(force=True)
 
 
 def stage(name: str, *commands: str, **fields: Any) -> dict[str, Any]:
@@ -127,6 +133,7 @@ def trigger(client: httpx.Client, pipeline_id: str, **fields: str) -> str:
     assert body["status"] == "TRIGGERED"
     assert body["pipelineId"] == pipeline_id
     run_id: str = body["runId"]
+    TRIGGERED.add(run_id)
     return run_id
 
 
@@ -496,6 +503,7 @@ def test_a_signed_push_webhook_starts_a_run_and_a_bad_signature_starts_nothing(
         )
     assert good.status_code == 202, good.text
     [started] = good.json()["runs"]
+    TRIGGERED.add(started["runId"])
     run = finished(client, started["runId"])
 
     assert run["status"] == "SUCCESS"
@@ -515,6 +523,7 @@ def test_a_cron_schedule_starts_a_run(
         return runs
 
     [run] = wait_for(scheduled, "the cron schedule to start a run", 75)
+    TRIGGERED.add(run["id"])
     run = finished(client, run["id"])
 
     assert (run["trigger"], run["triggeredBy"], run["status"]) == ("CRON", "cron", "SUCCESS")

@@ -10,6 +10,7 @@ import shlex
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from worpen_core.containers.model import WORKLOAD_LABEL, ContainerState, LogLine, LogQuery, WorkloadSpec
 from worpen_core.containers.ports import ContainerRuntime
@@ -60,6 +61,10 @@ class ExecutorSettings:
     """How often queued runs and leases are looked at when nothing wakes the scheduler sooner."""
 
 
+_Unwritten = tuple[PipelineRun, StageRun, list[StageLogLine], "asyncio.Future[None]"]
+"""Lines of a stage waiting for the log writer, and the future that says they are stored."""
+
+
 @dataclass(slots=True, eq=False)
 class _Driver:
     run: PipelineRun
@@ -96,6 +101,8 @@ class PipelineExecutor:
         self.settings = settings
         self._drivers: dict[str, _Driver] = {}
         self._wake = asyncio.Event()
+        self._unwritten: list[_Unwritten] = []
+        self._writer: asyncio.Task[None] | None = None
         self.failures = 0
         """Unexpected errors a driver or the scheduler survived."""
 
@@ -144,6 +151,8 @@ class PipelineExecutor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._drivers.clear()
+        if self._writer is not None:  # the lines read before the stop are stored
+            await asyncio.gather(self._writer, return_exceptions=True)
 
     def holds(self, run_id: str) -> bool:
         return run_id in self._drivers
@@ -537,17 +546,38 @@ class PipelineExecutor:
             await self._store(run, stage, book.flush(self._clock.now()))
 
     async def _store(self, run: PipelineRun, stage: StageRun, lines: Sequence[StageLogLine]) -> None:
+        """Store lines and then hand them to the followers. Every stage's lines go through one writer:
+        what is pending when a commit ends goes into the next, so many stages printing at once take a
+        few commits (each waits for the disk), not one each."""
         if not lines:
             return
+        written = asyncio.get_running_loop().create_future()
+        self._unwritten.append((run, stage, list(lines), written))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_logs(), name="pipeline stage logs")
+        await written
 
-        async def append() -> None:
-            async with self._uow() as tx:
+    async def _write_logs(self) -> None:
+        while self._unwritten:
+            batch, self._unwritten = self._unwritten, []
+            try:
+                await self._until_written(partial(self._append, batch))
+            except Exception as exc:
+                for *_, written in batch:
+                    if not written.done():
+                        written.set_exception(exc)
+                continue
+            for run, stage, lines, written in batch:
+                stage.log_lines = lines[-1].number
+                self._feed.publish(run.id, stage.name, lines)
+                if not written.done():
+                    written.set_result(None)
+
+    async def _append(self, batch: Sequence[_Unwritten]) -> None:
+        async with self._uow() as tx:
+            for run, stage, lines, _ in batch:
                 await tx.stage_logs.append(run.id, stage.name, lines)
-                await tx.commit()
-
-        await self._until_written(append)
-        stage.log_lines = lines[-1].number
-        self._feed.publish(run.id, stage.name, lines)
+            await tx.commit()
 
     async def _keep_leases(self, driver: _Driver, runtime: ContainerRuntime) -> None:
         """Extend the lease of each RUNNING stage whose container the engine still answers for."""
