@@ -406,6 +406,21 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
         "/api/v1/automation/dry-run": {"post"},
         "/api/v1/automation/runs": {"get"},
         "/api/v1/automation/runs/{run_id}": {"get"},
+        "/api/v1/pipelines": {"get"},
+        "/api/v1/pipelines/definitions": {"get", "post"},
+        "/api/v1/pipelines/definitions/{pipeline_id}": {"get", "put", "delete"},
+        "/api/v1/pipelines/trigger": {"post"},
+        "/api/v1/pipelines/runs": {"get"},
+        "/api/v1/pipelines/runs/{run_id}": {"get"},
+        "/api/v1/pipelines/runs/{run_id}/cancel": {"post"},
+        "/api/v1/pipelines/runs/{run_id}/rerun": {"post"},
+        "/api/v1/pipelines/runs/{run_id}/stages/{stage}/approve": {"post"},
+        "/api/v1/pipelines/runs/{run_id}/stages/{stage}/decline": {"post"},
+        "/api/v1/pipelines/runs/{run_id}/stages/{stage}/logs": {"get"},
+        "/api/v1/pipelines/runs/{run_id}/stages/{stage}/logs/stream": {"get"},
+        "/api/v1/pipelines/secrets": {"get", "post"},
+        "/api/v1/pipelines/secrets/{name}": {"delete"},
+        "/api/v1/pipelines/webhook": {"post"},
     }
 
 

@@ -31,6 +31,11 @@ from worpen_api.http.fleet.intake import HeartbeatIntake
 from worpen_api.http.incidents.controller import IncidentController
 from worpen_api.http.logs.controller import LogController, LogIntakeController
 from worpen_api.http.openapi import StructSchemaPlugin, answer_options
+from worpen_api.http.pipelines.controller import (
+    PipelineController,
+    PipelineDefinitionController,
+    PipelineSecretController,
+)
 from worpen_api.http.security import ApiKeyAuthMiddleware, requires
 from worpen_api.http.system.controller import SystemController
 from worpen_api.http.telemetry.controller import TelemetryController
@@ -79,6 +84,9 @@ def create_app(worpen: Worpen) -> Litestar:
             DeliveryController,
             IncidentController,
             AutomationController,
+            PipelineController,
+            PipelineDefinitionController,
+            PipelineSecretController,
         ],
         dependencies={
             "fleet": _constant(worpen.fleet),
@@ -93,6 +101,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "incidents": _constant(worpen.incidents),
             "automation": _constant(worpen.automation),
             "rule_engine": _constant(worpen.rule_engine),
+            "pipelines": _constant(worpen.pipelines),
             "settings": _constant(settings),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),
@@ -113,7 +122,8 @@ def create_app(worpen: Worpen) -> Litestar:
             title="Worpen",
             version="0.1.0",
             description="Fleet-operations control plane. "
-            "Every route but /health needs `Authorization: Bearer <key>`.",
+            "Every route but /health and the pipelines' webhook (signed instead) needs "
+            "`Authorization: Bearer <key>`.",
             openapi_router=Router(
                 "/schema", route_handlers=[], opt=requires(Permission.READ), include_in_schema=False
             ),
