@@ -171,3 +171,13 @@ class LinesOrStream(Operation):
 
 _EVENTS = OpenAPIMediaType(schema=SERVER_SENT_EVENT)
 _LINES = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, description="One JSON object per line"))
+
+
+@dataclass
+class EventStream(Operation):
+    """An operation whose successful answer is a stream of Server-Sent Events, and nothing else."""
+
+    def __post_init__(self) -> None:
+        success = (self.responses or {}).get("200")
+        if isinstance(success, OpenAPIResponse):
+            success.content = {EVENT_STREAM: OpenAPIMediaType(schema=SERVER_SENT_EVENT)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,10 +12,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.spec import (
     Example,
     OpenAPIFormat,
-    OpenAPIMediaType,
-    OpenAPIResponse,
     OpenAPIType,
-    Operation,
     Schema,
 )
 from litestar.params import Body, QueryParameter
@@ -25,7 +21,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from worpen_api.http import streams
 from worpen_api.http.errors import documented
 from worpen_api.http.logs.dto import LogBatchAck, LogBatchIn, LogEntryOut
-from worpen_api.http.openapi import EVENT_STREAM, SERVER_SENT_EVENT
+from worpen_api.http.openapi import EventStream
 from worpen_api.http.parameters import EARLIEST, LATEST, Since, since_of
 from worpen_api.http.security import browser_streams, principal_of, requires
 from worpen_api.settings import Settings
@@ -62,16 +58,6 @@ Until = Annotated[
         },
     ),
 ]
-
-
-@dataclass
-class EventStream(Operation):
-    """An operation whose successful answer is a stream of Server-Sent Events, and nothing else."""
-
-    def __post_init__(self) -> None:
-        success = (self.responses or {}).get("200")
-        if isinstance(success, OpenAPIResponse):
-            success.content = {EVENT_STREAM: OpenAPIMediaType(schema=SERVER_SENT_EVENT)}
 
 
 def _instant(text: str | None, name: str) -> datetime | None:

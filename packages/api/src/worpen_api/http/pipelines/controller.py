@@ -28,7 +28,7 @@ from litestar.utils.scope.state import ScopeState
 
 from worpen_api.http import streams
 from worpen_api.http.errors import documented
-from worpen_api.http.logs.controller import EventStream
+from worpen_api.http.openapi import EventStream
 from worpen_api.http.pipelines.dto import (
     CockpitOut,
     DefinitionIn,
