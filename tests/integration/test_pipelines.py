@@ -394,18 +394,19 @@ def test_a_stage_past_its_timeout_is_killed_and_fails(
     assert hang["durationSeconds"] < 20
 
 
+GATED = (
+    stage("build", "echo build"),
+    stage("deploy", "echo deploying", approval=True),
+    stage("notify", "echo done"),
+)
+"""Build, then a deployment that waits for an operator's approval, then a notification."""
+
+
 def test_an_approval_gate_blocks_until_approved(
     pipeline_server: tuple[WorpenServer, httpx.Client], repo: Repository
 ) -> None:
     _, client = pipeline_server
-    define(
-        client,
-        repo,
-        "gated",
-        stage("build", "echo build"),
-        stage("deploy", "echo deploying", approval=True),
-        stage("notify", "echo done"),
-    )
+    define(client, repo, "gated", *GATED)
     run_id = trigger(client, "gated")
 
     run = wait_for(lambda: (run := run_of(client, run_id))["status"] == "BLOCKED" and run, "the run to block")
@@ -427,14 +428,7 @@ def test_a_declined_approval_skips_what_follows(
     pipeline_server: tuple[WorpenServer, httpx.Client], repo: Repository
 ) -> None:
     _, client = pipeline_server
-    define(
-        client,
-        repo,
-        "declined",
-        stage("build", "echo build"),
-        stage("deploy", "echo deploying", approval=True),
-        stage("notify", "echo done"),
-    )
+    define(client, repo, "declined", *GATED)
     run_id = trigger(client, "declined")
     in_stage(client, run_id, "deploy", "BLOCKED")
 
