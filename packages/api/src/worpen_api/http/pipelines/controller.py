@@ -22,7 +22,7 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
-from litestar.params import Body, Parameter, PathParameter, QueryParameter
+from litestar.params import Body, HeaderParameter, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.utils.scope.state import ScopeState
 
@@ -79,6 +79,13 @@ EXAMPLE = {
     "triggers": {"cron": "0 3 * * *", "webhookSecret": "a-long-shared-secret"},
 }
 _encode = msgspec.json.Encoder().encode
+
+
+def webhook_header(name: str) -> HeaderParameter:
+    """A webhook header, of a bounded length."""
+    return HeaderParameter(name=name, max_length=512)
+
+
 LARGEST = 2**53 - 1
 """The largest line or run number a query takes: every JSON client reads it exactly, and the database
 stores it (a larger one would overflow its integers)."""
@@ -491,10 +498,10 @@ class PipelineController(Controller):
         self,
         request: Request[Any, Any, Any],
         pipelines: NamedDependency[Pipelines],
-        hub_signature: Annotated[str | None, Parameter(header="X-Hub-Signature-256", max_length=512)] = None,
-        gitea_signature: Annotated[str | None, Parameter(header="X-Gitea-Signature", max_length=512)] = None,
-        github_event: Annotated[str | None, Parameter(header="X-GitHub-Event", max_length=512)] = None,
-        gitea_event: Annotated[str | None, Parameter(header="X-Gitea-Event", max_length=512)] = None,
+        hub_signature: Annotated[str | None, webhook_header("X-Hub-Signature-256")] = None,
+        gitea_signature: Annotated[str | None, webhook_header("X-Gitea-Signature")] = None,
+        github_event: Annotated[str | None, webhook_header("X-GitHub-Event")] = None,
+        gitea_event: Annotated[str | None, webhook_header("X-Gitea-Event")] = None,
     ) -> Response[WebhookOut | PongOut]:
         body = await request.body()
         push = _push(body)
