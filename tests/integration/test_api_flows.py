@@ -331,6 +331,8 @@ def test_metrics_are_prometheus_text_for_a_viewer(
     assert followers == {"events", "logs"}
     assert {"worpen_log_lines_ingested", "worpen_events_dropped"} <= set(families)
     assert {"worpen_automation_events", "worpen_automation_runs", "worpen_automation_queued"} <= set(families)
+    pipelines = {"worpen_pipeline_runs_driven", "worpen_pipeline_failures", "worpen_pipeline_log_followers"}
+    assert pipelines <= set(families)
 
     def journaled() -> float:
         metrics = viewer_metrics(fleet_server, keys)

@@ -112,6 +112,22 @@ class FleetCollector(Collector):
         yield terminals
         yield from self._journal_and_log()
         yield from self._automation()
+        yield from self._pipelines()
+
+    def _pipelines(self) -> Iterator[Metric]:
+        executor = self._worpen.pipeline_executor
+        driven = GaugeMetricFamily("worpen_pipeline_runs_driven", "Pipeline runs this server drives now")
+        driven.add_metric([], executor.running)
+        yield driven
+        failures = CounterMetricFamily(
+            "worpen_pipeline_failures",
+            "Unexpected errors the pipeline executor survived (a stage or run ERROR)",
+        )
+        failures.add_metric([], executor.failures)
+        yield failures
+        followers = GaugeMetricFamily("worpen_pipeline_log_followers", "Clients following a stage's log")
+        followers.add_metric([], executor.followers)
+        yield followers
 
     def _automation(self) -> Iterator[Metric]:
         engine = self._worpen.rule_engine

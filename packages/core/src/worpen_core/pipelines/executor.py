@@ -108,7 +108,12 @@ class PipelineExecutor:
 
     @property
     def running(self) -> int:
+        """Runs this process drives now."""
         return len(self._drivers)
+
+    @property
+    def followers(self) -> int:
+        return self._feed.followers
 
     def wake(self) -> None:
         """Look at the queue now (a run was queued, a slot freed)."""
@@ -153,9 +158,6 @@ class PipelineExecutor:
         self._drivers.clear()
         if self._writer is not None:  # the lines read before the stop are stored
             await asyncio.gather(self._writer, return_exceptions=True)
-
-    def holds(self, run_id: str) -> bool:
-        return run_id in self._drivers
 
     async def wait_finished(self, run_id: str, seconds: float) -> None:
         driver = self._drivers.get(run_id)
