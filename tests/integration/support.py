@@ -45,16 +45,24 @@ connection (a test's client, a webhook, an engine call) can take a port between 
 server's bind, as it could with a port the kernel handed out as free."""
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports free_port gave already: servers launched together bind theirs only once started, so a port
+still free when a second one is chosen may be the first one's."""
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on, in LISTEN_PORTS."""
+    """A loopback port nothing listens on, in LISTEN_PORTS, never the same twice in one test session."""
     while True:
         port = random.choice(LISTEN_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
 
 
 BYTECODE_CACHE = Path(tempfile.gettempdir()) / "worpen-integration-pycache"
