@@ -172,7 +172,7 @@ def bootstrap(
     pipeline_settings = settings.pipelines
     cipher = FernetSecretCipher(
         FernetSecretCipher.load_or_create_key(
-            pipeline_settings.secrets_key, pipeline_settings.secrets_key_file
+            pipeline_settings.secrets_key, pipeline_settings.key_file(settings.database_url)
         )
     )
     fetcher = GitSourceFetcher(pipeline_settings.local_repos, pipeline_settings.max_source_bytes)

@@ -22,7 +22,7 @@ from worpen_api.bootstrap import bootstrap
 from worpen_api.http.access.dto import ApiKeyIn
 from worpen_api.observability import configure_logging
 from worpen_api.runtime import Worpen
-from worpen_api.settings import Settings, SettingsError, secrets_key_file_for
+from worpen_api.settings import Settings, SettingsError
 from worpen_core.access.model import Role
 from worpen_core.shared.errors import WorpenError
 
@@ -79,9 +79,6 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["grpc_host"] = args.host
     if getattr(args, "insecure_no_auth", False):
         overrides["auth"] = False
-    if "database_url" in overrides and not os.environ.get("WORPEN_SECRETS_KEY_FILE"):
-        key_file = secrets_key_file_for(overrides["database_url"])
-        overrides["pipelines"] = dataclasses.replace(settings.pipelines, secrets_key_file=key_file)
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 

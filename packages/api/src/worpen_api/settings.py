@@ -45,7 +45,11 @@ class PipelineSettings:
     tick_seconds: float = 1.0
     """Seconds between looks at the queue, the leases and cron schedules when nothing happens sooner."""
     secrets_key: str | None = None
-    secrets_key_file: str = "worpen-secrets.key"
+    secrets_key_file: str | None = None
+    """Where the secrets' key is kept; None: beside the database (see `key_file`)."""
+
+    def key_file(self, database_url: str) -> str:
+        return self.secrets_key_file or secrets_key_file_for(database_url)
 
 
 def parse_node_labels(raw: str) -> dict[str, dict[str, str]]:
@@ -184,13 +188,12 @@ class Settings:
         env = os.environ if environ is None else environ
         read = _Reader(env)
         host = read.text("WORPEN_HOST", cls.host)
-        database_url = read.text("WORPEN_DATABASE_URL", cls.database_url)
         return cls(
             host=host,
             port=read.integer("WORPEN_PORT", cls.port, 0, 65535),
             grpc_host=read.text("WORPEN_GRPC_HOST", host),
             grpc_port=read.integer("WORPEN_GRPC_PORT", cls.grpc_port, 0, 65535),
-            database_url=database_url,
+            database_url=read.text("WORPEN_DATABASE_URL", cls.database_url),
             auth=read.switch("WORPEN_AUTH", default=True),
             cors_origins=read.items("WORPEN_CORS_ORIGINS", ("*",)),
             policy=FleetPolicy(
@@ -283,7 +286,7 @@ class Settings:
                 stage_timeout_seconds=read.integer("WORPEN_PIPELINE_STAGE_TIMEOUT_SECONDS", 3600, 1, 86_400),
                 tick_seconds=read.number("WORPEN_PIPELINE_TICK_SECONDS", 1.0, 0.05, 60),
                 secrets_key=read.text("WORPEN_SECRETS_KEY", "") or None,
-                secrets_key_file=read.text("WORPEN_SECRETS_KEY_FILE", secrets_key_file_for(database_url)),
+                secrets_key_file=read.text("WORPEN_SECRETS_KEY_FILE", "") or None,
             ),
         )
 
