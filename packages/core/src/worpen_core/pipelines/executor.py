@@ -197,7 +197,7 @@ class PipelineExecutor:
         driver = self._drivers.get(run_id)
         if driver is None:
             raise Conflict(f"run {run_id} is not waiting for an approval")
-        stage = _stage(driver.run, stage_name)
+        stage = driver.run.stage(stage_name)
         if stage.status is not StageStatus.BLOCKED:
             raise Conflict(f"stage {stage_name!r} is {stage.status.value}, not waiting for an approval")
         stage.decided_by = by
@@ -262,7 +262,7 @@ class PipelineExecutor:
                 if run is None or run.status.finished:
                     continue
                 driver = self._adopt(run)
-            stage = _stage(driver.run, stage_name)
+            stage = driver.run.stage(stage_name)
             if stage.status is not StageStatus.RUNNING or stage_name in driver.ending:
                 continue
             seconds = round(self.settings.lease_seconds)
@@ -380,7 +380,7 @@ class PipelineExecutor:
             return
         if stage.status is StageStatus.BLOCKED:
             return
-        needs = [_stage(run, name) for name in stage.spec.depends_on]
+        needs = [run.stage(name) for name in stage.spec.depends_on]
         failed = [need for need in needs if need.status.finished and need.status is not StageStatus.SUCCESS]
         if failed:
             reason = ", ".join(f"{need.name} {need.status.value}" for need in failed)
@@ -655,7 +655,7 @@ class PipelineExecutor:
         run.error, run.finished_at = reason, now
         await self._save(run)
         await self._run_finished(run)
-        with contextlib.suppress(KeyError, WorpenError):
+        with contextlib.suppress(WorpenError):
             await self._containers.runtime(run.node or "").remove_volume(_volume(run))
 
     async def _run_finished(self, run: PipelineRun) -> None:
@@ -804,13 +804,6 @@ def outcome(run: PipelineRun) -> tuple[RunStatus, str | None]:
 
 def _matches(labels: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in wanted.items())
-
-
-def _stage(run: PipelineRun, name: str) -> StageRun:
-    try:
-        return run.stage(name)
-    except KeyError:
-        raise NotFound("stage", name) from None
 
 
 def _volume(run: PipelineRun) -> str:

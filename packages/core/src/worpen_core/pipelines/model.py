@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from worpen_core.shared.errors import InvalidInput
+from worpen_core.shared.errors import InvalidInput, NotFound
 
 WORKSPACE = "/workspace"
 """Where every stage finds the run's workspace (the repository's files); also its working directory."""
@@ -211,7 +211,7 @@ class PipelineRun:
         for stage in self.stages:
             if stage.name == name:
                 return stage
-        raise KeyError(name)
+        raise NotFound("stage", name)
 
     def node_labels(self) -> dict[str, str]:
         return required_labels(stage.spec for stage in self.stages)

@@ -375,7 +375,7 @@ class Pipelines:
     async def _decide(self, principal: Principal, run_id: str, stage: str, *, approve: bool) -> PipelineRun:
         _operator(principal)
         run = await self.run(run_id)
-        _stage(run, stage)
+        run.stage(stage)
         action = "pipeline.approve" if approve else "pipeline.decline"
 
         async def decide() -> PipelineRun:
@@ -388,7 +388,7 @@ class Pipelines:
 
     async def logs(self, run_id: str, stage: str, after: int, limit: int) -> list[StageLogLine]:
         run = await self.run(run_id)
-        _stage(run, stage)
+        run.stage(stage)
         async with self._uow() as tx:
             return await tx.stage_logs.read(run_id, stage, after, limit)
 
@@ -397,13 +397,13 @@ class Pipelines:
         with the stage's final status: no gap and no duplicate (the follower listens before it reads)."""
         follower = self._feed.follow(run_id, stage)
         try:
-            _stage(await self.run(run_id), stage)
+            (await self.run(run_id)).stage(stage)
             last = after
             while True:
                 async for line in self._stored(run_id, stage, last):
                     last = line.number
                     yield line
-                current = _stage(await self.run(run_id), stage)
+                current = (await self.run(run_id)).stage(stage)
                 if current.status.finished:
                     async for line in self._stored(run_id, stage, last):
                         last = line.number
@@ -484,13 +484,6 @@ def _operator(principal: Principal) -> None:
 def _admin(principal: Principal) -> None:
     if not principal.can(Permission.ADMIN):
         raise Forbidden("only admins write pipeline secrets")
-
-
-def _stage(run: PipelineRun, name: str) -> StageRun:
-    try:
-        return run.stage(name)
-    except KeyError:
-        raise NotFound("stage", name) from None
 
 
 def _check_branch(branch: str, field: str) -> None:
