@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from worpen_core.containers.model import (
     Container,
@@ -112,4 +113,13 @@ class ContainerRuntime(Protocol):
     async def wait(self, ref: str) -> int:
         """Wait until the container exits (however long that takes); its exit code. Raises Unavailable
         when the engine goes away meanwhile."""
+        ...
+
+
+@runtime_checkable
+class Inventoried(Protocol):
+    """A runtime that lists containers from an inventory it keeps (an agent's), not by asking the engine."""
+
+    def inventory_taken_at(self) -> datetime | None:
+        """When the inventory it lists from was taken; None before the first."""
         ...

@@ -7,7 +7,7 @@ import asyncio
 import re
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -34,7 +34,7 @@ from worpen_core.containers.model import (
     PruneRequest,
     PullProgress,
 )
-from worpen_core.containers.ports import ContainerRuntime, TerminalChannel
+from worpen_core.containers.ports import ContainerRuntime, Inventoried, TerminalChannel
 from worpen_core.events.model import Event
 from worpen_core.events.ports import EventBus
 from worpen_core.shared.errors import (
@@ -86,6 +86,10 @@ class EngineStatus:
     info: EngineInfo | None = None
     outage: Unavailable | None = None
     """Why the engine is out of reach, while it is (calls to it fail at once with this)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The node's labels (an agent's --labels), for placing work on it."""
+    via_agent: bool = False
+    """Served by a connected agent over its command channel, not dialled directly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +130,8 @@ class Containers:
         limits: ContainerLimits,
     ) -> None:
         self._runtimes = {runtime.node: runtime for runtime in runtimes}
+        self._direct = frozenset(self._runtimes)
+        """The engines of the configuration (WORPEN_DOCKER_HOSTS), as opposed to agents' engines."""
         self._audit = audit
         self._clock = clock
         self._bus = bus
@@ -134,6 +140,28 @@ class Containers:
         self._terminals: dict[str, TerminalSession] = {}
         self._terminal_slots: Counter[str] = Counter()
         """Terminal sessions open or being opened, by API key id."""
+        self._watch: _Watch | None = None
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+
+    def serves_directly(self, node: str) -> bool:
+        """Whether `node` is one of the configured engines (an agent may not take its name)."""
+        return node in self._direct
+
+    def attach(self, runtime: ContainerRuntime, labels: Mapping[str, str]) -> None:
+        """Serve the engine of an agent that connected (in place of its previous connection's), with the
+        node's labels; its events are followed from now on."""
+        node = runtime.node
+        self._runtimes[node] = runtime
+        status = self._status.setdefault(node, EngineStatus(node))
+        status.labels = dict(labels)
+        status.via_agent = True
+        status.outage = None
+        if self._watch is not None:
+            self._follow(runtime, self._watch)
+
+    def labels(self, node: str) -> dict[str, str]:
+        status = self._status.get(node)
+        return {} if status is None else status.labels
 
     def runtime(self, node: str) -> ContainerRuntime:
         try:
@@ -150,15 +178,23 @@ class Containers:
     async def list_containers(
         self, node: str | None = None, state: ContainerState | None = None, name: str | None = None
     ) -> Listing[Container]:
-        """Containers of every node (or of one), by node then name; see `_from_each` for failures."""
+        """Containers of every node (or of one), by node then name; see `_from_each` for failures. An
+        agent's node is listed from its last inventory, whose time is in `as_of`."""
         listing: Listing[Container] = await self._from_each(node, lambda runtime: runtime.list_containers())
+        as_of = {
+            runtime.node: taken
+            for runtime in self._targets(node)
+            if runtime.node not in listing.unavailable
+            and isinstance(runtime, Inventoried)
+            and (taken := runtime.inventory_taken_at()) is not None
+        }
         kept = [
             c
             for c in listing.items
             if (state is None or c.state is state) and (name is None or name in c.name)
         ]
         kept.sort(key=lambda c: (c.node, c.name))
-        return Listing(kept, listing.unavailable)
+        return Listing(kept, listing.unavailable, as_of)
 
     async def inspect(self, ref: str, node: str | None = None) -> ContainerDetail:
         return (await self._locate(ref, node))[1]
@@ -300,6 +336,23 @@ class Containers:
         self, principal: Principal, ref: str, node: str | None, command: Sequence[str]
     ) -> TerminalSession:
         """A shell in the container, within the limits on open sessions (RateLimited beyond them)."""
+
+        async def target() -> tuple[str, str, str, Callable[[], Awaitable[TerminalChannel]]]:
+            runtime, detail = await self._locate(ref, node)
+            container = detail.container
+            return runtime.node, container.id, container.name, lambda: runtime.exec(container.id, command)
+
+        return await self.open_session(principal, "terminal.open", command, target)
+
+    async def open_session(
+        self,
+        principal: Principal,
+        action: str,
+        command: Sequence[str],
+        target: Callable[[], Awaitable[tuple[str, str, str, Callable[[], Awaitable[TerminalChannel]]]]],
+    ) -> TerminalSession:
+        """An interactive session within the limits on open sessions (RateLimited beyond them): `target`
+        says where (node, target id, target name) and how to open it; the opening is audited as `action`."""
         key = principal.key_id
         if self._terminal_slots[key] >= self._limits.terminals_per_key:
             raise RateLimited(
@@ -313,23 +366,18 @@ class Containers:
             )
         self._terminal_slots[key] += 1  # held while the session opens, so concurrent opens count too
         try:
-            runtime, detail = await self._locate(ref, node)
-            container = detail.container
+            node, target_id, target_name, opener = await target()
             channel = await self._audit.run(
-                principal,
-                "terminal.open",
-                _describe(container),
-                runtime.node,
-                lambda: runtime.exec(container.id, command),
+                principal, action, f"{target_name} ({target_id[:12]})", node, opener
             )
         except BaseException:
             self._release_terminal(key)
             raise
         session = TerminalSession(
             id=secrets.token_hex(8),
-            node=runtime.node,
-            container_id=container.id,
-            container_name=container.name,
+            node=node,
+            container_id=target_id,
+            container_name=target_name,
             actor=principal.name,
             key_id=key,
             command=tuple(command),
@@ -353,9 +401,27 @@ class Containers:
         return sorted(self._terminals.values(), key=lambda s: s.opened_at)
 
     async def watch(self, stopping: asyncio.Event, first_retry: float, max_retry: float) -> None:
-        """Follow every engine's events until `stopping` is set (see `_watch_one`)."""
-        await asyncio.gather(
-            *(self._watch_one(r, stopping, first_retry, max_retry) for r in self._runtimes.values())
+        """Follow every engine's events until `stopping` is set (see `_watch_one`), agents' engines too as
+        they attach."""
+        self._watch = _Watch(stopping, first_retry, max_retry)
+        for runtime in list(self._runtimes.values()):
+            self._follow(runtime, self._watch)
+        try:
+            await stopping.wait()
+        finally:
+            self._watch = None
+            watchers = list(self._watchers.values())
+            self._watchers.clear()
+            await asyncio.gather(*watchers, return_exceptions=True)
+
+    def _follow(self, runtime: ContainerRuntime, watch: _Watch) -> None:
+        """Follow `runtime`'s events, in place of its node's previous runtime's."""
+        previous = self._watchers.pop(runtime.node, None)
+        if previous is not None:
+            previous.cancel()
+        self._watchers[runtime.node] = asyncio.create_task(
+            self._watch_one(runtime, watch.stopping, watch.first_retry, watch.max_retry),
+            name=f"engine-watch-{runtime.node}",
         )
 
     async def _watch_one(
@@ -464,6 +530,13 @@ class Containers:
             if c.id.startswith(ref) or c.name == ref
         )
         raise Ambiguous(ref, candidates)
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    stopping: asyncio.Event
+    first_retry: float
+    max_retry: float
 
 
 def _describe(container: Container) -> str:

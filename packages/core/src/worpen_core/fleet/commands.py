@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from dataclasses import dataclass
+from datetime import datetime
 
 from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.status import AgentStatus
@@ -44,6 +45,9 @@ class RecordHeartbeat:
     os: str | None = None
     version: str | None = None
     peers: tuple[str, ...] = ()
+    measured_at: datetime | None = None
+    """When the readings were taken, if the agent says (a heartbeat it buffered while disconnected and
+    sends later); its telemetry sample is stored at that time."""
 
     def __post_init__(self) -> None:
         check_agent_id(self.agent_id)

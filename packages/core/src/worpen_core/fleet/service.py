@@ -75,7 +75,11 @@ class Fleet:
                 self._agents[agent.id] = agent
                 if current is not None and agent.profile() != current.profile():
                     self._dirty.add(agent.id)
-            self._buffer(agent.sample())
+            sample = agent.sample()
+            measured = beat.measured_at
+            if measured is not None and measured < now:
+                sample = TelemetrySample(agent.id, measured, sample.readings)
+            self._buffer(sample)
             self.heartbeats_ingested += 1
         return HeartbeatAck(agent.status, self._pace(), bool(events))
 

@@ -240,7 +240,7 @@ class PipelineExecutor:
                     break
 
     def _labels(self, node: str) -> dict[str, str]:
-        return {**self.settings.node_labels.get(node, {}), "node": node}
+        return {**self.settings.node_labels.get(node, {}), **self._containers.labels(node), "node": node}
 
     def _load(self, node: str, used: int) -> float:
         """Lower is better: the node's cpu and memory when it is also a reporting agent, otherwise the
