@@ -1,0 +1,1 @@
+"""worpen-agent: a node's metrics and Docker engine, served to Worpen over one outbound gRPC stream."""
