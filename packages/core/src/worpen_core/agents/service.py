@@ -11,11 +11,14 @@ from worpen_core.agents.model import DOCKER, SHELL, AgentHello, CommandRefused, 
 from worpen_core.agents.ports import AgentLink, CommandStream
 from worpen_core.containers.ports import ContainerRuntime, TerminalChannel
 from worpen_core.containers.service import Containers, TerminalSession
+from worpen_core.events.model import Event
+from worpen_core.fleet.events import AgentWentOffline
 from worpen_core.fleet.service import Fleet
 from worpen_core.shared.errors import Conflict, Forbidden, NotFound, Unavailable, WorpenError
 from worpen_core.shared.ports import Clock
 
 REPLACED = "replaced by a newer connection of the same agent"
+SILENT = "no heartbeat within the agent TTL: the stream is taken for dead (the agent reconnects)"
 
 
 def dependency(agent_id: str) -> str:
@@ -65,6 +68,16 @@ class Agents:
         if self._links.get(agent_id) is link:
             del self._links[agent_id]
             del self._connections[agent_id]
+
+    async def observe(self, event: Event) -> None:
+        """A connected agent that went OFFLINE (no heartbeat within the TTL, e.g. a partition or a stopped
+        process whose connection still looks open) loses its stream: commands to it then fail at once
+        (503) instead of waiting for their deadline, and the agent reconnects when it can."""
+        if isinstance(event, AgentWentOffline):
+            link = self._links.get(event.agent_id)
+            if link is not None:
+                self.detach(link)
+                await link.close(SILENT)
 
     def connection(self, agent_id: str) -> Connection | None:
         return self._connections.get(agent_id)
