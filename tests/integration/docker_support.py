@@ -122,11 +122,13 @@ class EngineProxy:
     and refuses new ones, as an engine that went away would.
 
     A request that contains one of `refused` is not forwarded: its connection is dropped (the caller sees
-    an engine that went away) and the request is kept in `refusals`."""
+    an engine that went away) and the request is kept in `refusals`. One that contains one of `stalled` is
+    not forwarded either, and never answered: an engine that hangs."""
 
-    def __init__(self, path: Path, refused: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, path: Path, refused: tuple[bytes, ...] = (), stalled: tuple[bytes, ...] = ()) -> None:
         self.path = path
         self.refused = refused
+        self.stalled = stalled
         self.refusals: list[bytes] = []
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
@@ -164,10 +166,18 @@ class EngineProxy:
             upstream.connect(ENGINE_SOCKET)
             with self._lock:
                 self._connections += [client, upstream]
-            threading.Thread(target=self._pump, args=(client, upstream, self.refused), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, ()), daemon=True).start()
+            threading.Thread(
+                target=self._pump, args=(client, upstream, self.refused, self.stalled), daemon=True
+            ).start()
+            threading.Thread(target=self._pump, args=(upstream, client, (), ()), daemon=True).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, refused: tuple[bytes, ...]) -> None:
+    def _pump(
+        self,
+        source: socket.socket,
+        target: socket.socket,
+        refused: tuple[bytes, ...],
+        stalled: tuple[bytes, ...],
+    ) -> None:
         seen = b""  # the end of what came before, so that a word split between two reads is still seen
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
@@ -175,6 +185,8 @@ class EngineProxy:
                     self.refusals.append(seen + data)
                     source.shutdown(socket.SHUT_RDWR)
                     break
+                if any(word in seen + data for word in stalled):
+                    continue
                 target.sendall(data)
                 seen = data[-256:]
         with contextlib.suppress(OSError):

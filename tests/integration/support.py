@@ -169,11 +169,15 @@ class WorpenServer:
 
 
 def launch_server(
-    database: Path, settings: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    database: Path,
+    settings: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    ports: tuple[int, int] | None = None,
 ) -> WorpenServer:
-    """Start `worpen serve` on free loopback ports without waiting for it (see `wait_until_healthy`)."""
+    """Start `worpen serve` on free loopback ports (or on `ports`, HTTP and gRPC: a restart where clients
+    expect it) without waiting for it (see `wait_until_healthy`)."""
     database.parent.mkdir(parents=True, exist_ok=True)
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = ports or (free_port(), free_port())
     log_path = database.parent / f"serve-{port}.log"
     env = worpen_env(database, settings)
     command = [
@@ -199,9 +203,12 @@ def launch_server(
 
 
 def start_server(
-    database: Path, settings: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    database: Path,
+    settings: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    ports: tuple[int, int] | None = None,
 ) -> WorpenServer:
-    server = launch_server(database, settings, args)
+    server = launch_server(database, settings, args, ports)
     try:
         server.wait_until_healthy()
     except BaseException:
