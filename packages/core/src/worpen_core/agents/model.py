@@ -45,7 +45,7 @@ class SyncReport:
     """The ids of those that did not acknowledge within the deadline (or were not connected)."""
 
 
-class CommandRefused(Exception):  # noqa: N818 (the agent's answer, not a programming error)
+class CommandRefused(Exception):
     """The agent answered a command with an error (CommandError in agent.proto): its `code` and message.
     Adapters translate it into a core error with what they know of the command (what, which ref)."""
 

@@ -4,13 +4,13 @@ fleet's container nodes, SYNC, and shells on their nodes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from worpen_core.access.model import Principal
 from worpen_core.agents.model import DOCKER, SHELL, AgentHello, CommandRefused, Connection, SyncReport
 from worpen_core.agents.ports import AgentLink, CommandStream
 from worpen_core.containers.ports import ContainerRuntime, TerminalChannel
-from worpen_core.containers.service import Containers, TerminalSession
+from worpen_core.containers.service import Containers, SessionTarget, TerminalSession
 from worpen_core.events.model import Event
 from worpen_core.fleet.events import AgentWentOffline
 from worpen_core.fleet.service import Fleet
@@ -89,7 +89,7 @@ class Agents:
         connection = self._connections.get(agent_id)
         return None if connection is None else connection.hello
 
-    async def sync(self, target: str | None, timeout: float) -> SyncReport:
+    async def sync(self, target: str | None, timeout: float) -> SyncReport:  # noqa: ASYNC109 (sent along)
         """Ask every connected agent (or `target`) to send its inventory and a heartbeat now; report who
         acknowledged within `timeout` seconds. A target that is known but not connected is missing."""
         if target is not None:
@@ -120,7 +120,7 @@ class Agents:
         """A PTY shell on the agent's node, through its stream: only on agents started with --allow-shell
         (Forbidden otherwise), within the terminal limits, audited as `agent.shell`."""
 
-        async def target() -> tuple[str, str, str, Callable[[], Awaitable[TerminalChannel]]]:
+        async def target() -> SessionTarget:
             link = self._links.get(agent_id)
             if link is None:
                 self._fleet.get(agent_id)  # NotFound for an agent never seen
@@ -132,12 +132,14 @@ class Agents:
 
             async def opener() -> TerminalChannel:
                 try:
-                    stream = await link.stream("shell.open", {"command": list(command)}, timeout=10)
+                    stream = await link.stream(
+                        "shell.open", {"command": list(command)}, timeout=self.command_timeout
+                    )
                 except CommandRefused as exc:
                     raise _refusal(agent_id, exc) from exc
                 return _ShellChannel(stream)
 
-            return agent_id, agent_id, "node shell", opener
+            return agent_id, agent_id, "node shell", f"node shell ({agent_id})", opener
 
         return await self._containers.open_session(principal, "agent.shell", command, target)
 

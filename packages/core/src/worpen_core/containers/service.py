@@ -104,6 +104,10 @@ class ContainerLimits:
     """A pull that makes no progress for this long is abandoned."""
 
 
+SessionTarget = tuple[str, str, str, str, Callable[[], Awaitable[TerminalChannel]]]
+"""Where an interactive session opens: node, target id, target name, how the audit names it, the opener."""
+
+
 @dataclass(slots=True)
 class TerminalSession:
     id: str
@@ -337,10 +341,16 @@ class Containers:
     ) -> TerminalSession:
         """A shell in the container, within the limits on open sessions (RateLimited beyond them)."""
 
-        async def target() -> tuple[str, str, str, Callable[[], Awaitable[TerminalChannel]]]:
+        async def target() -> SessionTarget:
             runtime, detail = await self._locate(ref, node)
             container = detail.container
-            return runtime.node, container.id, container.name, lambda: runtime.exec(container.id, command)
+            return (
+                runtime.node,
+                container.id,
+                container.name,
+                _describe(container),
+                lambda: runtime.exec(container.id, command),
+            )
 
         return await self.open_session(principal, "terminal.open", command, target)
 
@@ -349,10 +359,11 @@ class Containers:
         principal: Principal,
         action: str,
         command: Sequence[str],
-        target: Callable[[], Awaitable[tuple[str, str, str, Callable[[], Awaitable[TerminalChannel]]]]],
+        target: Callable[[], Awaitable[SessionTarget]],
     ) -> TerminalSession:
         """An interactive session within the limits on open sessions (RateLimited beyond them): `target`
-        says where (node, target id, target name) and how to open it; the opening is audited as `action`."""
+        says where (node, target id, target name, how the audit trail names it) and how to open it; the
+        opening is audited as `action`."""
         key = principal.key_id
         if self._terminal_slots[key] >= self._limits.terminals_per_key:
             raise RateLimited(
@@ -366,10 +377,8 @@ class Containers:
             )
         self._terminal_slots[key] += 1  # held while the session opens, so concurrent opens count too
         try:
-            node, target_id, target_name, opener = await target()
-            channel = await self._audit.run(
-                principal, action, f"{target_name} ({target_id[:12]})", node, opener
-            )
+            node, target_id, target_name, what, opener = await target()
+            channel = await self._audit.run(principal, action, what, node, opener)
         except BaseException:
             self._release_terminal(key)
             raise

@@ -14,6 +14,7 @@ T = TypeVar("T")
 async def until(stream: AsyncIterator[T], stopping: asyncio.Event) -> AsyncIterator[T]:
     """The stream's items until it ends or `stopping` is set; then the stream is closed."""
     stop = asyncio.ensure_future(stopping.wait())
+    step: asyncio.Future[T] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(stream))
@@ -28,6 +29,9 @@ async def until(stream: AsyncIterator[T], stopping: asyncio.Event) -> AsyncItera
                 return
     finally:
         stop.cancel()
+        if step is not None and not step.done():  # cancelled while waiting: the stream is mid-step
+            step.cancel()
+            await asyncio.gather(step, return_exceptions=True)
         await close_stream(stream)
 
 
