@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import threading
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -37,20 +34,12 @@ from docker.utils.json_stream import json_stream
 from worpen_core.containers.model import (
     Container,
     ContainerDetail,
-    ContainerState,
     ContainerUsage,
     EngineEvent,
     EngineInfo,
-    Health,
-    HealthCheckResult,
     Image,
-    ImageLayer,
     LogLine,
     LogQuery,
-    LogStream,
-    Mount,
-    PortBinding,
-    Pruned,
     PruneReport,
     PruneRequest,
     PullProgress,
@@ -65,6 +54,8 @@ from worpen_core.shared.errors import (
     Unavailable,
     WorpenError,
 )
+from worpen_infra.docker import mapping
+from worpen_infra.docker.mapping import LogParser
 
 T = TypeVar("T")
 
@@ -75,14 +66,6 @@ LOG_BATCH_LINES = 1000
 ARCHIVE_BYTES_PER_SECOND = 10 * 1024 * 1024
 """An archive uploaded slower than this is taken for an engine that stopped answering: the deadline of a
 copy into a container grows with the archive's size at this rate."""
-SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE", re.IGNORECASE)
-REDACTED = "********"
-NEVER = "0001-01-01T00:00:00Z"
-_HEALTH_IN_STATUS = (
-    ("(healthy)", Health.HEALTHY),
-    ("(unhealthy)", Health.UNHEALTHY),
-    ("(health: starting)", Health.STARTING),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,134 +166,29 @@ class DockerContainerRuntime:
         return EngineFailed(self._dependency, message)
 
     async def info(self) -> EngineInfo:
-        raw = await self._run(lambda: self._client().version())
+        version = await self._run(lambda: self._client().version())
         counts = await self._run(lambda: self._client().info())
-        return EngineInfo(
-            version=str(raw.get("Version", "")),
-            api_version=str(raw.get("ApiVersion", "")),
-            os=f"{raw.get('Os', '')}/{raw.get('Arch', '')}",
-            containers=int(counts.get("Containers", 0)),
-            images=int(counts.get("Images", 0)),
-        )
+        return mapping.engine_info(version, counts)
 
     async def list_containers(self) -> list[Container]:
-        # One list call, decoded by msgspec into just the fields used: the SDK's `containers()` costs
-        # about a millisecond more per call for 50 containers (requests' JSON decoding of every field).
-        def fetch() -> list[_Summary]:
+        # One list call, its JSON decoded by the mapping (not by the SDK's `containers()`: see there).
+        def fetch() -> list[Container]:
             client = self._client()
             url = f"{client.base_url}/v{client.api_version}/containers/json"
             response = client.get(url, params={"all": 1}, timeout=self._timeout)
             _raise_for_status(response)
-            return _SUMMARIES.decode(response.content)
+            return mapping.containers(response.content, self.node)
 
-        return [self._summary(item) for item in await self._run(fetch)]
-
-    def _summary(self, item: _Summary) -> Container:
-        status = item.Status
-        ports = (
-            _sorted_ports({PortBinding(p.PrivatePort, p.Type, p.PublicPort) for p in item.Ports})
-            if item.Ports
-            else ()
-        )
-        health = Health.NONE
-        if status.endswith(")"):
-            health = next((h for text, h in _HEALTH_IN_STATUS if status.endswith(text)), Health.NONE)
-        return Container(
-            id=item.Id,
-            name=item.Names[0].removeprefix("/") if item.Names else "",
-            image=item.Image,
-            state=_state(item.State),
-            status=status,
-            node=self.node,
-            created_at=datetime.fromtimestamp(item.Created, tz=UTC),
-            ports=ports,
-            labels=item.Labels or {},
-            health=health,
-        )
+        return await self._run(fetch)
 
     async def inspect(self, ref: str) -> ContainerDetail:
         raw = await self._run(lambda: self._client().inspect_container(ref), ref=ref)
-        return self._detail(raw)
+        return mapping.detail(raw, self.node)
 
     async def usage(self, ref: str) -> ContainerUsage:
         # one_shot: the engine answers at once instead of waiting a second for a reading to compare with
         raw = await self._run(lambda: self._client().stats(ref, stream=False, one_shot=True), ref=ref)
-        cpu = raw.get("cpu_stats") or {}
-        memory = raw.get("memory_stats") or {}
-        return ContainerUsage(
-            cpu_nanos=_int((cpu.get("cpu_usage") or {}).get("total_usage")) or 0,
-            system_nanos=_int(cpu.get("system_cpu_usage")) or 0,
-            online_cpus=_int(cpu.get("online_cpus")) or 1,
-            memory_bytes=_int(memory.get("usage")),
-        )
-
-    def _detail(self, raw: dict[str, Any]) -> ContainerDetail:
-        state = raw.get("State") or {}
-        config = raw.get("Config") or {}
-        host = raw.get("HostConfig") or {}
-        network = raw.get("NetworkSettings") or {}
-        health = state.get("Health") or {}
-        restart = host.get("RestartPolicy") or {}
-        ports = {
-            PortBinding(int(spec.split("/")[0]), spec.partition("/")[2] or "tcp", _int(b.get("HostPort")))
-            for spec, bindings in (network.get("Ports") or {}).items()
-            for b in (bindings or [{}])
-        }
-        started, finished = _time(state.get("StartedAt")), _time(state.get("FinishedAt"))
-        container_state = _state(str(state.get("Status", "")))
-        container = Container(
-            id=raw["Id"],
-            name=str(raw.get("Name", "")).removeprefix("/"),
-            image=str(config.get("Image", "")),
-            state=container_state,
-            status=_human_status(container_state, state, started, finished),
-            node=self.node,
-            created_at=_time(raw.get("Created")) or datetime.fromtimestamp(0, tz=UTC),
-            ports=_sorted_ports(ports),
-            labels=dict(config.get("Labels") or {}),
-            health=Health(str(health["Status"]).upper()) if health.get("Status") else Health.NONE,
-        )
-        restart_name = str(restart.get("Name") or "no")
-        retries = int(restart.get("MaximumRetryCount") or 0)
-        return ContainerDetail(
-            container=container,
-            command=tuple(config.get("Cmd") or ()),
-            entrypoint=tuple(config.get("Entrypoint") or ()),
-            env=dict(_redacted(item) for item in config.get("Env") or ()),
-            working_dir=str(config.get("WorkingDir") or ""),
-            user=str(config.get("User") or ""),
-            hostname=str(config.get("Hostname") or ""),
-            restart_policy=f"{restart_name}:{retries}" if retries else restart_name,
-            mounts=tuple(
-                Mount(
-                    type=str(m.get("Type", "")),
-                    source=str(m.get("Source", "")),
-                    destination=str(m.get("Destination", "")),
-                    read_write=bool(m.get("RW", True)),
-                    mode=str(m.get("Mode", "")),
-                )
-                for m in raw.get("Mounts") or ()
-            ),
-            networks={
-                name: str(net.get("IPAddress") or "") for name, net in (network.get("Networks") or {}).items()
-            },
-            restart_count=int(raw.get("RestartCount") or 0),
-            exit_code=None if container_state is ContainerState.CREATED else int(state.get("ExitCode") or 0),
-            oom_killed=bool(state.get("OOMKilled")),
-            error=str(state.get("Error") or ""),
-            pid=int(state["Pid"]) if state.get("Pid") else None,
-            started_at=started,
-            finished_at=finished,
-            health_log=tuple(
-                HealthCheckResult(
-                    start=_time(entry.get("Start")),
-                    end=_time(entry.get("End")),
-                    exit_code=int(entry.get("ExitCode") or 0),
-                    output=str(entry.get("Output") or ""),
-                )
-                for entry in health.get("Log") or ()
-            ),
-        )
+        return mapping.usage(raw)
 
     async def logs(self, ref: str, query: LogQuery) -> AsyncIterator[Sequence[LogLine]]:
         params: dict[str, Any] = {
@@ -323,17 +201,17 @@ class DockerContainerRuntime:
         if query.since is not None:
             params["since"] = f"{query.since.timestamp():.9f}"
 
-        def open_log() -> tuple[CancellableStream[bytes], _LogParser, _Batch | None]:
+        def open_log() -> tuple[CancellableStream[bytes], LogParser, _Batch | None]:
             client = self._client(streaming=True)
             url = f"{client.base_url}/v{client.api_version}/containers/{quote(ref, safe='')}/logs"
             response = client.get(url, params=params, stream=True, timeout=(self._timeout, None))
             _raise_for_status(response)
             if query.follow:  # hand over each chunk as it arrives
-                return CancellableStream(response.iter_content(chunk_size=None), response), _LogParser(), None
+                return CancellableStream(response.iter_content(chunk_size=None), response), LogParser(), None
             # Otherwise read in large blocks, the first batch in this same call: one thread hop for a
             # short log instead of three (measured on logs?tail=100).
             stream = CancellableStream(_blocks(response), response)
-            parser = _LogParser()
+            parser = LogParser()
             return stream, parser, _next_batch(stream, parser, follow=False)
 
         stream, parser, first = await self._run(open_log, ref=ref)
@@ -342,7 +220,7 @@ class DockerContainerRuntime:
     async def _read_log(
         self,
         stream: CancellableStream[bytes],
-        parser: _LogParser,
+        parser: LogParser,
         first: _Batch | None,
         ref: str,
         *,
@@ -377,7 +255,12 @@ class DockerContainerRuntime:
 
     async def prune(self, request: PruneRequest) -> PruneReport:
         if request.dry_run:
-            return await self._run(lambda: self._prune_plan(request), slack=self._timeout)
+
+            def plan() -> PruneReport:
+                client = self._client()
+                return mapping.prune_plan(client.df(), client.networks(), request, self.node)
+
+            return await self._run(plan, slack=self._timeout)
         client = self._client()
         # Each prune may walk the whole engine's storage: give them the timeout each.
         containers = await self._run(client.prune_containers, slack=self._timeout)
@@ -389,67 +272,7 @@ class DockerContainerRuntime:
         )
         networks = await self._run(client.prune_networks, slack=self._timeout)
         builds = await self._run(lambda: client.prune_builds(all=request.all), slack=self._timeout)
-        return PruneReport(
-            node=self.node,
-            dry_run=False,
-            containers=Pruned(
-                tuple(containers.get("ContainersDeleted") or ()), int(containers.get("SpaceReclaimed") or 0)
-            ),
-            images=Pruned(
-                tuple(
-                    entry.get("Deleted") or entry.get("Untagged", "")
-                    for entry in images.get("ImagesDeleted") or ()
-                ),
-                int(images.get("SpaceReclaimed") or 0),
-            ),
-            networks=Pruned(tuple(networks.get("NetworksDeleted") or ()), 0),
-            build_cache=Pruned(
-                tuple(builds.get("CachesDeleted") or ()), int(builds.get("SpaceReclaimed") or 0)
-            ),
-        )
-
-    def _prune_plan(self, request: PruneRequest) -> PruneReport:
-        """What a prune would remove, worked out as the engine does, without removing anything."""
-        client = self._client()
-        usage = client.df()
-        containers = [
-            c for c in usage.get("Containers") or () if c.get("State") in ("exited", "created", "dead")
-        ]
-        kept = [c for c in usage.get("Containers") or () if c not in containers]
-        used_images = {c.get("ImageID") for c in kept}
-        images = [
-            i
-            for i in usage.get("Images") or ()
-            if i["Id"] not in used_images
-            and (request.all or not i.get("RepoTags") or i.get("RepoTags") == ["<none>:<none>"])
-        ]
-        in_use_networks = {
-            name for c in kept for name in ((c.get("NetworkSettings") or {}).get("Networks") or {})
-        }
-        networks = [
-            n
-            for n in client.networks()
-            if n.get("Name") not in ("bridge", "host", "none", *in_use_networks)
-            and not (n.get("Labels") or {}).get("com.docker.swarm.internal")
-        ]
-        caches = [
-            b
-            for b in usage.get("BuildCache") or ()
-            if not b.get("InUse") and (request.all or not b.get("Shared"))
-        ]
-        return PruneReport(
-            node=self.node,
-            dry_run=True,
-            containers=Pruned(
-                tuple(c["Id"] for c in containers), sum(int(c.get("SizeRw") or 0) for c in containers)
-            ),
-            images=Pruned(
-                tuple(i["Id"] for i in images),
-                sum(int(i.get("Size") or 0) - int(i.get("SharedSize") or 0) for i in images),
-            ),
-            networks=Pruned(tuple(n["Id"] for n in networks), 0),
-            build_cache=Pruned(tuple(b["ID"] for b in caches), sum(int(b.get("Size") or 0) for b in caches)),
-        )
+        return mapping.prune_report(containers, images, networks, builds, self.node)
 
     async def list_images(self) -> list[Image]:
         summaries: list[dict[str, Any]] = await self._run(lambda: self._client().images(all=False))
@@ -460,31 +283,8 @@ class DockerContainerRuntime:
                 for image in summaries
             )
         )
-        users = Counter(str(c.get("ImageID", "")) for c in containers)
-        images: list[Image] = []
-        for summary, history in zip(summaries, histories, strict=True):
-            layers = tuple(
-                ImageLayer(
-                    hash=str(step.get("Id", "<missing>")),
-                    instruction=str(step.get("CreatedBy", "")),
-                    size=int(step.get("Size") or 0),
-                )
-                for step in history
-            )
-            for name, tag in _tags(summary):
-                images.append(
-                    Image(
-                        id=summary["Id"],
-                        name=name,
-                        tag=tag,
-                        total_size=int(summary.get("Size") or 0),
-                        node=self.node,
-                        containers=users[summary["Id"]],
-                        created_at=datetime.fromtimestamp(int(summary.get("Created") or 0), tz=UTC),
-                        layers=layers,
-                    )
-                )
-        return images
+        by_id = {summary["Id"]: history for summary, history in zip(summaries, histories, strict=True)}
+        return mapping.images(summaries, containers, by_id, self.node)
 
     def _history(self, image_id: str) -> list[dict[str, Any]]:
         layers: list[dict[str, Any]] = self._client().history(image_id)  # type: ignore[no-untyped-call]
@@ -531,15 +331,7 @@ class DockerContainerRuntime:
                 if message is done:
                     return
                 assert isinstance(message, dict)
-                if message.get("error"):
-                    raise EngineFailed(registry, str(message["error"]))
-                detail = message.get("progressDetail") or {}
-                yield PullProgress(
-                    status=str(message.get("status", "")),
-                    layer=message.get("id"),
-                    current=detail.get("current"),
-                    total=detail.get("total"),
-                )
+                yield mapping.pull_progress(message, registry)
         finally:
             CancellableStream(stream, response).close()
 
@@ -574,14 +366,7 @@ class DockerContainerRuntime:
                 if raw is done:
                     return
                 assert isinstance(raw, dict)
-                actor = raw.get("Actor") or {}
-                event = EngineEvent(
-                    type=str(raw.get("Type", "")),
-                    action=str(raw.get("Action", "")),
-                    actor_id=str(actor.get("ID", "")),
-                    attributes={str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()},
-                    time_nanos=int(raw.get("timeNano") or int(raw.get("time", 0)) * 10**9),
-                )
+                event = mapping.event(raw)
                 if event.time_nanos >= since_nanos:
                     yield event
         finally:
@@ -688,28 +473,6 @@ class DockerContainerRuntime:
         return result.StatusCode
 
 
-class _Port(msgspec.Struct):
-    PrivatePort: int
-    Type: str = "tcp"
-    PublicPort: int | None = None
-
-
-class _Summary(msgspec.Struct):
-    """The fields of the engine's container list that Worpen uses."""
-
-    Id: str
-    Image: str = ""
-    Created: int = 0
-    State: str = ""
-    Status: str = ""
-    Names: list[str] | None = None
-    Ports: list[_Port] | None = None
-    Labels: dict[str, str] | None = None
-
-
-_SUMMARIES = msgspec.json.Decoder(list[_Summary])
-
-
 class _WaitError(msgspec.Struct):
     Message: str = ""
 
@@ -787,7 +550,7 @@ _Batch = tuple[list[LogLine], bool]
 """Log lines read, and whether the log has ended."""
 
 
-def _next_batch(stream: CancellableStream[bytes], parser: _LogParser, *, follow: bool) -> _Batch:
+def _next_batch(stream: CancellableStream[bytes], parser: LogParser, *, follow: bool) -> _Batch:
     """Read until there are lines to hand over (following) or a batch is full, or the log ends."""
     batch: list[LogLine] = []
     for chunk in stream:
@@ -796,155 +559,6 @@ def _next_batch(stream: CancellableStream[bytes], parser: _LogParser, *, follow:
             return batch, False
     batch.extend(parser.end())
     return batch, True
-
-
-class _LogParser:
-    """Docker's log stream: 8-byte frame headers (stream, size) unless the container has a TTY; each
-    line starts with its RFC 3339 timestamp (we always ask for them)."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._framed: bool | None = None
-        self._partial: dict[LogStream, bytes] = {LogStream.STDOUT: b"", LogStream.STDERR: b""}
-
-    def feed(self, chunk: bytes) -> list[LogLine]:
-        self._buffer += chunk
-        if self._framed is None:
-            if len(self._buffer) < 8 and not self._buffer.endswith(b"\n"):
-                return []
-            head = self._buffer[:8]
-            self._framed = len(head) == 8 and head[0] in (0, 1, 2) and head[1:4] == b"\0\0\0"
-        lines: list[LogLine] = []
-        if not self._framed:
-            data, self._buffer = self._buffer, b""
-            return self._lines(LogStream.STDOUT, data)
-        while len(self._buffer) >= 8:
-            size = int.from_bytes(self._buffer[4:8], "big")
-            if len(self._buffer) < 8 + size:
-                break
-            stream = LogStream.STDERR if self._buffer[0] == 2 else LogStream.STDOUT
-            payload = self._buffer[8 : 8 + size]
-            self._buffer = self._buffer[8 + size :]
-            lines.extend(self._lines(stream, payload))
-        return lines
-
-    def end(self) -> list[LogLine]:
-        lines: list[LogLine] = []
-        for stream, rest in self._partial.items():
-            if rest:
-                lines.append(_line(stream, rest))
-        self._partial = {stream: b"" for stream in self._partial}
-        return lines
-
-    def _lines(self, stream: LogStream, data: bytes) -> list[LogLine]:
-        *complete, rest = (self._partial[stream] + data).split(b"\n")
-        self._partial[stream] = rest
-        return [_line(stream, raw) for raw in complete]
-
-
-def _line(stream: LogStream, raw: bytes) -> LogLine:
-    stamp, _, text = raw.partition(b" ")
-    return LogLine(stream, text.decode("utf-8", "replace").removesuffix("\r"), _log_time(stamp))
-
-
-def _log_time(stamp: bytes) -> datetime | None:
-    """A log line's timestamp: the engine writes UTC with nanoseconds (30 characters), parsed here
-    without the general case's string work, which showed in profiles of `logs?tail=100`."""
-    if len(stamp) == 30 and stamp.endswith(b"Z"):
-        try:
-            return datetime.fromisoformat(stamp[:26].decode()).replace(tzinfo=UTC)
-        except ValueError:
-            return None
-    return _time(stamp.decode("ascii", "replace"))
-
-
-_STATES = {state.value.lower(): state for state in ContainerState}
-
-
-def _state(raw: str) -> ContainerState:
-    return _STATES.get(raw.lower(), ContainerState.DEAD)
-
-
-def _sorted_ports(ports: set[PortBinding]) -> tuple[PortBinding, ...]:
-    return tuple(sorted(ports, key=lambda p: (p.private, p.protocol, p.public or 0)))
-
-
-def _int(raw: object) -> int | None:
-    return int(raw) if isinstance(raw, str | int) and str(raw).isdigit() else None
-
-
-def _time(raw: object) -> datetime | None:
-    """Docker's RFC 3339 times with nanoseconds; None for its zero time or anything unreadable."""
-    if not isinstance(raw, str) or not raw or raw == NEVER:
-        return None
-    main, _, fraction = raw.rstrip("Z").partition(".")
-    zone = "+00:00"
-    for sign in "+-":
-        if sign in fraction:
-            fraction, _, offset = fraction.partition(sign)
-            zone = sign + offset
-    try:
-        parsed = datetime.fromisoformat(f"{main}.{(fraction or '0')[:6]:0<6}{zone}")
-    except ValueError:
-        return None
-    return None if parsed.year == 1 else parsed.astimezone(UTC)
-
-
-def _redacted(item: str) -> tuple[str, str]:
-    name, _, value = item.partition("=")
-    return name, REDACTED if SECRET_NAME.search(name) else value
-
-
-def _tags(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    tags = [t for t in summary.get("RepoTags") or () if t != "<none>:<none>"]
-    if not tags:
-        return [("<none>", "<none>")]
-    return [(name, tag) for name, _, tag in (t.rpartition(":") for t in tags)]
-
-
-def _human_status(
-    state: ContainerState, raw: dict[str, Any], started: datetime | None, finished: datetime | None
-) -> str:
-    """The status text `docker ps` shows, from an inspect (which does not carry it)."""
-    now = datetime.now(UTC)
-    code = int(raw.get("ExitCode") or 0)
-    if state is ContainerState.RUNNING and started is not None:
-        return f"Up {_human(now - started)}"
-    if state is ContainerState.PAUSED and started is not None:
-        return f"Up {_human(now - started)} (Paused)"
-    if state is ContainerState.RESTARTING and finished is not None:
-        return f"Restarting ({code}) {_human(now - finished)} ago"
-    if state is ContainerState.EXITED and finished is not None:
-        return f"Exited ({code}) {_human(now - finished)} ago"
-    return state.value.capitalize()
-
-
-def _human(elapsed: timedelta) -> str:
-    """go-units' HumanDuration, which docker uses for its status texts."""
-    seconds = int(elapsed.total_seconds())
-    if seconds < 1:
-        return "Less than a second"
-    if seconds == 1:
-        return "1 second"
-    if seconds < 60:
-        return f"{seconds} seconds"
-    minutes = seconds // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(seconds / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def _reason(exc: BaseException) -> str:
