@@ -42,15 +42,24 @@ class AgentLink(Protocol):
     @property
     def open(self) -> bool: ...
 
-    async def call(  # noqa: ASYNC109 (the timeout travels with the command: the agent's deadline too)
-        self, kind: str, params: Mapping[str, Any], *, data: bytes = b"", timeout: float | None
+    async def call(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        *,
+        data: bytes = b"",
+        timeout: float | None,  # noqa: ASYNC109 (it travels with the command: the agent's deadline too)
     ) -> Any:
         """Send the command and wait for its result (the decoded result_json); `timeout` None waits as
         long as the command takes."""
         ...
 
-    async def stream(  # noqa: ASYNC109 (the timeout travels with the command: the agent's deadline too)
-        self, kind: str, params: Mapping[str, Any], *, timeout: float
+    async def stream(
+        self,
+        kind: str,
+        params: Mapping[str, Any],
+        *,
+        timeout: float,  # noqa: ASYNC109 (it travels with the command: the agent's deadline too)
     ) -> CommandStream:
         """Start a streaming command; `timeout` bounds only the wait for its first message (or its end),
         which tells whether the agent accepted it."""
