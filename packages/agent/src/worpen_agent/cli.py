@@ -25,10 +25,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, Metrics(config.agent_id, agent_version())))
 
 
-async def _serve(config: AgentConfig) -> None:
+async def _serve(config: AgentConfig, metrics: Metrics) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -43,4 +43,4 @@ async def _serve(config: AgentConfig) -> None:
         "allowed" if config.allow_shell else "refused",
     )
     engine = Engine(config.docker_url, allow_shell=config.allow_shell)
-    await Supervisor(config, engine, Metrics(config.agent_id, agent_version())).run(stop)
+    await Supervisor(config, engine, metrics).run(stop)

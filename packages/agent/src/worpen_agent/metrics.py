@@ -1,5 +1,5 @@
-"""The node's readings for a heartbeat, taken with psutil: cheap reads of /proc, never blocking (cpu is
-the average since the previous reading, not a sleep)."""
+"""The node's readings for a heartbeat, taken with psutil: cheap reads of /proc that do not block the loop
+(cpu is the average since the previous reading; only the first one waits, before the loop starts)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ import psutil
 
 from worpen_proto.v1 import agent_pb2, fleet_pb2
 
+CPU_WINDOW = 0.5
+"""The shortest time cpu is measured over, in seconds."""
+
 
 class Metrics:
     def __init__(self, agent_id: str, version: str, *, disk_path: str = "/") -> None:
+        """Blocks for CPU_WINDOW to take a first cpu reading: build it before the event loop runs."""
         self._agent_id = agent_id
         self._version = version
         self._disk_path = disk_path
@@ -23,13 +27,24 @@ class Metrics:
         self._os = f"{platform.system()} {platform.release()} {platform.machine()}".strip()
         self.ip: str | None = first_address()
         """The address the node is reached at: the local end of the connection to Worpen once known."""
-        psutil.cpu_percent(interval=None)  # the first reading starts the measured interval
+        self._cpu = psutil.cpu_percent(interval=CPU_WINDOW)
+        self._cpu_at = time.monotonic()
+
+    def cpu(self) -> float:
+        """Percent busy since the previous reading; readings closer than CPU_WINDOW (a heartbeat on Welcome
+        right after the one at start, a sync) repeat the last one, since over a few milliseconds the
+        kernel's tick counters only say 0 or 100."""
+        now = time.monotonic()
+        if now - self._cpu_at >= CPU_WINDOW:
+            self._cpu = psutil.cpu_percent(interval=None)
+            self._cpu_at = now
+        return self._cpu
 
     def heartbeat(self) -> agent_pb2.AgentHeartbeat:
         memory = psutil.virtual_memory()
         beat = fleet_pb2.Heartbeat(
             id=self._agent_id,
-            cpu=psutil.cpu_percent(interval=None),
+            cpu=self.cpu(),
             ram=memory.percent,
             status=fleet_pb2.AGENT_STATUS_ONLINE,
             name=self._hostname,
