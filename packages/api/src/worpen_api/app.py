@@ -102,6 +102,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "automation": _constant(worpen.automation),
             "rule_engine": _constant(worpen.rule_engine),
             "pipelines": _constant(worpen.pipelines),
+            "agents": _constant(worpen.agents),
             "settings": _constant(settings),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),

@@ -8,12 +8,14 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Protocol
 
-from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer
+from worpen_api.grpc.agents import AgentChannelServicer, fed_runtimes
+from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer, ServerTls
 from worpen_api.lifecycle import TelemetryDrops
 from worpen_api.runtime import Hook, Worpen
 from worpen_api.settings import DockerHost, Settings
 from worpen_core.access.ports import AccessUnitOfWork
 from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
+from worpen_core.agents.service import Agents
 from worpen_core.audit.jobs import audit_jobs
 from worpen_core.audit.ports import AuditUnitOfWork
 from worpen_core.audit.service import AuditTrail
@@ -53,6 +55,7 @@ from worpen_core.shared.ports import Clock
 from worpen_core.telemetry.jobs import telemetry_jobs
 from worpen_core.telemetry.ports import TelemetryUnitOfWork
 from worpen_core.telemetry.service import Telemetry
+from worpen_infra.agent.runtime import AgentContainerRuntime
 from worpen_infra.bus.in_process import InProcessEventBus
 from worpen_infra.clock import SystemClock
 from worpen_infra.crypto.cipher import FernetSecretCipher
@@ -68,6 +71,8 @@ FIRST_ENGINE_RETRY = 0.5
 """Seconds before the first retry of a lost Docker engine; each retry doubles it, up to a maximum."""
 AUTO_RESOLVE_EVERY = 2.0
 """Seconds between two checks of whether pending incidents' conditions cleared."""
+SEND_SLACK_BYTES = 1024 * 1024
+"""Room for the rest of a command beside the largest data it carries."""
 
 
 class Storage(
@@ -225,6 +230,15 @@ def bootstrap(
         ),
     )
     dashboard = Dashboard(fleet, api_keys, throttle, throughput, incidents, clock, auth_enabled=settings.auth)
+    command_timeout = settings.agents.command_timeout
+    agents = Agents(
+        containers,
+        fleet,
+        clock,
+        runtime_for=fed_runtimes(lambda link: AgentContainerRuntime(link, timeout=command_timeout)),
+        command_timeout=command_timeout,
+    )
+    bus.subscribe(agents.observe)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
@@ -243,6 +257,7 @@ def bootstrap(
         rule_engine=rule_engine,
         pipelines=pipelines,
         pipeline_executor=executor,
+        agents=agents,
         event_queue_depth=depth,
         migrate=migrate,
         jobs=[
@@ -269,10 +284,19 @@ def bootstrap(
         on_stop=on_stop,
     )
 
+    admitting = authenticator if settings.auth else None
     grpc_server = GrpcFleetServer(
-        lambda: FleetServicer(fleet, authenticator if settings.auth else None),
+        lambda: FleetServicer(fleet, admitting),
         settings.grpc_host,
         settings.grpc_port,
+        agent_channel=AgentChannelServicer(agents, fleet, admitting, worpen.agent_commands),
+        tls=(
+            None
+            if settings.grpc_tls_cert is None or settings.grpc_tls_key is None
+            else ServerTls(settings.grpc_tls_cert, settings.grpc_tls_key)
+        ),
+        # A pipeline's source archive travels to an agent's node as one command.
+        max_send_bytes=pipeline_settings.max_source_bytes + SEND_SLACK_BYTES,
     )
 
     on_start.append(grpc_server.start)

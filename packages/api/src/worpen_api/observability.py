@@ -113,6 +113,22 @@ class FleetCollector(Collector):
         yield from self._journal_and_log()
         yield from self._automation()
         yield from self._pipelines()
+        yield from self._agents()
+
+    def _agents(self) -> Iterator[Metric]:
+        connected = GaugeMetricFamily(
+            "worpen_agents_connected", "Agents connected over the command channel (gRPC streams)"
+        )
+        connected.add_metric([], len(self._worpen.agents.connections()))
+        yield connected
+        commands = CounterMetricFamily(
+            "worpen_agent_commands",
+            "Commands sent to agents, by kind and outcome",
+            labels=["kind", "outcome"],
+        )
+        for (kind, outcome), count in sorted(self._worpen.agent_commands.items()):
+            commands.add_metric([kind, outcome], count)
+        yield commands
 
     def _pipelines(self) -> Iterator[Metric]:
         executor = self._worpen.pipeline_executor

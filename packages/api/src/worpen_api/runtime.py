@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ import structlog
 from worpen_api import lifecycle
 from worpen_api.settings import Settings
 from worpen_core.access.service import ApiKeys, Authenticator
+from worpen_core.agents.service import Agents
 from worpen_core.audit.service import AuditTrail
 from worpen_core.automation.engine import RuleEngine
 from worpen_core.automation.notifications import Notifications
@@ -53,8 +55,11 @@ class Worpen:
     rule_engine: RuleEngine
     pipelines: Pipelines
     pipeline_executor: PipelineExecutor
+    agents: Agents
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
+    agent_commands: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Commands sent to agents over their streams, by (kind, outcome)."""
     jobs: list[Job] = field(default_factory=list)
     """What the features declared to run in the background (worpen_core.<feature>.jobs)."""
     on_start: list[Hook] = field(default_factory=list)

@@ -78,6 +78,16 @@ def secrets_key_file_for(database_url: str) -> str:
 
 
 @dataclass(frozen=True)
+class AgentSettings:
+    """The agents' command channel."""
+
+    command_timeout: float = 30.0
+    """Seconds a command to an agent may take before it is abandoned (504) and cancelled on the agent."""
+    sync_timeout: float = 5.0
+    """Seconds `POST /api/v1/agents/sync` waits for the agents' acknowledgements."""
+
+
+@dataclass(frozen=True)
 class DockerHost:
     """A node's Docker engine: the node's name (its agent id, when it also heartbeats) and URL.
     TCP engines use TLS when `tls_dir` holds ca.pem, cert.pem and key.pem."""
@@ -169,8 +179,17 @@ class Settings:
     automation_tick: float = 1.0
     """Seconds between the rule engine's looks at deferred plans and cron schedules (their precision)."""
     pipelines: PipelineSettings = field(default_factory=PipelineSettings)
+    grpc_tls_cert: str | None = None
+    """The gRPC server's certificate chain (PEM); with `grpc_tls_key`, gRPC is served over TLS only."""
+    grpc_tls_key: str | None = None
+    agents: AgentSettings = field(default_factory=AgentSettings)
 
     def __post_init__(self) -> None:
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            raise SettingsError(
+                "WORPEN_GRPC_TLS_CERT and WORPEN_GRPC_TLS_KEY go together: set both to serve gRPC over TLS, "
+                "or neither"
+            )
         if not self.auth and not (_is_loopback(self.host) and _is_loopback(self.grpc_host)):
             raise SettingsError(
                 "authentication can only be turned off when Worpen listens on loopback "
@@ -288,6 +307,12 @@ class Settings:
                 secrets_key=read.text("WORPEN_SECRETS_KEY", "") or None,
                 secrets_key_file=read.text("WORPEN_SECRETS_KEY_FILE", "") or None,
             ),
+            grpc_tls_cert=read.file("WORPEN_GRPC_TLS_CERT"),
+            grpc_tls_key=read.file("WORPEN_GRPC_TLS_KEY"),
+            agents=AgentSettings(
+                command_timeout=read.number("WORPEN_AGENT_COMMAND_TIMEOUT", 30, 0.1, 86_400),
+                sync_timeout=read.number("WORPEN_AGENT_SYNC_TIMEOUT", 5, 0.1, 600),
+            ),
         )
 
 
@@ -340,6 +365,13 @@ class _Reader:
         if raw.lower() in {"off", "false", "0", "no"}:
             return False
         raise SettingsError(f"{name} must be 'on' or 'off', got {raw!r}")
+
+    def file(self, name: str) -> str | None:
+        """The path of a file that must exist, or None when the variable is not set."""
+        raw = self._raw(name)
+        if raw is not None and not os.path.isfile(raw):
+            raise SettingsError(f"{name}: {raw!r} is not a file")
+        return raw
 
     def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self._raw(name)

@@ -1,9 +1,12 @@
-"""The gRPC driving adapter: FleetService.ReportHeartbeat calls the same use case as the REST route."""
+"""The gRPC driving adapter: FleetService.ReportHeartbeat calls the same use case as the REST route; the
+server also serves the agents' command channel (grpc/agents.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 import structlog
@@ -14,12 +17,17 @@ from worpen_core.access.model import ANONYMOUS_ADMIN, Principal
 from worpen_core.access.service import Authenticator
 from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.readings import READINGS, Readings
-from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.service import Fleet, HeartbeatAck
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import InvalidInput, RateLimited, Unavailable, WorpenError
-from worpen_proto.v1 import fleet_pb2, fleet_pb2_grpc
+from worpen_proto.v1 import agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+
+if TYPE_CHECKING:
+    from worpen_api.grpc.agents import AgentChannelServicer
 
 log = structlog.get_logger("worpen.grpc")
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 ERROR_CODE_KEY = "worpen-error-code"
 """The trailing metadata that carries an error's code (worpen_api.error_codes), as HTTP's body does."""
@@ -35,7 +43,8 @@ _TO_PROTO = {
 }
 
 
-def to_command(message: fleet_pb2.Heartbeat) -> RecordHeartbeat:
+def to_command(message: fleet_pb2.Heartbeat, measured_at: datetime | None = None) -> RecordHeartbeat:
+    """`measured_at`: when the readings were taken, for a heartbeat that says so (the agent's stream)."""
     status = _FROM_PROTO.get(message.status)
     if status is None:
         raise InvalidInput(f"unknown status {message.status}", "status")
@@ -48,6 +57,13 @@ def to_command(message: fleet_pb2.Heartbeat) -> RecordHeartbeat:
         os=_field(message, "os"),
         version=_field(message, "version"),
         peers=tuple(message.peers),
+        measured_at=measured_at,
+    )
+
+
+def to_ack(ack: HeartbeatAck) -> fleet_pb2.HeartbeatAck:
+    return fleet_pb2.HeartbeatAck(
+        status=_TO_PROTO[ack.status], next_heartbeat_seconds=ack.next_heartbeat_seconds
     )
 
 
@@ -73,45 +89,108 @@ class FleetServicer(fleet_pb2_grpc.FleetServiceServicer):
         except WorpenError as exc:
             await self._abort(context, exc)
             raise AssertionError("unreachable: abort raises") from exc
-        return fleet_pb2.HeartbeatAck(
-            status=_TO_PROTO[ack.status], next_heartbeat_seconds=ack.next_heartbeat_seconds
-        )
+        return to_ack(ack)
 
     async def _authenticate(self, context: grpc.aio.ServicerContext[object, object]) -> Principal:
-        if self._authenticator is None:
-            return ANONYMOUS_ADMIN
-        client = context.peer().rsplit(":", 1)[0]  # "ipv4:10.0.0.7:53124": the host, not the port
-        metadata = dict(context.invocation_metadata() or ())
-        authorization = metadata.get("authorization")
-        return await self._authenticator.admit(None if authorization is None else str(authorization), client)
+        return await authenticate(context, self._authenticator)
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext[object, object], exc: WorpenError) -> None:
-        entry = error_code(exc)
-        detail = f"{exc.field}: {exc.detail}" if isinstance(exc, InvalidInput) and exc.field else exc.detail
-        if isinstance(exc, Unavailable | RateLimited):
-            log.warning("grpc.refused", code=entry.grpc_status.name, detail=detail)
-        context.set_trailing_metadata(((ERROR_CODE_KEY, entry.code),))
-        await context.abort(entry.grpc_status, detail)
+        await abort(context, exc)
+
+
+async def authenticate(context: Context, authenticator: Authenticator | None) -> Principal:
+    """The caller of a call, from its `authorization` metadata; everyone is admin with `authenticator`
+    None (authentication off)."""
+    if authenticator is None:
+        return ANONYMOUS_ADMIN
+    client = context.peer().rsplit(":", 1)[0]  # "ipv4:10.0.0.7:53124": the host, not the port
+    metadata = dict(context.invocation_metadata() or ())
+    authorization = metadata.get("authorization")
+    return await authenticator.admit(None if authorization is None else str(authorization), client)
+
+
+async def abort(context: Context, exc: WorpenError) -> None:
+    """End the call with the error's gRPC status and its code in the `worpen-error-code` trailer."""
+    entry = error_code(exc)
+    detail = f"{exc.field}: {exc.detail}" if isinstance(exc, InvalidInput) and exc.field else exc.detail
+    if isinstance(exc, Unavailable | RateLimited):
+        log.warning("grpc.refused", code=entry.grpc_status.name, detail=detail)
+    context.set_trailing_metadata(((ERROR_CODE_KEY, entry.code),))
+    await context.abort(entry.grpc_status, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The gRPC server's certificate chain and private key (PEM)."""
+
+    cert_file: str
+    key_file: str
+
+    def credentials(self) -> grpc.ServerCredentials:
+        with open(self.key_file, "rb") as key, open(self.cert_file, "rb") as cert:
+            return grpc.ssl_server_credentials([(key.read(), cert.read())])
+
+
+KEEPALIVE_SECONDS = 10
+"""The server pings every connection this often and drops it when a ping goes unanswered for
+KEEPALIVE_TIMEOUT_SECONDS: an agent that stopped (SIGSTOP) or was cut off loses its stream."""
+KEEPALIVE_TIMEOUT_SECONDS = 5
+CLIENT_PING_SECONDS = 5
+"""The shortest interval between a client's own keepalive pings that the server tolerates."""
+MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+"""An agent's largest message: the inventory of a big node (log batches are at most 1 MiB)."""
 
 
 class GrpcFleetServer:
-    """A grpc.aio server on the running event loop, beside the HTTP server."""
+    """A grpc.aio server on the running event loop, beside the HTTP server: FleetService and, when given,
+    the agents' AgentChannel; over TLS when given a certificate."""
 
-    def __init__(self, servicer_factory: Callable[[], FleetServicer], host: str, port: int) -> None:
+    def __init__(
+        self,
+        servicer_factory: Callable[[], FleetServicer],
+        host: str,
+        port: int,
+        *,
+        agent_channel: AgentChannelServicer | None = None,
+        tls: ServerTls | None = None,
+        max_send_bytes: int = MAX_RECEIVE_BYTES,
+    ) -> None:
+        """`max_send_bytes`: the largest command the server sends (a pipeline's source archive)."""
         self._servicer_factory = servicer_factory
+        self._agent_channel = agent_channel
+        self._tls = tls
+        self._max_send_bytes = max_send_bytes
         self._address = f"{host}:{port}"
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 1024 * 1024)])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                ("grpc.max_send_message_length", self._max_send_bytes),
+                ("grpc.keepalive_time_ms", KEEPALIVE_SECONDS * 1000),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_SECONDS * 1000),
+                # Keep pinging a stream on which nothing is sent (an idle agent): the default stops after 2.
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", CLIENT_PING_SECONDS * 1000),
+            ]
+        )
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(self._servicer_factory(), server)
-        port = server.add_insecure_port(self._address)
+        if self._agent_channel is not None:
+            agent_pb2_grpc.add_AgentChannelServicer_to_server(self._agent_channel, server)
+        if self._tls is None:
+            port = server.add_insecure_port(self._address)
+        else:
+            port = server.add_secure_port(self._address, self._tls.credentials())
         await server.start()
         self._server = server
-        log.info("grpc.listening", address=self._address, port=port)
+        log.info("grpc.listening", address=self._address, port=port, tls=self._tls is not None)
 
     async def stop(self, grace: float = 5.0) -> None:
         if self._server is not None:
+            if self._agent_channel is not None:
+                self._agent_channel.close_all("the server is shutting down")
             await self._server.stop(grace)
             self._server = None
