@@ -94,6 +94,7 @@ class Supervisor:
             error = session.exception()
             if isinstance(error, StreamEnded):
                 return error
+            log.error("the connection failed in the agent", exc_info=error)
             return StreamEnded("BROKEN", f"the connection failed: {error!r}", welcomed=connection.welcomed)
         finally:
             self._connection = None
@@ -118,7 +119,11 @@ class Supervisor:
         while True:
             remaining = self._last_beat + self.pace - time.monotonic()
             if remaining <= 0:
-                self.beat_now()
+                try:
+                    self.beat_now()
+                except Exception:
+                    log.exception("no heartbeat: the node's readings failed; trying again at the next pace")
+                    self._last_beat = time.monotonic()
                 continue
             self._pace_changed.clear()
             with contextlib.suppress(TimeoutError):
