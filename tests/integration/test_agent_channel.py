@@ -368,6 +368,18 @@ async def test_a_heartbeat_over_the_stream_shows_with_its_readings_and_is_answer
     )
     assert (await inspected).status_code == 404
     assert (await http.get("/api/v1/agents/chan-beat")).json()["cpuLoad"] == 13.5
+
+    # A heartbeat the agent kept while disconnected is stored at the time it was measured.
+    measured = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(minutes=5)
+    agent.send(heartbeat("chan-beat", 14.5, int(measured.timestamp() * 1000)))
+    async with asyncio.timeout(ANSWER_SECONDS):
+        while True:
+            samples = (await http.get("/api/v1/agents/chan-beat/telemetry", params={"limit": 10})).json()
+            kept = [s for s in samples if datetime.datetime.fromisoformat(s["at"]) == measured]
+            if kept:
+                break
+            await asyncio.sleep(0.1)
+    assert kept[0]["cpu"] == 14.5
     agent.close()
 
 
