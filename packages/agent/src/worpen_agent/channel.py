@@ -35,12 +35,13 @@ REFUSALS = {"UNAUTHENTICATED", "PERMISSION_DENIED", "FAILED_PRECONDITION", "INVA
 """Stream ends that an operator has to fix on the server's side or in the agent's key, id or version."""
 
 _CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 310_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
-"""Keepalive finds a connection that died silently (a partition); 310 s stays above the 5 minutes a
-gRPC server accepts between pings by default."""
+"""Keepalive finds a connection that died silently (a partition, a server host that vanished) within
+half a minute, even between heartbeats; Worpen's gRPC server accepts a client's pings every 5 s."""
 
 Send = Callable[[agent_pb2.AgentMessage], Awaitable[None]]
 
