@@ -21,10 +21,14 @@ line, and answers each with one JSON line:
         every TICK seconds, each letting the next agent in line send one; at most WINDOW heartbeats are
         sent and not yet counted by the server (its worpen_heartbeats_ingested_total, polled every POLL
         seconds), so nothing piles up in the streams. Answers {"phase": "started"} when the credits start,
-        then the server's count and CPU over SECONDS after RAMP, and the swarm's own CPU, once the server
-        counted every heartbeat sent (or DRAIN_TIMEOUT passed).
-    stop                        ends every stream (done writing), waits for the server to close them
-                                and exits.
+        then the server's count and CPU over SECONDS after RAMP, the swarm's own CPU, and how long the
+        agents took to answer commands meanwhile, once the server counted every heartbeat sent (or
+        DRAIN_TIMEOUT passed).
+    handled
+        p50 and p99 of the milliseconds the agents took from reading a command to writing its result,
+        since the last `handled` or `load`.
+    stop
+        ends every stream (done writing), waits for the server to close them, and exits.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import random
+import statistics
 import sys
 import time
 from collections import Counter
@@ -258,7 +264,17 @@ class Tally:
     sending: int = 0
     """Heartbeats being written."""
     answered: Counter[str] = field(default_factory=Counter)
+    handling: list[float] = field(default_factory=list)
+    """Milliseconds from reading a command to its result written, since the last `handled()`."""
     errors: list[str] = field(default_factory=list)
+
+    def handled(self) -> dict[str, float]:
+        """p50 and p99 of `handling`, which starts again."""
+        values, self.handling = self.handling, []
+        if len(values) < 2:
+            return {"p50": values[0] if values else math.nan, "p99": values[0] if values else math.nan}
+        cuts = statistics.quantiles(values, n=100, method="inclusive")
+        return {"p50": cuts[49], "p99": cuts[98]}
 
     def error(self, agent_id: str, what: str) -> None:
         if len(self.errors) < 20:
@@ -344,7 +360,9 @@ class Agent:
             while (message := await self._call.read()) is not grpc.aio.EOF:
                 body = message.WhichOneof("body")
                 if body == "command":
+                    received = time.perf_counter()
                     await self._answer(message.command)
+                    self._tally.handling.append((time.perf_counter() - received) * 1000)
                 elif body == "pace":
                     self.interval = float(message.pace.next_heartbeat_seconds or self.interval)
         except grpc.aio.AioRpcError as exc:
@@ -485,6 +503,7 @@ class Swarm:
         more than `window` sent and not yet counted; figures over `seconds` after `ramp`."""
         self.running.clear()
         counted_before = await self._quiet()
+        self.tally.handled()
         beats_before = self.tally.beats
         credits = asyncio.Semaphore(0)
         stopping = False
@@ -536,6 +555,7 @@ class Swarm:
             "swarm_cpu_s": own1 - own0,
             "sent": sent,
             "counted": counted,
+            "agent_ms": self.tally.handled(),
         }
 
     async def _quiet(self) -> int:
@@ -606,6 +626,8 @@ async def _main(argv: Sequence[str]) -> None:
         words = (await asyncio.to_thread(sys.stdin.readline)).split() or ["stop"]
         if words[0] == "load":
             _emit(await swarm.load(float(words[1]), float(words[2]), int(words[3]), float(words[4])))
+        elif words[0] == "handled":
+            _emit({"phase": "handled", "agent_ms": swarm.tally.handled()})
         elif words[0] == "stop":
             _emit(await swarm.stop())
             return

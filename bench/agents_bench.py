@@ -247,6 +247,8 @@ def _keys(api: Api, prefix: str, agents: int) -> list[str]:
 class Trips:
     ms: dict[str, list[float]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
     errors: list[str] = field(default_factory=list)
+    agent_ms: list[dict[str, float]] = field(default_factory=list)
+    """p50 and p99 of the agents' own part (reading the command to writing its result), per run."""
 
 
 def _trip(client: httpx.Client, kind: str, prefix: str, index: int, trips: Trips) -> None:
@@ -339,6 +341,7 @@ def _load(
     time.sleep(args.ramp)
     _round_trips(client, args.agents, started + args.ramp + seconds, trips)
     done = swarm.answer(seconds + 120)
+    trips.agent_ms.append(done["agent_ms"])
     run = Run(
         label="stream",
         requests=int(done["heartbeats"]),
@@ -406,7 +409,11 @@ def _measure(wrk: str, server: Server, api: Api, workdir: Path, args: argparse.N
             f"{figures.rss_after_kb / 1024:,.1f} MB with {args.agents:,} agents connected",
             flush=True,
         )
+        swarm.send("handled")
+        swarm.answer(30)
         _round_trips(api.client, args.agents, time.monotonic() + args.paced_seconds, figures.paced)
+        swarm.send("handled")
+        figures.paced.agent_ms.append(swarm.answer(30)["agent_ms"])
         print(f"round trips at the fleet's pace: {sum(map(len, figures.paced.ms.values())):,}", flush=True)
         for i in range(1, args.rounds + 1):
             for label in ("rest", "stream") if i % 2 else ("stream", "rest"):
@@ -458,6 +465,13 @@ def _trip_lines(title: str, trips: Trips) -> dict[str, dict[str, float]]:
             f"    {label:<52}{row['p50']:>8.2f}{row['p90']:>8.2f}{row['p99']:>8.2f}{row['max']:>9.2f}"
             f"{len(values):>8,}"
         )
+    agent = {
+        "p50": statistics.median(run["p50"] for run in trips.agent_ms),
+        "p99": max(run["p99"] for run in trips.agent_ms),
+    }
+    figures["agent"] = {k: round(v, 2) for k, v in agent.items()}
+    label = "  of which the agents (command read to result sent)"
+    print(f"    {label:<52}{agent['p50']:>8.2f}{'':>8}{agent['p99']:>8.2f}")
     return figures
 
 
