@@ -175,13 +175,19 @@ def test_an_unknown_agent_is_a_404_with_a_json_body(admin: httpx.Client) -> None
     }
 
 
-def test_sync_of_all_agents_reports_how_many_it_looked_at(admin: httpx.Client) -> None:
+def test_sync_of_all_agents_asks_those_connected_over_the_command_channel(admin: httpx.Client) -> None:
     accepted(heartbeat(admin, "sync-one"))
 
     response = admin.post("/api/v1/agents/sync", json={"target": "all"})
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "SYNCED", "agents": len(listed_ids(admin)), "wentOffline": []}
+    assert response.json() == {
+        "status": "SYNCED",
+        "agents": 0,  # heartbeats over REST open no command channel
+        "acknowledged": 0,
+        "missing": [],
+        "wentOffline": [],
+    }
 
 
 def test_sync_needs_no_body_since_it_is_harmless(admin: httpx.Client) -> None:
@@ -197,7 +203,13 @@ def test_sync_of_one_agent_reports_one(admin: httpx.Client) -> None:
     response = admin.post("/api/v1/agents/sync", json={"target": "sync-single"})
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "SYNCED", "agents": 1, "wentOffline": []}
+    assert response.json() == {
+        "status": "SYNCED",
+        "agents": 1,
+        "acknowledged": 0,
+        "missing": ["sync-single"],
+        "wentOffline": [],
+    }
 
 
 def test_sustained_pressure_makes_an_agent_critical_and_as_many_calm_heartbeats_bring_it_back(

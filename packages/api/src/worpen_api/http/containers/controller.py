@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -38,12 +39,23 @@ from worpen_core.shared.streams import until
 
 UNAVAILABLE_NODES = "X-Unavailable-Nodes"
 """Response header of the fleet-wide lists: the nodes whose engine could not be asked, comma-separated."""
+INVENTORY_AS_OF = "X-Inventory-As-Of"
+"""Response header of the container list: `node=<RFC 3339 time>` for each node listed from its agent's
+last inventory rather than asked now, comma-separated."""
 _encoder = msgspec.json.Encoder()
 _encode = _encoder.encode
 
 
 def _unavailable_header(unavailable: dict[str, str]) -> dict[str, str]:
     return {UNAVAILABLE_NODES: ", ".join(sorted(unavailable))} if unavailable else {}
+
+
+def _inventory_header(as_of: dict[str, datetime]) -> dict[str, str]:
+    taken = (
+        f"{node}={at.astimezone(UTC).isoformat().replace('+00:00', 'Z')}"
+        for node, at in sorted(as_of.items())
+    )
+    return {INVENTORY_AS_OF: ", ".join(taken)} if as_of else {}
 
 
 def _wants_stream(request: Request[Any, Any, Any]) -> bool:
@@ -61,7 +73,10 @@ class ContainerController(Controller):
         summary="List the containers of every node",
         description="A bare array, by node then name, of containers running or not. A node whose engine "
         f"cannot be asked is left out and named in the {UNAVAILABLE_NODES} header (see "
-        "/api/v1/docker/engines for why); asking for that node alone answers 503.",
+        "/api/v1/docker/engines for why); asking for that node alone answers 503. The nodes served by "
+        "agents are listed from each agent's last inventory, kept fresh by its engine's events: the "
+        f"{INVENTORY_AS_OF} header says when each was taken, as `node=<RFC 3339 time>` pairs "
+        "separated by commas.",
     )
     async def list_containers(
         self,
@@ -71,9 +86,8 @@ class ContainerController(Controller):
         name: Annotated[str | None, QueryParameter(max_length=255, description="Part of the name")] = None,
     ) -> Response[list[ContainerOut]]:
         listing = await containers.list_containers(node, container_state, name)
-        return Response(
-            [ContainerOut.of(c) for c in listing.items], headers=_unavailable_header(listing.unavailable)
-        )
+        headers = _unavailable_header(listing.unavailable) | _inventory_header(listing.as_of)
+        return Response([ContainerOut.of(c) for c in listing.items], headers=headers)
 
     @get(
         "/{container_id:str}",
@@ -297,6 +311,8 @@ class DockerController(Controller):
         responses=documented(),
         opt=requires(Permission.READ),
         summary="The Docker engine of every node: reachable or not, since when, and why",
+        description="Engines of the configuration (WORPEN_DOCKER_HOSTS) and those of agents connected over "
+        "the command channel (`viaAgent`), with the node's labels.",
         sync_to_thread=False,
     )
     def engines(self, containers: NamedDependency[Containers]) -> list[EngineOut]:

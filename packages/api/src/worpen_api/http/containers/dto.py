@@ -215,6 +215,10 @@ class EngineOut(Wire):
     containers: int | None
     images: int | None
     """Counts when Worpen last (re)connected to the engine."""
+    via_agent: bool
+    """Served by an agent over its command channel, not dialled directly."""
+    labels: dict[str, str]
+    """The node's labels (its agent's --labels)."""
 
     @classmethod
     def of(cls, status: EngineStatus) -> EngineOut:
@@ -232,4 +236,6 @@ class EngineOut(Wire):
             os=None if info is None else info.os,
             containers=None if info is None else info.containers,
             images=None if info is None else info.images,
+            via_agent=status.via_agent,
+            labels=dict(status.labels),
         )

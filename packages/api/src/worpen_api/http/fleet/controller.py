@@ -24,7 +24,9 @@ from worpen_api.http.fleet.dto import (
 from worpen_api.http.openapi import OptionalBody
 from worpen_api.http.security import principal_of, requires
 from worpen_api.observability import mark_routine
+from worpen_api.settings import Settings
 from worpen_core.access.model import Permission, Principal
+from worpen_core.agents.service import Agents
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.ids import AGENT_ID_MAX_LENGTH
@@ -62,6 +64,7 @@ class AgentController(Controller):
     def list_agents(
         self,
         fleet: NamedDependency[Fleet],
+        agents: NamedDependency[Agents],
         status: FromQuery[AgentStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 500,
         cursor: Annotated[
@@ -71,10 +74,10 @@ class AgentController(Controller):
             ),
         ] = None,
     ) -> Response[list[AgentOut]]:
-        agents = fleet.query(status, None if cursor is None else _decode_cursor(cursor))
-        page = agents[:limit]
-        headers = {NEXT_CURSOR: _encode_cursor(page[-1].id)} if len(agents) > limit else {}
-        return Response([AgentOut.of(agent) for agent in page], headers=headers)
+        found = fleet.query(status, None if cursor is None else _decode_cursor(cursor))
+        page = found[:limit]
+        headers = {NEXT_CURSOR: _encode_cursor(page[-1].id)} if len(found) > limit else {}
+        return Response([AgentOut.of(agent, agents.connection(agent.id)) for agent in page], headers=headers)
 
     @get(
         "/{agent_id:str}",
@@ -87,9 +90,10 @@ class AgentController(Controller):
     def get_agent(
         self,
         fleet: NamedDependency[Fleet],
+        agents: NamedDependency[Agents],
         agent_id: Annotated[str, PathParameter(max_length=AGENT_ID_MAX_LENGTH)],
     ) -> AgentDetail:
-        return AgentDetail.of(fleet.get(agent_id))
+        return AgentDetail.of(fleet.get(agent_id), agents.connection(agent_id))
 
     @get(
         "/{agent_id:str}/telemetry",
@@ -113,24 +117,34 @@ class AgentController(Controller):
         responses=documented(400, 404, 422, 503),
         opt=requires(Permission.OPERATE),
         summary="Resynchronise agents",
-        description="Until agents have a command channel, re-evaluates the status of every agent "
-        "(or of one) right away and reports the result.",
+        description="Asks every agent connected over the command channel (or the target alone) to send "
+        "its inventory and a heartbeat now, and answers once each has acknowledged or "
+        "WORPEN_AGENT_SYNC_TIMEOUT seconds have passed: `agents` were asked, `acknowledged` answered in "
+        "time, `missing` names those that did not (a target that is known but not connected is missing). "
+        "Then re-evaluates the status of every agent (or of the target) right away: `wentOffline` names "
+        "those found OFFLINE. Without a body, every agent; an unknown target is a 404.",
         status_code=200,
     )
     async def sync(
         self,
         fleet: NamedDependency[Fleet],
+        agents: NamedDependency[Agents],
+        settings: NamedDependency[Settings],
         data: Annotated[
-            SyncIn, Body(examples=[Example(summary="every agent", value={"target": "all"})])
+            SyncIn,
+            Body(
+                examples=[
+                    Example(summary="every agent", value={"target": "all"}),
+                    Example(summary="one agent", value={"target": "bee-001"}),
+                ]
+            ),
         ] = SyncIn(),  # noqa: B008 (an immutable default body)
     ) -> SyncOut:
-        targets = None if data.target == "all" else [data.target]
-        events = await fleet.sweep(targets)
-        return SyncOut(
-            status="SYNCED",
-            agents=fleet.size if targets is None else 1,
-            went_offline=[event.agent_id for event in events],
-        )
+        target = None if data.target == "all" else data.target
+        # Ask first: the heartbeats the agents send before acknowledging count in the re-evaluation.
+        report = await agents.sync(target, settings.agents.sync_timeout)
+        events = await fleet.sweep(None if target is None else [target])
+        return SyncOut.of(report, [event.agent_id for event in events])
 
 
 async def report_heartbeat(

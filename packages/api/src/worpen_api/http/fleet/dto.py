@@ -16,6 +16,7 @@ from worpen_api.http.wire import (
     Wire,
     human_duration,
 )
+from worpen_core.agents.model import SHELL, Connection, SyncReport
 from worpen_core.fleet.commands import IP_MAX_LENGTH, MAX_PEERS, RecordHeartbeat
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.readings import READING_NAMES, Readings, values_of
@@ -100,10 +101,24 @@ class AgentOut(Wire):
     """How many peers the node reported; their ids are `peerIds`."""
     peer_ids: list[str]
     registered_at: datetime
+    connected: bool
+    """Connected now over the command channel (the worpen-agent program); false for agents that only
+    post heartbeats, whose channel fields below are null."""
+    connected_at: datetime | None
+    agent_version: str | None
+    """The version the agent program announced when it connected."""
+    protocol: int | None
+    """The channel protocol version agreed on."""
+    capabilities: list[str] | None
+    labels: dict[str, str] | None
+    """The node's labels (the agent's --labels)."""
+    shell: bool
+    """The agent was started with --allow-shell: /api/v1/terminal/agent/{id} opens a shell on its node."""
 
     @classmethod
-    def of(cls, agent: Agent) -> AgentOut:
+    def of(cls, agent: Agent, connection: Connection | None) -> AgentOut:
         uptime = agent.readings.uptime_seconds
+        hello = None if connection is None else connection.hello
         return cls(
             id=agent.id,
             name=agent.name,
@@ -120,6 +135,13 @@ class AgentOut(Wire):
             peers=len(agent.peers),
             peer_ids=list(agent.peers),
             registered_at=agent.registered_at,
+            connected=connection is not None,
+            connected_at=None if connection is None else connection.connected_at,
+            agent_version=None if hello is None else hello.version,
+            protocol=None if hello is None else hello.protocol,
+            capabilities=None if hello is None else sorted(hello.capabilities),
+            labels=None if hello is None else dict(hello.labels),
+            shell=hello is not None and hello.can(SHELL),
         )
 
 
@@ -127,8 +149,10 @@ class AgentDetail(AgentOut):
     telemetry: Telemetry
 
     @classmethod
-    def of(cls, agent: Agent) -> AgentDetail:
-        return cls(**msgspec.structs.asdict(AgentOut.of(agent)), telemetry=Telemetry.of(agent.sample()))
+    def of(cls, agent: Agent, connection: Connection | None) -> AgentDetail:
+        return cls(
+            **msgspec.structs.asdict(AgentOut.of(agent, connection)), telemetry=Telemetry.of(agent.sample())
+        )
 
 
 class SyncIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=True):
@@ -140,4 +164,20 @@ class SyncIn(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=
 class SyncOut(Wire):
     status: Literal["SYNCED"]
     agents: int
+    """How many agents were asked: those connected over the command channel, or the one target."""
+    acknowledged: int
+    """How many of them answered within the deadline."""
+    missing: list[str]
+    """The ids of those that did not (a target that is not connected is missing too)."""
     went_offline: list[str]
+    """Agents found OFFLINE by the status re-evaluation that follows."""
+
+    @classmethod
+    def of(cls, report: SyncReport, went_offline: list[str]) -> SyncOut:
+        return cls(
+            status="SYNCED",
+            agents=report.agents,
+            acknowledged=report.acknowledged,
+            missing=list(report.missing),
+            went_offline=went_offline,
+        )
