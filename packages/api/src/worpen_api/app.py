@@ -18,6 +18,7 @@ from worpen_api.http.audit.controller import AuditController
 from worpen_api.http.automation.controller import AutomationController
 from worpen_api.http.channels.controller import ChannelController, DeliveryController
 from worpen_api.http.containers.controller import (
+    INVENTORY_AS_OF,
     UNAVAILABLE_NODES,
     ContainerController,
     DockerController,
@@ -102,7 +103,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "automation": _constant(worpen.automation),
             "rule_engine": _constant(worpen.rule_engine),
             "pipelines": _constant(worpen.pipelines),
-            "agents": _constant(worpen.agents),
+            "agent_channel": _constant(worpen.agents),
             "settings": _constant(settings),
             "draining": _constant(worpen.draining),
             "api_keys": _constant(worpen.api_keys),
@@ -117,7 +118,7 @@ def create_app(worpen: Worpen) -> Litestar:
             allow_origins=list(settings.cors_origins),
             allow_methods=["*"],
             allow_headers=["Content-Type", "Authorization", "X-Request-ID"],
-            expose_headers=[NEXT_CURSOR, UNAVAILABLE_NODES, "X-Request-ID", "Retry-After"],
+            expose_headers=[NEXT_CURSOR, UNAVAILABLE_NODES, INVENTORY_AS_OF, "X-Request-ID", "Retry-After"],
         ),
         openapi_config=OpenAPIConfig(
             title="Worpen",

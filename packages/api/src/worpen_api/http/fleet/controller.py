@@ -64,7 +64,7 @@ class AgentController(Controller):
     def list_agents(
         self,
         fleet: NamedDependency[Fleet],
-        agents: NamedDependency[Agents],
+        agent_channel: NamedDependency[Agents],
         status: FromQuery[AgentStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 500,
         cursor: Annotated[
@@ -77,7 +77,9 @@ class AgentController(Controller):
         found = fleet.query(status, None if cursor is None else _decode_cursor(cursor))
         page = found[:limit]
         headers = {NEXT_CURSOR: _encode_cursor(page[-1].id)} if len(found) > limit else {}
-        return Response([AgentOut.of(agent, agents.connection(agent.id)) for agent in page], headers=headers)
+        return Response(
+            [AgentOut.of(agent, agent_channel.connection(agent.id)) for agent in page], headers=headers
+        )
 
     @get(
         "/{agent_id:str}",
@@ -90,10 +92,10 @@ class AgentController(Controller):
     def get_agent(
         self,
         fleet: NamedDependency[Fleet],
-        agents: NamedDependency[Agents],
+        agent_channel: NamedDependency[Agents],
         agent_id: Annotated[str, PathParameter(max_length=AGENT_ID_MAX_LENGTH)],
     ) -> AgentDetail:
-        return AgentDetail.of(fleet.get(agent_id), agents.connection(agent_id))
+        return AgentDetail.of(fleet.get(agent_id), agent_channel.connection(agent_id))
 
     @get(
         "/{agent_id:str}/telemetry",
@@ -128,7 +130,7 @@ class AgentController(Controller):
     async def sync(
         self,
         fleet: NamedDependency[Fleet],
-        agents: NamedDependency[Agents],
+        agent_channel: NamedDependency[Agents],
         settings: NamedDependency[Settings],
         data: Annotated[
             SyncIn,
@@ -142,7 +144,7 @@ class AgentController(Controller):
     ) -> SyncOut:
         target = None if data.target == "all" else data.target
         # Ask first: the heartbeats the agents send before acknowledging count in the re-evaluation.
-        report = await agents.sync(target, settings.agents.sync_timeout)
+        report = await agent_channel.sync(target, settings.agents.sync_timeout)
         events = await fleet.sweep(None if target is None else [target])
         return SyncOut.of(report, [event.agent_id for event in events])
 

@@ -56,7 +56,7 @@ class TerminalController(Controller):
     async def agent_shell(
         self,
         socket: WebSocket[Any, Any, Any],
-        agents: NamedDependency[Agents],
+        agent_channel: NamedDependency[Agents],
         containers: NamedDependency[Containers],
         agent_id: Annotated[str, PathParameter(max_length=AGENT_ID_MAX_LENGTH)],
         shell: Shell = DEFAULT_SHELL,
@@ -65,7 +65,7 @@ class TerminalController(Controller):
         stream; the same frames as the container terminal. Only agents started with --allow-shell open
         one: others close with 4403, an agent that is not connected with 4503, an unknown one with 4404."""
         principal = principal_of(socket)
-        await _serve(socket, containers, lambda: agents.open_shell(principal, agent_id, [shell]))
+        await _serve(socket, containers, lambda: agent_channel.open_shell(principal, agent_id, [shell]))
 
     @get(
         "/sessions",
