@@ -190,7 +190,7 @@ class Engine:
                     retry = EVENTS_RETRY_SECONDS[0]
                     yield agent_pb2.EngineEvent(event_json=encoded)
                 log.info("engine.events_ended")
-            except (requests.exceptions.RequestException, DockerException, OSError) as exc:
+            except Exception as exc:  # whatever ended the stream (the SDK lets some read errors through raw)
                 log.warning("engine.events_lost reason=%s retry_in=%.1fs", _reason(exc), retry)
             finally:
                 if stream is not None:
@@ -459,8 +459,8 @@ class Engine:
         ref = _str(params, "ref")
         follow = _bool(params, "follow")
         query: dict[str, Any] = {
-            "stdout": int(params.get("stdout", True) is not False),
-            "stderr": int(params.get("stderr", True) is not False),
+            "stdout": int(_bool(params, "stdout", default=True)),
+            "stderr": int(_bool(params, "stderr", default=True)),
             "timestamps": 1,
             "follow": int(follow),
             "tail": "all",
@@ -739,8 +739,8 @@ def _str(params: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _bool(params: Mapping[str, Any], name: str) -> bool:
-    value = params.get(name, False)
+def _bool(params: Mapping[str, Any], name: str, *, default: bool = False) -> bool:
+    value = params.get(name, default)
     if not isinstance(value, bool):
         raise CommandFailed("invalid", f"{name} must be true or false")
     return value
