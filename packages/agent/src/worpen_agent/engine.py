@@ -215,17 +215,22 @@ class Engine:
         handler = self._handlers.get(command.kind)
         if handler is None:
             return _failed(command.id, "unsupported", f"unknown command kind {command.kind!r}")
-        delay = None if not command.deadline_ms else command.deadline_ms / 1000 - time.time()
+        deadline = asyncio.timeout(
+            None if not command.deadline_ms else command.deadline_ms / 1000 - time.time()
+        )
         try:
             params = _params(command.params_json)
             task: asyncio.Task[object] = asyncio.create_task(handler(command, params, send, job))
             job.task = task
-            async with asyncio.timeout(delay):
+            async with deadline:
                 value = await task
         except CommandFailed as exc:
             return _failed(command.id, exc.code, exc.message)
-        except TimeoutError:
-            return _failed(command.id, "timed_out", "the command's deadline passed")
+        except TimeoutError as exc:
+            if deadline.expired():
+                return _failed(command.id, "timed_out", "the command's deadline passed")
+            # A socket's own timeout: the engine did not answer in time.
+            return _failed(command.id, "unavailable", f"the docker engine did not answer: {_reason(exc)}")
         except asyncio.CancelledError:
             if not job.cancelled:
                 raise
