@@ -180,27 +180,6 @@ async def test_a_listing_after_a_container_changed_waits_for_the_inventory_showi
     assert listed["helperb-web"].state is ContainerState.EXITED
 
 
-async def test_a_change_just_before_the_inventory_was_taken_may_be_missing_from_it(
-    runtime: AgentContainerRuntime,
-) -> None:
-    inventoried(runtime)
-    runtime.take_event(event_json("start", datetime(2026, 12, 1, 18, 58, 44, 900_000, tzinfo=UTC)))
-
-    async def send_inventory_soon() -> None:
-        await asyncio.sleep(0.1)
-        runtime.take_inventory(
-            json.dumps(with_state("restarting", "Restarting (1) 1 second ago")).encode(),
-            b"[]",
-            datetime(2026, 12, 1, 18, 58, 45, 500_000, tzinfo=UTC),
-        )
-
-    sending = asyncio.create_task(send_inventory_soon())
-    listed = {c.name: c for c in await runtime.list_containers()}
-    await sending
-
-    assert listed["helperb-web"].state is ContainerState.RESTARTING
-
-
 async def test_events_that_change_nothing_listed_or_came_before_the_inventory_do_not_delay_a_listing(
     runtime: AgentContainerRuntime,
 ) -> None:

@@ -158,10 +158,11 @@ class Engine:
         def take() -> tuple[bytes, bytes]:
             return self._raw_get("/containers/json", {"all": 1}), self._raw_get("/images/json", {})
 
+        # Stamped before listing: a change during the listing is newer than the stamp, so the server
+        # does not take this inventory as showing it.
+        taken_at_ms = time.time_ns() // 1_000_000
         containers, images = await self._call(take)
-        return agent_pb2.Inventory(
-            containers_json=containers, images_json=images, taken_at_ms=time.time_ns() // 1_000_000
-        )
+        return agent_pb2.Inventory(containers_json=containers, images_json=images, taken_at_ms=taken_at_ms)
 
     async def events(self) -> AsyncGenerator[agent_pb2.EngineEvent, None]:
         """The engine's events from now on, forever: when the engine goes away, the stream is opened

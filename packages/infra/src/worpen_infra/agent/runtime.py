@@ -55,10 +55,6 @@ EVENT_BACKLOG = 10_000
 FRESHNESS_WAIT = 2.0
 """How long a listing waits, after a change of the node's containers, for the inventory the agent sends
 shortly after one (it debounces them by about half a second)."""
-LISTING_NANOS = 250_000_000
-"""An inventory's time is when the agent's listing ended: a change this much earlier may have happened
-while it was listing, and be missing from it. The inventory the agent sends after a change is taken at
-least half a second after it (its debounce), so it counts as showing the change."""
 DEFAULT_GRACE = 10
 """The engine's grace period of a stop that names none (for the deadline of the command)."""
 PRUNES = 4
@@ -121,7 +117,7 @@ class AgentContainerRuntime:
         if (
             event.type == "container"
             and event.action.partition(":")[0] in LISTED_CHANGES
-            and event.time_nanos > self._taken_nanos - LISTING_NANOS
+            and event.time_nanos >= self._taken_nanos
         ):
             self._changed_nanos = max(self._changed_nanos, event.time_nanos)
             self._expect_inventory()
@@ -427,7 +423,7 @@ class AgentContainerRuntime:
     # ---- the inventory's freshness ----
 
     def _stale(self) -> bool:
-        return self._acted or self._changed_nanos > self._taken_nanos - LISTING_NANOS
+        return self._acted or self._changed_nanos >= self._taken_nanos
 
     def _expect_inventory(self, *, acted: bool = False) -> None:
         """The containers changed: an inventory showing it is on its way."""
