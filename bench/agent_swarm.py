@@ -15,15 +15,16 @@ canned JSON; any other kind is answered "unsupported".
 It prints one JSON line on stdout once every agent is connected, then reads commands from stdin, one a
 line, and answers each with one JSON line:
 
-    load SECONDS RAMP WINDOW RATE
-        heartbeats from every agent in turn, RATE a second in all, or with RATE 0 as fast as the server
-        takes them: paced heartbeats pause and, once the server's count settled, credits are released
-        every TICK seconds, each letting the next agent in line send one; at most WINDOW heartbeats are
-        sent and not yet counted by the server (its worpen_heartbeats_ingested_total, polled every POLL
-        seconds), so nothing piles up in the streams. Answers {"phase": "started"} when the credits start,
-        then the server's count and CPU over SECONDS after RAMP, the swarm's own CPU, and how long the
-        agents took to answer commands meanwhile, once the server counted every heartbeat sent (or
-        DRAIN_TIMEOUT passed).
+    load SECONDS RAMP QUEUE RATE
+        heartbeats from every agent in turn: paced heartbeats pause and, once the server's count settled,
+        credits are released every TICK seconds, each letting the next agent in line send one. With a
+        RATE, RATE a second in all, at most QUEUE sent and not yet counted by the server (its
+        worpen_heartbeats_ingested_total, polled every POLL seconds). With RATE 0, as fast as the server
+        takes them: the rate follows the server's count so that about QUEUE wait (at most twice as many),
+        which keeps the server busy without piling heartbeats up in the streams. Answers {"phase":
+        "started"} when the credits start, then the server's count and CPU over SECONDS after RAMP, the
+        swarm's own CPU, and how long the agents took to answer commands meanwhile, once the server
+        counted every heartbeat sent (or DRAIN_TIMEOUT passed).
     handled
         p50 and p99 of the milliseconds the agents took from reading a command to writing its result,
         since the last `handled` or `load`.
@@ -58,9 +59,9 @@ PROTOCOL = 1
 VERSION = "0.0.0-bench"
 KEY_IDS = 1000
 """Agent ids per agent key (the API binds a key to at most this many)."""
-POLL = 0.05
-"""Seconds between two reads of the server's heartbeat counter under load (each costs the server about
-1.5 ms of CPU)."""
+POLL = 0.2
+"""Seconds between two reads of the server's heartbeat count under load (/metrics: its per-node series
+make it cost the server about 10 ms with 1,000 agents connected)."""
 TICK = 0.005
 """Seconds between two releases of heartbeat credits under load."""
 DRAIN_TIMEOUT = 60.0
@@ -498,16 +499,18 @@ class Swarm:
             "interval": self.agents[0].interval if self.agents else None,
         }
 
-    async def load(self, seconds: float, ramp: float, window: int, rate: float) -> dict[str, object]:
-        """Heartbeats from every agent, `rate` a second in all (0: as fast as the server counts them), never
-        more than `window` sent and not yet counted; figures over `seconds` after `ramp`."""
+    async def load(self, seconds: float, ramp: float, queue: int, rate: float) -> dict[str, object]:
+        """Heartbeats from every agent in turn, `rate` a second in all with at most `queue` sent and not
+        yet counted; or with `rate` 0 as fast as the server counts them, about `queue` not yet counted.
+        Figures over `seconds` after `ramp`."""
         self.running.clear()
         counted_before = await self._quiet()
         self.tally.handled()
         beats_before = self.tally.beats
         credits = asyncio.Semaphore(0)
         stopping = False
-        count = counted_before
+        issued = counted = 0  # credits released (heartbeats sent or about to be); the server's count
+        pace = rate or queue / POLL  # heartbeats a second
         samples: list[tuple[float, int, float, float]] = []
 
         async def pump(agent: Agent) -> None:
@@ -518,25 +521,35 @@ class Swarm:
                 await agent.heartbeat()
 
         async def poll() -> None:
-            nonlocal count
+            """Read the server's count; flooding, follow its rate, faster while fewer than `queue` wait
+            and slower while more do (a proportional controller over two polls)."""
+            nonlocal counted, pace
             while not stopping:
-                now, count = time.monotonic(), await self.counted.read()
+                now, issued_then = time.monotonic(), issued
+                total = await self.counted.read()
                 server_cpu = await asyncio.to_thread(_cpu_seconds, self.args.server_pid)
-                samples.append((now, count, server_cpu, time.process_time()))
+                counted = total - counted_before
+                if samples and not rate:
+                    taken = (total - samples[-1][1]) / (now - samples[-1][0])
+                    pace = max(0.0, taken + (queue - (issued_then - counted)) / (2 * POLL))
+                samples.append((now, total, server_cpu, time.process_time()))
                 await asyncio.sleep(POLL)
 
         _emit({"phase": "started"})
         pumps = [asyncio.create_task(pump(agent)) for agent in self.agents]
         poller = asyncio.create_task(poll())
-        started, issued = time.monotonic(), 0
+        cap = queue if rate else 2 * queue
+        started = last = time.monotonic()
+        allowance = 0.0
         try:
             while (now := time.monotonic()) < started + ramp + seconds:
-                due = window - (issued - (count - counted_before))
-                if rate:
-                    due = min(due, int(rate * (now - started)) - issued)
-                for _ in range(max(0, due)):
+                allowance += pace * (now - last)
+                last = now
+                due = max(0, min(int(allowance), cap - (issued - counted)))
+                for _ in range(due):
                     credits.release()
-                issued += max(0, due)
+                issued += due
+                allowance = min(allowance - due, 1.0)  # what the cap held back is not sent later at once
                 await asyncio.sleep(TICK)
         finally:
             stopping = True
