@@ -71,7 +71,7 @@ def _args() -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="under a minute: 100 agents, 2 rounds of 4 s (options given win)",
+        help="about a minute: 100 agents, 2 rounds of 4 s (options given win)",
     )
     p.add_argument("--agents", type=int, help="simulated agents, one stream each (1000)")
     p.add_argument("--channels", type=int, default=10, help="gRPC channels (TCP connections) they share (10)")
