@@ -388,21 +388,23 @@ def test_a_command_past_its_deadline_answers_504(
     server: WorpenServer, admin: httpx.Client, workdir: Path, tmp_path: Path, containers: Containers
 ) -> None:
     container = containers.run("sleep 600")
-    proxy = EngineProxy(tmp_path / "engine.sock", stalled=(b"/json",))
+    # The engine hangs on this container's inspect, and answers everything else.
+    proxy = EngineProxy(tmp_path / "engine.sock", stalled=(f"/containers/{container.id}/json".encode(),))
     proxy.start()
     agent_id = new_id()
     agent = launch_agent(
         server, agent_id, agent_key(admin, agent_id), workdir, docker_url=f"unix://{proxy.path}"
     )
     try:
-        wait_for(lambda: (agent_view(admin, agent_id) or {}).get("connected"), "connected")
+        wait_connected(admin, agent)
         started = time.monotonic()
         answer = admin.get(f"/api/v1/containers/{container.id}", params={"node": agent_id})
         assert answer.status_code == 504, answer.text
         assert agent_id in answer.json()["detail"]
         assert time.monotonic() - started < COMMAND_TIMEOUT + 10
+        assert admin.get("/api/v1/containers", params={"node": agent_id}).status_code == 200, "the rest works"
     finally:
-        agent.stop()
+        assert agent.stop() == 0, "a hung engine call does not hold the agent's exit"
         proxy.stop()
 
 

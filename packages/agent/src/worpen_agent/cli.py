@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     asyncio.run(_serve(config, Metrics(config.agent_id, agent_version())))
+    # The stream is closed and the log written. A call the engine never answers (a hung engine) would
+    # still hold its worker thread, which the interpreter joins at exit: leave without waiting for it.
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _serve(config: AgentConfig, metrics: Metrics) -> None:
