@@ -441,6 +441,10 @@ class Command(_message.Message):
     """A command for the agent. `params_json` and `data` depend on `kind`; `deadline_ms` is a unix time in
     milliseconds after which the server no longer waits (0: no deadline, e.g. waits and follows).
 
+    A streaming command (containers.logs, images.pull, containers.exec, shell.open) first answers one empty
+    message once the agent has opened it (a LogBatch with no lines, or a CommandOutput with no data), or
+    ends at once with its CommandResult error; then its output, then its CommandResult.
+
     Kinds, their params, and the result_json of their CommandResult (Docker JSON is the Engine API's own):
       "ping"                 {}                          -> {}
       "sync"                 {}                          -> {} after a fresh Inventory and heartbeat were sent
