@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 
 from worpen_core.access.model import Principal
 from worpen_core.agents.model import DOCKER, SHELL, AgentHello, CommandRefused, Connection, SyncReport
-from worpen_core.agents.ports import AgentLink, CommandStream
+from worpen_core.agents.ports import AgentLink
+from worpen_core.agents.terminal import CommandTerminal
 from worpen_core.containers.ports import ContainerRuntime, TerminalChannel
 from worpen_core.containers.service import Containers, SessionTarget, TerminalSession
 from worpen_core.events.model import Event
@@ -137,7 +138,7 @@ class Agents:
                     )
                 except CommandRefused as exc:
                     raise _refusal(agent_id, exc) from exc
-                return _ShellChannel(stream)
+                return CommandTerminal(stream)
 
             return agent_id, agent_id, "node shell", f"node shell ({agent_id})", opener
 
@@ -150,27 +151,3 @@ def _refusal(agent_id: str, exc: CommandRefused) -> WorpenError:
     if exc.code == "not_found":
         return NotFound("shell", exc.message)
     return Unavailable(dependency(agent_id), exc.message)
-
-
-class _ShellChannel:
-    """A shell.open command as a terminal channel."""
-
-    def __init__(self, stream: CommandStream) -> None:
-        self._stream = stream
-
-    async def read(self) -> bytes:
-        while True:
-            try:
-                chunk = await self._stream.next()
-            except (WorpenError, CommandRefused):
-                return b""
-            if chunk is None:
-                return b""
-            if isinstance(chunk, bytes) and chunk:
-                return chunk
-
-    async def write(self, data: bytes) -> None:
-        await self._stream.write(data)
-
-    async def close(self) -> None:
-        await self._stream.close()

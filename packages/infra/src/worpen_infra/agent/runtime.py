@@ -22,6 +22,7 @@ import msgspec
 from worpen_core.agents.model import CommandRefused
 from worpen_core.agents.ports import AgentLink, CommandStream, LogChunks
 from worpen_core.agents.service import dependency
+from worpen_core.agents.terminal import CommandTerminal
 from worpen_core.containers.model import (
     Container,
     ContainerDetail,
@@ -272,9 +273,9 @@ class AgentContainerRuntime:
         finally:
             await stream.close()
 
-    async def exec(self, ref: str, command: Sequence[str]) -> AgentTerminal:
+    async def exec(self, ref: str, command: Sequence[str]) -> CommandTerminal:
         params = {"ref": ref, "command": list(command)}
-        return AgentTerminal(await self._stream("containers.exec", params, ref=ref, within=self._timeout))
+        return CommandTerminal(await self._stream("containers.exec", params, ref=ref, within=self._timeout))
 
     async def events(self, since_nanos: int | None) -> AsyncIterator[EngineEvent]:
         """The engine events the agent sends from now on (none are kept for later readers), those before
@@ -433,32 +434,6 @@ class AgentContainerRuntime:
     def _wake(self) -> None:
         self._arrival.set()
         self._arrival = asyncio.Event()
-
-
-class AgentTerminal:
-    """A containers.exec command as a terminal channel: its output, its input, and cancel on close."""
-
-    def __init__(self, stream: CommandStream) -> None:
-        self._stream = stream
-
-    async def read(self) -> bytes:
-        """The next output; b"" once the process ended, however it ended (the agent went away too): a
-        terminal has no other way to tell, as a direct engine's socket that closes."""
-        while True:
-            try:
-                output = await self._stream.next()
-            except (WorpenError, CommandRefused):
-                return b""
-            if output is None:
-                return b""
-            if isinstance(output, bytes) and output:
-                return output
-
-    async def write(self, data: bytes) -> None:
-        await self._stream.write(data)
-
-    async def close(self) -> None:
-        await self._stream.close()
 
 
 class _Reader:
