@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
-import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -19,13 +18,10 @@ import docker
 import grpc
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.integration.docker_support import SESSION, SESSION_LABEL, Containers, engine
 from tests.integration.support import WorpenServer, bearer, launch_server
+from tests.tls_support import self_signed
 from worpen_proto.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2
 
 pytestmark = pytest.mark.integration
@@ -34,44 +30,6 @@ ANSWER_SECONDS = 30.0
 """Upper bound for the server to answer the scripted agent; never reached when things work."""
 COMMAND_TIMEOUT = 2
 """WORPEN_AGENT_COMMAND_TIMEOUT of the channel's server: a command unanswered this long is a 504."""
-
-
-@dataclass(frozen=True)
-class Tls:
-    cert: bytes
-    key: bytes
-
-
-def self_signed() -> Tls:
-    """A certificate for localhost and 127.0.0.1, signed by its own key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return Tls(
-        cert=cert.public_bytes(serialization.Encoding.PEM),
-        key=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -87,9 +45,9 @@ def channel_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channe
     server, which the shared servers' container lists should not see): one in plain text whose commands
     time out after COMMAND_TIMEOUT s, and one that serves gRPC over TLS only."""
     root = tmp_path_factory.mktemp("channel")
-    tls = self_signed()
-    (root / "cert.pem").write_bytes(tls.cert)
-    (root / "key.pem").write_bytes(tls.key)
+    cert, key = self_signed()
+    (root / "cert.pem").write_bytes(cert)
+    (root / "key.pem").write_bytes(key)
     common = {"WORPEN_DOCKER_HOSTS": "none", "WORPEN_AGENT_TTL": "3600"}
     plain = launch_server(
         root / "plain" / "worpen.db", {**common, "WORPEN_AGENT_COMMAND_TIMEOUT": str(COMMAND_TIMEOUT)}
@@ -105,7 +63,7 @@ def channel_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channe
     try:
         plain.wait_until_healthy()
         secure.wait_until_healthy()
-        yield ChannelServers(plain, secure, tls.cert)
+        yield ChannelServers(plain, secure, cert)
     finally:
         plain.stop()
         secure.stop()
@@ -521,7 +479,7 @@ async def test_grpc_is_served_over_tls_when_given_a_certificate(channel_servers:
 
 def test_a_certificate_without_its_key_is_a_clear_configuration_error(tmp_path: Path) -> None:
     cert = tmp_path / "cert.pem"
-    cert.write_bytes(self_signed().cert)
+    cert.write_bytes(self_signed()[0])
     server = launch_server(tmp_path / "worpen.db", {"WORPEN_GRPC_TLS_CERT": str(cert)})
     assert server.wait_for_exit() != 0
     assert "WORPEN_GRPC_TLS_KEY" in server.log()
