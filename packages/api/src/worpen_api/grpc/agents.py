@@ -107,6 +107,15 @@ def _decode(data: bytes) -> Any:
         ) from None
 
 
+async def _first_message(requests: AsyncIterator[agent_pb2.AgentMessage]) -> agent_pb2.AgentMessage | None:
+    """The stream's first message; None when none came within HELLO_SECONDS or the stream ended."""
+    try:
+        async with asyncio.timeout(HELLO_SECONDS):
+            return await anext(aiter(requests), None)
+    except TimeoutError:
+        return None
+
+
 def _outcome(exc: BaseException) -> str:
     if isinstance(exc, CommandRefused):
         return "refused"
@@ -459,10 +468,14 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         self, request_iterator: AsyncIterator[agent_pb2.AgentMessage], context: Context
     ) -> AsyncIterator[agent_pb2.ControlMessage]:
         try:
+            # The first message is read before any refusal: an agent sends its Hello with the call, and
+            # a stream ended while that write is under way reaches the agent as an INTERNAL error of
+            # its own instead of the server's refusal (a bad key, a protocol it does not speak).
+            first = await _first_message(request_iterator)
             principal = await authenticate(context, self._authenticator)
             agent_id = _metadata_id(context)
             principal.authorize_report(agent_id)
-            hello = await self._hello(request_iterator, agent_id)
+            hello = self._hello(first, agent_id)
             link = GrpcAgentLink(hello, self._counts)
             pace = self._fleet.policy.next_heartbeat_seconds(self._fleet.size)
             link.last_ack = (None, pace)
@@ -504,13 +517,11 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
             self._agents.detach(link)
             log.info("agent.disconnected", agent_id=agent_id, reason=link.end_reason)
 
-    async def _hello(self, requests: AsyncIterator[agent_pb2.AgentMessage], agent_id: str) -> AgentHello:
-        try:
-            async with asyncio.timeout(HELLO_SECONDS):
-                first = await anext(aiter(requests), None)
-        except TimeoutError:
-            raise InvalidInput(f"no Hello within {HELLO_SECONDS:g} s", "hello") from None
-        if first is None or first.WhichOneof("body") != "hello":
+    @staticmethod
+    def _hello(first: agent_pb2.AgentMessage | None, agent_id: str) -> AgentHello:
+        if first is None:
+            raise InvalidInput(f"no Hello within {HELLO_SECONDS:g} s", "hello")
+        if first.WhichOneof("body") != "hello":
             raise InvalidInput("the first message of the stream must be a Hello", "hello")
         hello = first.hello
         if hello.id != agent_id:
