@@ -134,6 +134,9 @@ async def test_what_was_produced_while_disconnected_arrives_in_order_after_recon
         await server.wait_for(lambda: bool(server.of("heartbeat")))
         server.refusal = (grpc.StatusCode.UNAVAILABLE, "down for maintenance")
         await server.end_stream()
+        # Produced once the agent knows it is disconnected (a refused reconnection shows it): a message
+        # written into a stream as the server ends it is lost with that stream, as on any stream.
+        await server.wait_for(lambda: len(server.streams) >= 2)
         cut = time.time() * 1000
         for n in range(1, 4):
             await engine.event_queue.put(container_event("start", n))
