@@ -10,6 +10,7 @@ start-ups overlap, and stops them all in teardown.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -17,7 +18,7 @@ import docker
 import httpx
 import pytest
 
-from tests.integration.docker_support import Containers, engine, ensure_test_image
+from tests.integration.docker_support import SESSION, SESSION_LABEL, Containers, engine, ensure_test_image
 from tests.integration.receiver import Receiver, receiving
 from tests.integration.support import (
     SERVERS,
@@ -191,3 +192,19 @@ def receiver() -> Iterator[Receiver]:
     """A real HTTP server on loopback recording the webhooks posted to it."""
     with receiving() as state:
         yield state
+
+
+@pytest.fixture
+def labelled(docker_client: docker.DockerClient) -> Iterator[None]:
+    """Removes this session's containers, then its volumes, after the test whatever its outcome."""
+    try:
+        yield
+    finally:
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"{SESSION_LABEL}={SESSION}"}
+        ):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True)
+        for volume in docker_client.volumes.list(filters={"label": f"{SESSION_LABEL}={SESSION}"}):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                volume.remove(force=True)

@@ -5,14 +5,13 @@ codes that neither starve the engine's other calls nor outlive the engine."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import tarfile
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
@@ -59,22 +58,6 @@ def _spec(script: str, volume: str | None = None, env: dict[str, str] | None = N
         labels=LABELS,
         volume=volume,
     )
-
-
-@pytest.fixture
-def labelled(docker_client: docker.DockerClient) -> Iterator[None]:
-    """Removes this session's containers, then its volumes, after the test whatever its outcome."""
-    try:
-        yield
-    finally:
-        for container in docker_client.containers.list(
-            all=True, filters={"label": f"{SESSION_LABEL}={SESSION}"}
-        ):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                container.remove(force=True)
-        for volume in docker_client.volumes.list(filters={"label": f"{SESSION_LABEL}={SESSION}"}):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                volume.remove(force=True)
 
 
 @pytest.fixture

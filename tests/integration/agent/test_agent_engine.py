@@ -5,7 +5,6 @@ take input and end on cancel; events survive the engine going away; the node she
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import io
 import json
@@ -13,7 +12,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -132,22 +131,6 @@ def tar(files: dict[str, bytes]) -> bytes:
 
 def name() -> str:
     return f"wt-{SESSION}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def labelled(docker_client: docker.DockerClient) -> Iterator[None]:
-    """Removes this session's containers, then its volumes, after the test whatever its outcome."""
-    try:
-        yield
-    finally:
-        for container in docker_client.containers.list(
-            all=True, filters={"label": f"{SESSION_LABEL}={SESSION}"}
-        ):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                container.remove(force=True)
-        for volume in docker_client.volumes.list(filters={"label": f"{SESSION_LABEL}={SESSION}"}):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                volume.remove(force=True)
 
 
 @pytest.fixture
