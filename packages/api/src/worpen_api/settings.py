@@ -31,6 +31,28 @@ DOCKER_SCHEMES = ("unix://", "tcp://", "http://", "https://")
 
 
 @dataclass(frozen=True)
+class DatabaseSettings:
+    """How Worpen talks to its database beyond the URL (PostgreSQL; SQLite ignores the pool)."""
+
+    pool_size: int = 10
+    """Connections each replica keeps open to PostgreSQL (and as many more under bursts)."""
+    statement_timeout: float = 30.0
+    """Seconds a statement may run before PostgreSQL cancels it (the request then answers 503)."""
+    connect_timeout: float = 5.0
+    """Seconds to wait for a connection to the database before answering 503."""
+
+
+@dataclass(frozen=True)
+class ReplicaSettings:
+    """Several replicas on one PostgreSQL database: who this one is, and how long the leader's lease lasts."""
+
+    replica_id: str = ""
+    """This replica's name in leases and the agent registry; empty: host name and process id."""
+    lease_seconds: float = 10.0
+    """How long the leader's lease lasts without renewal: a dead leader is replaced within this time."""
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     local_repos: tuple[str, ...] = ()
     """Directories below which `file://` repositories may be fetched (none: no local repository)."""
@@ -183,6 +205,8 @@ class Settings:
     """The gRPC server's certificate chain (PEM); with `grpc_tls_key`, gRPC is served over TLS only."""
     grpc_tls_key: str | None = None
     agents: AgentSettings = field(default_factory=AgentSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
 
     def __post_init__(self) -> None:
         if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
@@ -312,6 +336,15 @@ class Settings:
             agents=AgentSettings(
                 command_timeout=read.number("WORPEN_AGENT_COMMAND_TIMEOUT", 30, 0.1, 86_400),
                 sync_timeout=read.number("WORPEN_AGENT_SYNC_TIMEOUT", 5, 0.1, 600),
+            ),
+            database=DatabaseSettings(
+                pool_size=read.integer("WORPEN_DATABASE_POOL_SIZE", 10, 1, 1000),
+                statement_timeout=read.number("WORPEN_DATABASE_STATEMENT_TIMEOUT", 30, 0.1, 86_400),
+                connect_timeout=read.number("WORPEN_DATABASE_CONNECT_TIMEOUT", 5, 0.1, 600),
+            ),
+            replicas=ReplicaSettings(
+                replica_id=read.text("WORPEN_REPLICA_ID", "") or f"{local_node_name()}-{os.getpid()}",
+                lease_seconds=read.number("WORPEN_LEASE_SECONDS", 10, 0.5, 3600),
             ),
         )
 

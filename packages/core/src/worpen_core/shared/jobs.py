@@ -15,6 +15,9 @@ class Periodic:
     name: str
     seconds: float
     step: Callable[[], Awaitable[object]]
+    singleton: bool = False
+    """Run by one replica at a time, the one holding the leader's lease (a sweep, a rollup, a cron tick);
+    otherwise every replica runs it (a flush of what this replica buffered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,9 @@ class Continuous:
 
     name: str
     run: Callable[[asyncio.Event], Awaitable[None]]
+    singleton: bool = False
+    """Run by one replica at a time (see Periodic.singleton): started when this replica becomes the
+    leader, asked to stop (`stopping` set) when it stops being one."""
 
 
 Job = Periodic | Continuous

@@ -1,8 +1,8 @@
-"""Ports several features use: the clock, the unit of work and cron schedules."""
+"""Ports several features use: the clock, the unit of work, cron schedules and leases."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -39,4 +39,19 @@ class CronSchedule(Protocol):
 
     def next_after(self, expression: str, after: datetime) -> datetime:
         """The first slot strictly after `after` (UTC-aware)."""
+        ...
+
+
+class Leases(Protocol):
+    """Named leases shared by the replicas of one database: at most one holder per name at a time, until
+    its lease expires. Each time a lease changes hands its fencing token grows, so work stamped with an
+    older token can be told apart from the new holder's."""
+
+    async def hold(self, name: str, holder: str, ttl: timedelta) -> int | None:
+        """Take the lease `name` for `holder` until now + `ttl` if it is free, expired or already held by
+        `holder` (a renewal); its fencing token, or None when another holder has it."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give up the lease if `holder` has it (a clean stop), so another replica takes over at once."""
         ...
