@@ -50,6 +50,9 @@ class ReplicaSettings:
     """This replica's name in leases and the agent registry; empty: host name and process id."""
     lease_seconds: float = 10.0
     """How long the leader's lease lasts without renewal: a dead leader is replaced within this time."""
+    address: str = ""
+    """host:port at which the other replicas reach this one's gRPC server (commands for the agents whose
+    streams it holds); empty: the gRPC host and port, the host name when gRPC listens on every address."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +348,7 @@ class Settings:
             replicas=ReplicaSettings(
                 replica_id=read.text("WORPEN_REPLICA_ID", "") or f"{local_node_name()}-{os.getpid()}",
                 lease_seconds=read.number("WORPEN_LEASE_SECONDS", 10, 0.5, 3600),
+                address=read.text("WORPEN_REPLICA_ADDRESS", ""),
             ),
         )
 
