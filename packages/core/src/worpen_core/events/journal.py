@@ -16,7 +16,9 @@ from worpen_core.shared.ports import Clock
 
 class EventJournal:
     """Reads the stored events and follows new ones. Whatever records events (the central log's writer)
-    calls `committed` with them once they are committed, in the order of their ids."""
+    calls `committed` with them once they are committed, in the order of their ids; with several replicas
+    on one database, what any of them committed is read back from the store and handed to `tailed`
+    instead (see CentralLog.tail)."""
 
     def __init__(
         self,
@@ -33,14 +35,22 @@ class EventJournal:
         self._prune_batch = prune_batch
         self._live: Broadcast[RecordedEvent] = Broadcast(buffer)
         self.recorded = 0
-        """Events committed since this process started (a monotonic counter, for throughput)."""
+        """Events this process committed since it started (a monotonic counter, for throughput): with
+        several replicas, each counts what it wrote."""
 
     @property
     def followers(self) -> int:
         return self._live.followers
 
-    def committed(self, events: Sequence[RecordedEvent]) -> None:
+    def committed(self, events: Sequence[RecordedEvent], *, live: bool = True) -> None:
+        """`events` were committed by this process; `live`: hand them to the followers now (False when
+        a tail reads them back from the store, in the order every replica committed them)."""
         self.recorded += len(events)
+        if live:
+            self._live.publish(events)
+
+    def tailed(self, events: Sequence[RecordedEvent]) -> None:
+        """Events any replica committed, read back from the store in the order of their ids."""
         self._live.publish(events)
 
     async def read(

@@ -1,4 +1,4 @@
-"""The event bus port, and what the journal needs from storage."""
+"""The event bus port, the signal that wakes other replicas, and what the journal needs from storage."""
 
 from __future__ import annotations
 
@@ -18,6 +18,21 @@ class EventBus(Protocol):
     def subscribe(self, handler: EventHandler) -> None:
         """Deliver every event published from now on to `handler`; a failing handler does not stop the
         others."""
+        ...
+
+
+class JournalSignal(Protocol):
+    """Wakes every replica when one of them committed events or log entries (several replicas on one
+    database). The stored journal and log stay the truth: a signal only says "read them again"."""
+
+    def announce(self) -> None:
+        """This replica committed events or log entries: tell every replica (this one too), in the
+        background. Never raises: an announcement lost on the way is covered by the waiters' timeout."""
+        ...
+
+    async def wait(self, seconds: float) -> None:
+        """Return once any replica announced since the last call returned, or after `seconds` (a poll,
+        for announcements lost while the signal was down)."""
         ...
 
 

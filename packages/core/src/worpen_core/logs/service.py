@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from worpen_core.events.journal import EventJournal
 from worpen_core.events.model import Event, EventRecord, RecordedEvent
+from worpen_core.events.ports import JournalSignal
 from worpen_core.logs.commands import ShipLogs
 from worpen_core.logs.model import FieldValue, LogEntry, LogFilter, LogLine, LogPolicy, LogQuery
 from worpen_core.logs.ports import LogsUnitOfWorkFactory
@@ -19,6 +21,10 @@ from worpen_core.shared.ports import Clock
 
 BATCH_LINES = 5000
 """Lines (events included) written per transaction at most."""
+TAIL_PAGE = 1000
+"""Events, and log entries, the tail reads from the store at a time."""
+TAIL_POLL = 1.0
+"""Seconds the tail waits for a signal before it reads the store anyway (a signal lost on the way)."""
 
 
 @dataclass(slots=True)
@@ -32,7 +38,12 @@ class CentralLog:
     transaction; and the lines agents ship. One writer commits whatever is pending in one transaction
     (group commit: a burst of 10,000 events is a few commits, not 10,000), so ids follow the commit order
     and followers get entries in that order. Events are taken without waiting (the bus must not wait on
-    the disk); shipped lines are acknowledged once committed."""
+    the disk); shipped lines are acknowledged once committed.
+
+    With a `signal` (several replicas writing one database), what this process commits is not handed to
+    its followers directly: the signal wakes the tail of every replica, which reads what any of them
+    committed back from the store, in the order of the ids, and hands that to the followers. The
+    counters stay this process's own (what it wrote)."""
 
     def __init__(
         self,
@@ -42,11 +53,17 @@ class CentralLog:
         policy: LogPolicy,
         *,
         buffer: int,
+        signal: JournalSignal | None = None,
+        poll: float = TAIL_POLL,
     ) -> None:
         self._uow = uow
         self._journal = journal
         self._clock = clock
         self.policy = policy
+        self._signal = signal
+        self._poll = poll
+        self._tailed: tuple[int, int] | None = None
+        """The last event and the last log entry the tail handed to the followers."""
         self._live: Broadcast[LogEntry] = Broadcast(buffer)
         self._pending: list[Event | _Shipped] = []
         self._write = asyncio.Lock()
@@ -59,11 +76,17 @@ class CentralLog:
         """Events lost because the database could not be written for too long (see LogPolicy)."""
         self._size: int | None = None
         """The log's size (LogLine.size summed): read from the store once, then kept up to date by the
-        writes and the pruning (this process is the log's only writer)."""
+        writes and the pruning when this process is the log's only writer; read at each pruning when
+        other replicas write too (with a signal)."""
 
     @property
     def followers(self) -> int:
         return self._live.followers
+
+    @property
+    def tailing(self) -> bool:
+        """Whether followers get what the tail reads back from the store (several replicas)."""
+        return self._signal is not None
 
     async def record(self, event: Event) -> None:
         """The event bus's subscriber: the event is written soon, with the events around it."""
@@ -107,7 +130,10 @@ class CentralLog:
         """Delete entries older than the retention, then the oldest until the log fits its size budget,
         a bounded batch per transaction so that no write waits long for the database; how many went."""
         before = self._clock.now() - self.policy.keep
-        if self._size is None:
+        if self._signal is not None:
+            async with self._uow() as tx:  # other replicas write too: nothing to keep up to date
+                self._size = await tx.logs.size()
+        elif self._size is None:
             async with self._write, self._uow() as tx:  # no write commits meanwhile
                 self._size = await tx.logs.size()
         pruned = 0
@@ -121,6 +147,57 @@ class CentralLog:
             if batch.entries < self.policy.prune_batch:
                 return pruned
             await asyncio.sleep(0)
+
+    async def start_tail(self) -> None:
+        """Tail from the newest event and log entry: what was committed before is in the store, where
+        followers read what they missed. Before the server takes requests, so that no follower reads
+        the store before the tail's starting point and waits live for what lies between."""
+        self._tailed = await self._newest()
+
+    async def tail(self, stopping: asyncio.Event) -> None:
+        """Until `stopping` is set: whenever the signal says some replica committed (or every `poll`
+        seconds), hand the events and log entries committed since the last time to the followers, in
+        the order of their ids. Ids commit in that order on every replica (the storage adapter sees to
+        it), so reading above the last one handed skips nothing; a lost database is retried."""
+        signal = self._signal
+        if signal is None:
+            return  # one process: its followers get what it commits as it commits it
+        while not stopping.is_set():
+            # The store unreachable, it is read again at the next signal or poll.
+            with contextlib.suppress(WorpenError):
+                await self._catch_up()
+            waiting = asyncio.ensure_future(signal.wait(self._poll))
+            stop = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait((waiting, stop), return_when=asyncio.FIRST_COMPLETED)
+            for pending in (waiting, stop):
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+
+    async def _newest(self) -> tuple[int, int]:
+        async with self._uow() as tx:
+            events = await tx.events.latest(1)
+            entries = await tx.logs.query(LogQuery(limit=1))
+        return events[-1].id if events else 0, entries[0].id if entries else 0
+
+    async def _catch_up(self) -> None:
+        if self._tailed is None:
+            self._tailed = await self._newest()
+        tailed = self._tailed
+        while True:
+            last_event, last_entry = tailed
+            async with self._uow() as tx:
+                events = await tx.events.after(last_event, TAIL_PAGE)
+                entries = await tx.logs.after(last_entry, TAIL_PAGE, LogFilter())
+            tailed = self._tailed = (
+                events[-1].id if events else last_event,
+                entries[-1].id if entries else last_entry,
+            )
+            self._journal.tailed(events)
+            self._live.publish(entries)
+            if len(events) < TAIL_PAGE and len(entries) < TAIL_PAGE:
+                return
+            await asyncio.sleep(0)  # let the followers take this page
 
     def _wake(self) -> None:
         if self._writer is None or self._writer.done():
@@ -147,8 +224,11 @@ class CentralLog:
                     raise
                 if self._size is not None:
                     self._size += size
-                self._journal.committed(recorded)
-                self._live.publish(entries)
+                self._journal.committed(recorded, live=self._signal is None)
+                if self._signal is None:
+                    self._live.publish(entries)
+                else:
+                    self._signal.announce()
                 self.entries_written += len(entries)
                 for item in batch:
                     if isinstance(item, _Shipped):
