@@ -483,3 +483,14 @@ pipeline_secrets = Table(
     Column("updated_by", String(200), nullable=False),
 )
 """Secrets stages may ask for, encrypted (never stored in clear)."""
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+"""Named leases shared by the replicas of one database (the leader's): who holds each until when, and its
+fencing token, which grows each time the lease changes hands."""
