@@ -57,6 +57,7 @@ from worpen_core.telemetry.ports import TelemetryUnitOfWork
 from worpen_core.telemetry.service import Telemetry
 from worpen_infra.agent.runtime import AgentContainerRuntime
 from worpen_infra.bus.in_process import InProcessEventBus
+from worpen_infra.bus.postgres_signal import PostgresJournalSignal
 from worpen_infra.clock import SystemClock
 from worpen_infra.crypto.cipher import FernetSecretCipher
 from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
@@ -114,18 +115,29 @@ def bootstrap(
             await upgrade_database(engine)
 
         close_database: Hook | None = engine.dispose
+        if engine.dialect.name == "postgresql":
+            # Other replicas may write the journal and the log: followers get them through the tail.
+            signal: PostgresJournalSignal | None = PostgresJournalSignal(
+                settings.database_url, connect_timeout=settings.database.connect_timeout
+            )
+        else:
+            signal = None
     else:
 
         async def migrate() -> None:
             return None
 
         close_database = None
+        signal = None
 
     policy = settings.log_policy
     journal = EventJournal(
         uow, clock, keep=policy.events_keep, buffer=settings.stream_buffer, prune_batch=policy.prune_batch
     )
-    central_log = CentralLog(uow, journal, clock, policy, buffer=settings.stream_buffer)
+    central_log = CentralLog(uow, journal, clock, policy, buffer=settings.stream_buffer, signal=signal)
+    if signal is not None:
+        on_start.extend((signal.start, central_log.start_tail))
+        on_stop.append(signal.close)
     depth: Callable[[], int] = lambda: 0  # noqa: E731
     if bus is None:
         in_process = InProcessEventBus()

@@ -1,0 +1,114 @@
+"""JournalSignal on PostgreSQL's LISTEN/NOTIFY: every replica listens on one channel and notifies it
+after committing events or log entries. The tables stay the truth: a notification only wakes the tails,
+so one lost while a connection was down costs a poll's delay, never an entry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("worpen.events")
+
+CHANNEL = "worpen_journal"
+FIRST_RETRY = 0.5
+"""Seconds before the first reconnection; each failure doubles it, up to MAX_RETRY."""
+MAX_RETRY = 10.0
+KEEPALIVE = 5.0
+"""Seconds between two checks that the listening connection still answers (a silent network loss)."""
+
+_LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What a lost or refused connection raises."""
+
+
+class PostgresJournalSignal:
+    """One dedicated connection per replica: it listens on CHANNEL and sends this replica's
+    announcements (coalesced: a burst of commits is one notification while one is being sent). Lost, it
+    is reconnected with backoff, saying so in the log; once back, the waiters are woken, to read what was
+    announced meanwhile."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        self._dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        self._connect_timeout = connect_timeout
+        self._heard = asyncio.Event()
+        self._to_send = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+        """Set while the connection listens (for tests and diagnostics)."""
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_listening(), name="journal-signal")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def announce(self) -> None:
+        self._heard.set()  # this replica's own tail need not wait for the round trip
+        self._to_send.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._heard.wait(), seconds)
+        self._heard.clear()
+
+    async def _keep_listening(self) -> None:
+        retry = FIRST_RETRY
+        lost = False
+        while True:
+            try:
+                connection = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            except _LOST as exc:
+                if not lost:
+                    log.warning("journal_signal.unreachable", detail=str(exc) or type(exc).__name__)
+                    lost = True
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, MAX_RETRY)
+                continue
+            try:
+                await connection.add_listener(CHANNEL, self._notified)
+                if lost:
+                    log.info("journal_signal.reconnected")
+                lost = False
+                retry = FIRST_RETRY
+                self.listening.set()
+                self._heard.set()  # what other replicas announced while no one listened
+                await self._serve(connection)
+            except _LOST as exc:
+                log.warning(
+                    "journal_signal.lost", detail=str(exc) or type(exc).__name__, retry_in=FIRST_RETRY
+                )
+                lost = True
+                await asyncio.sleep(FIRST_RETRY)
+            finally:
+                self.listening.clear()
+                connection.terminate()
+
+    async def _serve(self, connection: asyncpg.Connection) -> None:
+        """Send the announcements, and check the connection when there is none to send; raises once
+        the connection is lost."""
+        closed = asyncio.Event()
+        connection.add_termination_listener(lambda _: closed.set())
+        while True:
+            sending = asyncio.ensure_future(self._to_send.wait())
+            ending = asyncio.ensure_future(closed.wait())
+            try:
+                await asyncio.wait((sending, ending), timeout=KEEPALIVE, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sending.cancel()
+                ending.cancel()
+            if closed.is_set():
+                raise ConnectionError("the database closed the connection")
+            if self._to_send.is_set():
+                self._to_send.clear()
+                await connection.execute("SELECT pg_notify($1, '')", CHANNEL, timeout=self._connect_timeout)
+            else:
+                await connection.execute("SELECT 1", timeout=self._connect_timeout)
+
+    def _notified(self, *_: object) -> None:
+        self._heard.set()
