@@ -74,7 +74,7 @@ async def test_save_updates_existing_agents(uow: StorageFactory) -> None:
         await tx.commit()
     async with uow() as tx:
         await tx.agents.save(
-            [agent(status=AgentStatus.CRITICAL, readings=Readings(99.0, 1.0)), agent("bee-002")]
+            [agent(status=AgentStatus.CRITICAL, readings=Readings(99.0, 1.0), revision=1), agent("bee-002")]
         )
         await tx.commit()
 
@@ -109,6 +109,60 @@ async def test_save_profiles_changes_what_agents_say_of_themselves_and_nothing_e
         assert await tx.agents.get("bee-001") == agent(
             status=AgentStatus.CRITICAL, reported_status=AgentStatus.CRITICAL, **said
         )
+
+
+async def test_a_save_is_refused_for_agents_another_writer_changed_first_and_the_others_are_written(
+    uow: StorageFactory,
+) -> None:
+    async with uow() as tx:
+        assert await tx.agents.save([agent(changed_at=T0), agent("bee-002")]) == []
+        await tx.commit()
+    async with uow() as tx:
+        [read] = await tx.agents.get_many(["bee-001"])
+        assert (read.revision, read.changed_at) == (1, T0)
+        # a replica that read bee-001 at revision 1 saves first: the row moves on to revision 2
+        assert await tx.agents.save([agent(status=AgentStatus.CRITICAL, revision=1)]) == []
+        await tx.commit()
+
+    async with uow() as tx:  # another replica, which had read it at revision 1 too, and registers bee-002
+        stale = await tx.agents.save(
+            [agent(status=AgentStatus.OFFLINE, revision=1), agent("bee-002"), agent("bee-003")]
+        )
+        await tx.commit()
+
+    assert sorted(stale) == ["bee-001", "bee-002"]
+    async with uow() as tx:
+        stored = {found.id: found for found in await tx.agents.list_all()}
+    assert (stored["bee-001"].status, stored["bee-001"].revision) == (AgentStatus.CRITICAL, 2)
+    assert (stored["bee-002"].revision, stored["bee-003"].revision) == (1, 1)
+
+
+async def test_agents_are_found_by_id_and_by_when_they_last_changed(uow: StorageFactory) -> None:
+    async with uow() as tx:
+        await tx.agents.save(
+            [
+                agent("bee-001", changed_at=T0),
+                agent("bee-002", changed_at=T0 + timedelta(seconds=5)),
+                agent("bee-003", changed_at=T0 + timedelta(seconds=10)),
+            ]
+        )
+        await tx.commit()
+
+    async with uow() as tx:
+        assert sorted(found.id for found in await tx.agents.get_many(["bee-003", "ghost", "bee-001"])) == [
+            "bee-001",
+            "bee-003",
+        ]
+        assert await tx.agents.get_many([]) == []
+        changed = await tx.agents.changed_since(T0 + timedelta(seconds=5))
+        assert sorted(found.id for found in changed) == ["bee-002", "bee-003"]
+
+    async with uow() as tx:  # a profile saved moves the row on: other replicas take it in
+        await tx.agents.save_profiles([agent("bee-001", name="edge", changed_at=T0 + timedelta(seconds=20))])
+        await tx.commit()
+    async with uow() as tx:
+        [profiled] = await tx.agents.changed_since(T0 + timedelta(seconds=20))
+    assert (profiled.id, profiled.name, profiled.revision) == ("bee-001", "edge", 2)
 
 
 async def test_leaving_without_commit_rolls_back(uow: StorageFactory) -> None:
@@ -153,7 +207,9 @@ async def test_agents_are_read_back_with_the_readings_of_their_newest_sample(uow
         assert await tx.agents.list_all() == [agent("bee-000"), caught_up]
 
     async with uow() as tx:
-        await tx.agents.save([agent(readings=Readings(99.0, 1.0), last_seen=T0 + timedelta(seconds=30))])
+        await tx.agents.save(
+            [agent(readings=Readings(99.0, 1.0), last_seen=T0 + timedelta(seconds=30), revision=1)]
+        )
         await tx.commit()
     async with uow() as tx:
         stored = await tx.agents.get("bee-001")

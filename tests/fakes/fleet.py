@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import datetime
 
 from tests.fakes.store import Store
 from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
@@ -24,6 +25,8 @@ def _as_stored(agent: Agent) -> Agent:
         agent.os,
         agent.version,
         agent.peers,
+        revision=agent.revision,
+        changed_at=agent.changed_at,
     )
 
 
@@ -37,9 +40,19 @@ class FakeAgentRepository:
         found = self._staged.get(agent_id) or self._store.agents.get(agent_id)
         return None if found is None else self._caught_up(found)
 
+    async def get_many(self, agent_ids: Sequence[str]) -> list[Agent]:
+        return [agent for agent in [await self.get(agent_id) for agent_id in agent_ids] if agent is not None]
+
     async def list_all(self) -> list[Agent]:
         merged = {**self._store.agents, **self._staged}
         return [self._caught_up(merged[key]) for key in sorted(merged)]
+
+    async def changed_since(self, since: datetime) -> list[Agent]:
+        return [
+            agent
+            for agent in await self.list_all()
+            if agent.changed_at is not None and agent.changed_at >= since
+        ]
 
     def _caught_up(self, stored: Agent) -> Agent:
         agent = stored.copy()
@@ -47,16 +60,27 @@ class FakeAgentRepository:
         agent.catch_up(max(reversed(mine), key=lambda sample: sample.at, default=None))  # the last of a tie
         return agent
 
-    async def save(self, agents: Sequence[Agent]) -> None:
+    async def save(self, agents: Sequence[Agent]) -> list[str]:
+        stale = []
         for agent in agents:
-            self._staged[agent.id] = _as_stored(agent)
+            stored = self._staged.get(agent.id) or self._store.agents.get(agent.id)
+            if (0 if stored is None else stored.revision) != agent.revision:
+                stale.append(agent.id)
+                continue
+            self._staged[agent.id] = dataclasses.replace(_as_stored(agent), revision=agent.revision + 1)
+        return stale
 
     async def save_profiles(self, agents: Sequence[Agent]) -> None:
         for agent in agents:
             stored = self._staged.get(agent.id) or self._store.agents.get(agent.id)
             if stored is not None:
                 profile = dict(zip(PROFILE, agent.profile(), strict=True))
-                self._staged[agent.id] = dataclasses.replace(stored, **profile)  # type: ignore[arg-type]
+                self._staged[agent.id] = dataclasses.replace(
+                    stored,
+                    revision=stored.revision + 1,
+                    changed_at=agent.changed_at,
+                    **profile,  # type: ignore[arg-type]
+                )
 
 
 class FakeSampleRepository:

@@ -152,7 +152,9 @@ def bootstrap(
 
     bus.subscribe(central_log.record)
     on_stop.append(central_log.flush)  # after the bus delivered what it had queued
-    fleet = Fleet(uow, bus, clock, settings.policy)
+    # Replicas on one PostgreSQL database each hold the fleet: transitions saved against the agent's
+    # revision, overdue agents read again before the sweep, and a refresh of the others' changes.
+    fleet = Fleet(uow, bus, clock, settings.policy, shared=settings.database_url.startswith("postgresql"))
     throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1))
     authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds), throttle)
     if runtimes is None:

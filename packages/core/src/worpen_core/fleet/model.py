@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from operator import attrgetter
 
@@ -100,6 +100,14 @@ class Agent:
     """Per metric (cpu, memory, disk), heartbeats in a row that count towards flipping it: at or above its
     threshold while it is not high, below threshold minus margin while it is."""
     healing: Healing | None = None
+    revision: int = field(default=0, compare=False)
+    """The revision of the stored row this state was read from or last written as (0: never stored). A
+    save succeeds only if the row is still at that revision: replicas sharing a database never overwrite
+    each other's transitions (optimistic concurrency). Not compared: it says where the state is from, not
+    what it is."""
+    changed_at: datetime | None = field(default=None, compare=False)
+    """When the stored state last changed (a registration, a transition, a profile): replicas take in what
+    changed since they last looked."""
 
     @classmethod
     def register(
@@ -124,6 +132,20 @@ class Agent:
 
     def copy(self) -> Agent:
         return Agent(*_agent_fields(self))  # a tenth of dataclasses.replace's cost, on every heartbeat
+
+    def adopt(self, stored: Agent) -> Agent:
+        """This agent as `stored` (read back from the database, perhaps written by another replica) says it
+        is now: its status and profile if the row is newer than what this copy was read from, its readings
+        if they are newer; what lives in memory only (the streaks, the alerts, the remediations running on
+        this replica) stays this copy's."""
+        merged = stored.copy() if stored.revision > self.revision else self.copy()
+        if stored.last_seen > self.last_seen:
+            merged.last_seen, merged.readings = stored.last_seen, stored.readings
+        else:
+            merged.last_seen, merged.readings = self.last_seen, self.readings
+        merged.pressure_streak, merged.calm_streak = self.pressure_streak, self.calm_streak
+        merged.alerts, merged.streaks, merged.healing = self.alerts, self.streaks, self.healing
+        return merged
 
     def profile(self) -> tuple[object, ...]:
         """What the agent says of itself besides its readings. Readings are stored as telemetry samples;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from worpen_core.fleet.model import Agent, TelemetrySample
@@ -14,15 +15,26 @@ class AgentRepository(Protocol):
 
     async def get(self, agent_id: str) -> Agent | None: ...
 
+    async def get_many(self, agent_ids: Sequence[str]) -> list[Agent]:
+        """Those of these agents that are stored, in no particular order."""
+        ...
+
     async def list_all(self) -> list[Agent]: ...
 
-    async def save(self, agents: Sequence[Agent]) -> None:
-        """Insert or update these agents, whole."""
+    async def changed_since(self, since: datetime) -> list[Agent]:
+        """The agents whose stored state changed (`Agent.changed_at`) at or after `since`."""
+        ...
+
+    async def save(self, agents: Sequence[Agent]) -> list[str]:
+        """Insert or update these agents, whole, each at `revision + 1`, if its row is still at the
+        agent's `revision` (0: no row yet). Returns the ids of those whose row was not: another writer
+        changed them first; the others are written all the same."""
         ...
 
     async def save_profiles(self, agents: Sequence[Agent]) -> None:
         """Update what these agents say of themselves (`Agent.profile`), and nothing else: not their
-        status, not their readings (those are stored as samples)."""
+        status, not their readings (those are stored as samples). Each row's revision moves on, and its
+        `changed_at` becomes the agent's."""
         ...
 
 

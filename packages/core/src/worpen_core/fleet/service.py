@@ -1,6 +1,13 @@
 """The fleet service: live agent state in memory, transitions persisted before they are acknowledged,
 telemetry written in batches (the design Nomad uses for its heartbeats). An agent's readings are stored as
-its telemetry; the agent itself only when it registers, changes status or changes its profile."""
+its telemetry; the agent itself only when it registers, changes status or changes its profile.
+
+Replicas sharing one database each hold the fleet in memory, and one agent's heartbeats may land on any of
+them. A transition is saved only if the agent's row is still at the revision this replica knows; when
+another replica changed it first, the agent is read again and the heartbeat (or sweep, or remediation)
+applied once more to what is stored, so a transition is never lost nor made twice. Each replica takes in
+what the others changed (`refresh`), and the sweeper reads overdue agents again before it expires them:
+the heartbeats another replica received reach the database as telemetry samples within a flush."""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 
 from worpen_core.events.ports import EventBus
 from worpen_core.fleet.commands import RecordHeartbeat
@@ -17,7 +25,7 @@ from worpen_core.fleet.events import AgentEvent
 from worpen_core.fleet.model import Agent, FleetPolicy, TelemetrySample
 from worpen_core.fleet.ports import FleetUnitOfWorkFactory
 from worpen_core.fleet.status import AgentStatus
-from worpen_core.shared.errors import NotFound
+from worpen_core.shared.errors import Conflict, NotFound
 from worpen_core.shared.ports import Clock
 
 
@@ -30,8 +38,46 @@ class HeartbeatAck:
     committed and published)."""
 
 
+Change = Callable[[Agent], list[AgentEvent]]
+"""A change made to a copy of an agent, returning its events: applied again to the stored state when
+another replica changed the agent first."""
+
+ATTEMPTS = 5
+"""Times a change is applied to a fresh copy of its agent before it fails with Conflict: each attempt
+lost to another replica's write to the same agent, a contention two replicas cannot keep up for long."""
+
+REFRESH_OVERLAP = timedelta(seconds=10)
+"""How far before its last look a refresh looks again: a change stamped by another replica's clock (a
+little behind this one's) or committed after the last look (stamped before it) is still taken in."""
+
+
+@dataclass(slots=True)
+class _Write:
+    agent: Agent
+    """The changed copy, to be saved."""
+    before: Agent | None
+    """What the change was applied to (None: a registration); what lives in memory only is kept from it
+    when the change is applied again."""
+    events: list[AgentEvent]
+    change: Change
+    done: asyncio.Future[tuple[Agent, list[AgentEvent]]]
+    """The agent and the events as committed and published."""
+    attempts: int = 1
+
+
 class Fleet:
-    def __init__(self, uow: FleetUnitOfWorkFactory, bus: EventBus, clock: Clock, policy: FleetPolicy) -> None:
+    def __init__(
+        self,
+        uow: FleetUnitOfWorkFactory,
+        bus: EventBus,
+        clock: Clock,
+        policy: FleetPolicy,
+        *,
+        shared: bool = False,
+    ) -> None:
+        """`shared`: other replicas write to the same database (PostgreSQL); the sweeper then reads overdue
+        agents again before expiring them, and `refresh` has something to take in. With one replica memory
+        is the truth and neither costs anything."""
         self._uow = uow
         self._bus = bus
         self._clock = clock
@@ -40,7 +86,8 @@ class Fleet:
         self._locks: dict[str, asyncio.Lock] = {}
         self._samples: deque[TelemetrySample] = deque(maxlen=policy.max_buffered_samples)
         self._dirty: set[str] = set()
-        self._pending: list[tuple[Sequence[Agent], Sequence[AgentEvent], asyncio.Future[None]]] = []
+        self.shared = shared
+        self._pending: list[_Write] = []
         self._committer: asyncio.Task[None] | None = None
         self._write = asyncio.Lock()
         self._paced_for = (-1, policy.heartbeat_interval)
@@ -48,13 +95,42 @@ class Fleet:
         self.heartbeats_ingested = 0
         self.samples_dropped = 0
         """Samples dropped, oldest first, because the buffer was full (the database was unavailable)."""
+        self._looked_at: datetime | None = None
+        """When `restore` or the last `refresh` read the store."""
 
     async def restore(self) -> int:
         """Load the fleet as it was persisted; returns how many agents were restored."""
+        looked_at = self._clock.now()
         async with self._uow() as uow:
             agents = await uow.agents.list_all()
         self._agents = {agent.id: agent for agent in agents}
+        self._looked_at = looked_at
         return len(agents)
+
+    async def refresh(self) -> int:
+        """Take in what other replicas stored since the last look (registrations, transitions, profiles),
+        so that every replica lists the same agents with the same statuses; returns how many agents
+        changed here. A row this replica already holds at its revision changes nothing."""
+        looked_at = self._clock.now()
+        since = looked_at if self._looked_at is None else self._looked_at
+        async with self._uow() as uow:
+            stored = await uow.agents.changed_since(since - REFRESH_OVERLAP)
+        taken = 0
+        for fresh in stored:
+            local = self._agents.get(fresh.id)
+            if local is not None and fresh.revision <= local.revision:
+                continue
+            async with self._locks.setdefault(fresh.id, asyncio.Lock()):
+                local = self._agents.get(fresh.id)
+                if local is None:
+                    self._agents[fresh.id] = fresh
+                elif fresh.revision > local.revision:
+                    self._agents[fresh.id] = self._adopted(local, fresh)
+                else:
+                    continue
+                taken += 1
+        self._looked_at = looked_at
+        return taken
 
     async def record_heartbeat(self, beat: RecordHeartbeat) -> HeartbeatAck:
         lock = self._locks.get(beat.agent_id)
@@ -70,7 +146,9 @@ class Fleet:
                 agent = current.copy()
                 events = agent.beat(beat, now, self.policy)
             if events:
-                await self._persist([agent], events)  # installs it in memory once committed
+                change = partial(Agent.beat, beat=beat, at=now, policy=self.policy)
+                # installs it in memory once committed
+                [(agent, events)] = await self._persist([_write(agent, current, events, change)])
             else:
                 self._agents[agent.id] = agent
                 if current is not None and agent.profile() != current.profile():
@@ -96,7 +174,8 @@ class Fleet:
         await self._heal(agent_id, lambda agent, now: agent.end_healing(now, self.policy))
 
     async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[AgentEvent]:
-        """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue."""
+        """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue. With a shared
+        store, overdue agents are read again first: their heartbeats may have gone to another replica."""
         now = self._clock.now()
         candidates = self._agents.values() if agent_ids is None else self._lookup(agent_ids)
         overdue = sorted(
@@ -109,17 +188,20 @@ class Fleet:
         async with AsyncExitStack() as stack:
             for agent_id in overdue:
                 await stack.enter_async_context(self._locks.setdefault(agent_id, asyncio.Lock()))
-            changed: list[Agent] = []
-            events: list[AgentEvent] = []
+            if self.shared:
+                async with self._uow() as uow:
+                    for fresh in await uow.agents.get_many(overdue):
+                        self._agents[fresh.id] = self._adopted(self._agents[fresh.id], fresh)
+            writes: list[_Write] = []
+            expire = partial(Agent.expire, now=self._clock.now(), policy=self.policy)
             for agent_id in overdue:
-                agent = self._agents[agent_id].copy()
-                expired = agent.expire(self._clock.now(), self.policy)
+                before = self._agents[agent_id]
+                agent = before.copy()
+                expired = expire(agent)
                 if expired:
-                    changed.append(agent)
-                    events.extend(expired)
-            if changed:
-                await self._persist(changed, events)
-        return events
+                    writes.append(_write(agent, before, expired, expire))
+            committed = await self._persist(writes) if writes else []
+        return [event for _, events in committed for event in events]
 
     async def flush(self) -> int:
         """Write buffered telemetry, and the agents whose profile changed (a name, an address...); returns
@@ -131,10 +213,14 @@ class Fleet:
         samples = list(self._samples)
         self._samples.clear()
         dirty, self._dirty = self._dirty, set()
+        profiles = [self._agents[agent_id] for agent_id in sorted(dirty)]
+        now = self._clock.now()
+        for agent in profiles:
+            agent.changed_at = now
         try:
             async with self._write, self._uow() as uow:
                 await uow.samples.add(samples)
-                await uow.agents.save_profiles([self._agents[agent_id] for agent_id in sorted(dirty)])
+                await uow.agents.save_profiles(profiles)
                 await uow.commit()
         except BaseException:
             self._requeue(samples)
@@ -214,37 +300,92 @@ class Fleet:
         if agent_id not in self._agents:
             return
         async with self._locks.setdefault(agent_id, asyncio.Lock()):
-            agent = self._agents[agent_id].copy()
-            events = change(agent, self._clock.now())
+            before = self._agents[agent_id]
+            agent = before.copy()
+            now = self._clock.now()
+            events = change(agent, now)
             if events:
-                await self._persist([agent], events)
+                await self._persist([_write(agent, before, events, lambda fresh: change(fresh, now))])
             else:
                 self._agents[agent_id] = agent
 
-    async def _persist(self, agents: Sequence[Agent], events: Sequence[AgentEvent]) -> None:
-        """Commit these agents, then publish the events. Concurrent callers share one transaction
-        (group commit): a burst of registrations costs one fsync, not one each."""
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((agents, events, done))
+    def _adopted(self, local: Agent, stored: Agent) -> Agent:
+        """`local` as `stored` says it is now; a profile this replica has yet to write stays its own."""
+        merged = local.adopt(stored)
+        if local.id in self._dirty:
+            merged.name, merged.ip, merged.os = local.name, local.ip, local.os
+            merged.version, merged.peers, merged.reported_status = (
+                local.version,
+                local.peers,
+                local.reported_status,
+            )
+        return merged
+
+    async def _persist(self, writes: Sequence[_Write]) -> list[tuple[Agent, list[AgentEvent]]]:
+        """Commit these changes, then publish their events; returns each agent and its events as
+        committed (applied again to what is stored if another replica changed the agent first). Concurrent
+        callers share one transaction (group commit): a burst of registrations costs one fsync, not one
+        each. The caller holds each agent's lock."""
+        self._pending.extend(writes)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_pending())
-        await asyncio.shield(done)
+        return list(await asyncio.shield(asyncio.gather(*(write.done for write in writes))))
 
     async def _commit_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            latest = {agent.id: agent for agents, _, _ in batch for agent in agents}
+            now = self._clock.now()
+            for write in batch:
+                write.agent.changed_at = now
             try:
                 async with self._write, self._uow() as uow:
-                    await uow.agents.save(list(latest.values()))
+                    stale = set(await uow.agents.save([write.agent for write in batch]))
                     await uow.commit()
             except Exception as exc:
-                for _, _, done in batch:
-                    done.set_exception(exc)
+                for write in batch:
+                    write.done.set_exception(exc)
                 continue
-            self._agents.update(latest)  # here, not in the callers: a caller that went away can't skip it
+            committed = [write for write in batch if write.agent.id not in stale]
+            for write in committed:  # here, not in the callers: a caller that went away can't skip it
+                write.agent.revision += 1
+                self._agents[write.agent.id] = write.agent
             try:
-                await self._bus.publish([event for _, events, _ in batch for event in events])
+                if committed:
+                    await self._bus.publish([event for write in committed for event in write.events])
             finally:
-                for _, _, done in batch:
-                    done.set_result(None)
+                for write in committed:
+                    write.done.set_result((write.agent, write.events))
+            if stale:
+                await self._apply_again([write for write in batch if write.agent.id in stale])
+
+    async def _apply_again(self, writes: list[_Write]) -> None:
+        """Another replica changed these agents first: read them again and apply each change once more to
+        what is stored; those that still change something go into the next batch."""
+        try:
+            async with self._uow() as uow:
+                stored = {
+                    agent.id: agent for agent in await uow.agents.get_many([w.agent.id for w in writes])
+                }
+        except Exception as exc:
+            for write in writes:
+                write.done.set_exception(exc)
+            return
+        for write in writes:
+            fresh = stored.get(write.agent.id)
+            if fresh is None or write.attempts >= ATTEMPTS:
+                write.done.set_exception(Conflict(f"agent {write.agent.id} is being changed elsewhere"))
+                continue
+            before = fresh if write.before is None else self._adopted(write.before, fresh)
+            agent = before.copy()
+            events = write.change(agent)
+            if events:
+                self._pending.append(
+                    _Write(agent, before, events, write.change, write.done, write.attempts + 1)
+                )
+            else:
+                self._agents[agent.id] = agent
+                write.done.set_result((agent, []))
+
+
+def _write(agent: Agent, before: Agent | None, events: list[AgentEvent], change: Change) -> _Write:
+    return _Write(agent, before, events, change, asyncio.get_running_loop().create_future())

@@ -1,11 +1,14 @@
-"""AgentRepository on SQLAlchemy Core: agents read back with the readings of their newest sample."""
+"""AgentRepository on SQLAlchemy Core: agents read back with the readings of their newest sample, saved
+against their revision (optimistic concurrency between replicas)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Row, bindparam, literal_column, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
@@ -16,14 +19,32 @@ from worpen_infra.sql.tables import AGENT_READINGS, SAMPLE_READINGS, agent_sampl
 
 _update_whole = (
     update(agents)
-    .where(agents.c.id == bindparam("b_id"))
+    .where(agents.c.id == bindparam("b_id"), agents.c.revision == bindparam("b_revision"))
     .values({column.name: bindparam(column.name) for column in agents.c if column.name != "id"})
 )
+"""One agent at a time: its row count says whether the row was still at the revision the agent was read
+at (executemany sums the counts, and cannot say which rows another replica changed first)."""
+
+
+_insert_new = {
+    module.dialect.name: module.insert(agents)
+    .on_conflict_do_nothing(index_elements=["id"])
+    .returning(agents.c.id)
+    for module in (postgresql, sqlite)
+}
+"""Registrations, per dialect (each spells ON CONFLICT alike but compiles only its own); an agent another
+replica registered first is not inserted and not returned."""
 _update_profiles = BulkWrite(
     update(agents)
     .where(agents.c.id == bindparam("b_id"))
-    .values({name: bindparam(name) for name in PROFILE}),
-    ("b_id", *PROFILE),
+    .values(
+        {
+            **{name: bindparam(name) for name in PROFILE},
+            "revision": agents.c.revision + literal_column("1"),
+            "changed_at": bindparam("changed_at"),
+        }
+    ),
+    ("b_id", *PROFILE, "changed_at"),
 )
 
 
@@ -40,6 +61,8 @@ def _to_row(agent: Agent) -> dict[str, Any]:
         "version": agent.version,
         "peers": list(agent.peers),
         **dict(zip(AGENT_READINGS, values_of(agent.readings), strict=True)),
+        "revision": agent.revision + 1,
+        "changed_at": agent.changed_at,
     }
 
 
@@ -72,6 +95,8 @@ def _from_row(row: Row[Any]) -> Agent:
         os=row.os,
         version=row.version,
         peers=tuple(row.peers),
+        revision=row.revision,
+        changed_at=row.changed_at,
     )
     if row.sample_at is not None:
         newest = Readings(*(values[f"sample_{name}"] for name in SAMPLE_READINGS))
@@ -87,25 +112,41 @@ class SqlAlchemyAgentRepository:
         row = (await self._connection.execute(_caught_up.where(agents.c.id == agent_id))).first()
         return None if row is None else _from_row(row)
 
+    async def get_many(self, agent_ids: Sequence[str]) -> list[Agent]:
+        if not agent_ids:
+            return []
+        rows = await self._connection.execute(_caught_up.where(agents.c.id.in_(agent_ids)))
+        return [_from_row(row) for row in rows]
+
     async def list_all(self) -> list[Agent]:
         rows = await self._connection.execute(_caught_up.order_by(agents.c.id))
         return [_from_row(row) for row in rows]
 
-    async def save(self, items: Sequence[Agent]) -> None:
-        if not items:
-            return
-        ids = [agent.id for agent in items]
-        existing = set(
-            (await self._connection.execute(select(agents.c.id).where(agents.c.id.in_(ids)))).scalars()
-        )
-        fresh = [_to_row(agent) for agent in items if agent.id not in existing]
-        known = [{**_to_row(agent), "b_id": agent.id} for agent in items if agent.id in existing]
+    async def changed_since(self, since: datetime) -> list[Agent]:
+        rows = await self._connection.execute(_caught_up.where(agents.c.changed_at >= since))
+        return [_from_row(row) for row in rows]
+
+    async def save(self, items: Sequence[Agent]) -> list[str]:
+        """Rows written in id order, so that two replicas saving the same agents wait for each other
+        instead of deadlocking."""
+        ordered = sorted(items, key=lambda agent: agent.id)
+        fresh = [_to_row(agent) for agent in ordered if agent.revision == 0]
+        stale: list[str] = []
         if fresh:
-            await self._connection.execute(insert(agents), fresh)
-        if known:
-            for row in known:
-                del row["id"]
-            await self._connection.execute(_update_whole, known)
+            statement = _insert_new[self._connection.dialect.name]
+            inserted = set((await self._connection.execute(statement, fresh)).scalars())
+            stale.extend(row["id"] for row in fresh if row["id"] not in inserted)
+        for agent in ordered:
+            if agent.revision == 0:
+                continue
+            row = _to_row(agent)
+            del row["id"]
+            result = await self._connection.execute(
+                _update_whole, {**row, "b_id": agent.id, "b_revision": agent.revision}
+            )
+            if result.rowcount != 1:
+                stale.append(agent.id)
+        return stale
 
     async def save_profiles(self, items: Sequence[Agent]) -> None:
         await _update_profiles.run(
@@ -119,6 +160,7 @@ class SqlAlchemyAgentRepository:
                     agent.os,
                     agent.version,
                     agent.peers,
+                    agent.changed_at,
                 )
                 for agent in items
             ),

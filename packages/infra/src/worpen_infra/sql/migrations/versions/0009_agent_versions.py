@@ -1,4 +1,5 @@
-"""An optimistic version on agents, so that replicas never lose a status transition.
+"""An optimistic version on agents, so that replicas never lose a status transition, and when each row
+last changed, so that replicas take in each other's changes.
 
 Revision ID: 0009
 Revises: 0008
@@ -7,6 +8,11 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+from alembic import op
+
+from worpen_infra.sql.tables import UtcDateTime
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -14,8 +20,14 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # Rows stored before were written by one server: each is at its first revision (0 means "no row").
+    op.add_column("agents", sa.Column("revision", sa.Integer, nullable=False, server_default=sa.text("1")))
+    op.add_column("agents", sa.Column("changed_at", UtcDateTime, nullable=True))
+    op.create_index("ix_agents_changed_at", "agents", ["changed_at"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_agents_changed_at", table_name="agents")
+    with op.batch_alter_table("agents") as batch:
+        batch.drop_column("changed_at")
+        batch.drop_column("revision")

@@ -1,0 +1,186 @@
+"""Two replicas of the fleet on one store: one agent's heartbeats land on either, the sweeper runs on one,
+and neither loses nor doubles a transition."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import timedelta
+
+import pytest
+
+from tests.fakes.bus import FakeEventBus
+from tests.fakes.clock import FakeClock
+from tests.fakes.storage import FakeUnitOfWorkFactory
+from tests.unit.fleet.test_service import beat
+from worpen_core.events.model import Event
+from worpen_core.fleet.events import (
+    AgentBecameCritical,
+    AgentEvent,
+    AgentRecovered,
+    AgentRegistered,
+    AgentWentOffline,
+)
+from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
+
+POLICY = FleetPolicy(
+    offline_after=timedelta(seconds=30), critical_threshold=90, hysteresis=3, cpu_high=100, memory_high=100
+)
+"""Metric alerts out of the way: they live in each replica's memory (see Agent), these tests are about the
+status."""
+
+
+class Replica:
+    def __init__(self, uow: FakeUnitOfWorkFactory, clock: FakeClock) -> None:
+        self.bus = FakeEventBus()
+        self.fleet = Fleet(uow, self.bus, clock, POLICY, shared=True)
+
+
+@pytest.fixture
+def a(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> Replica:
+    return Replica(uow, clock)
+
+
+@pytest.fixture
+def b(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> Replica:
+    return Replica(uow, clock)
+
+
+def fleet_events(events: Iterable[Event]) -> list[AgentEvent]:
+    return [event for event in events if isinstance(event, AgentEvent)]
+
+
+def transitions(*replicas: Replica) -> list[type[Event]]:
+    """The fleet's events published by these replicas, in the order of their time (then replica)."""
+    published = fleet_events(event for replica in replicas for event in replica.bus.published)
+    return [type(event) for event in sorted(published, key=lambda event: event.at)]
+
+
+def by_agent(events: Iterable[Event]) -> list[tuple[type[Event], str]]:
+    return [(type(event), event.agent_id) for event in fleet_events(events)]
+
+
+async def test_an_agent_registered_on_both_replicas_at_once_is_registered_once(
+    a: Replica, b: Replica
+) -> None:
+    first, second = await asyncio.gather(
+        a.fleet.record_heartbeat(beat(name="edge")), b.fleet.record_heartbeat(beat(name="edge"))
+    )
+
+    assert transitions(a, b) == [AgentRegistered]
+    assert [first.changed, second.changed].count(True) == 1
+    assert a.fleet.get("bee-001").status is b.fleet.get("bee-001").status is AgentStatus.ONLINE
+
+
+async def test_a_transition_another_replica_committed_first_is_applied_to_what_is_stored_not_made_again(
+    a: Replica, b: Replica, uow: FakeUnitOfWorkFactory
+) -> None:
+    await a.fleet.record_heartbeat(beat())
+    await b.fleet.restore()
+    for _ in range(3):
+        await a.fleet.record_heartbeat(beat(cpu=95))
+    assert a.fleet.get("bee-001").status is AgentStatus.CRITICAL
+
+    acks = [await b.fleet.record_heartbeat(beat(cpu=95)) for _ in range(3)]
+
+    # B's third hot heartbeat found the row moved on: it read CRITICAL back and its beat changed nothing
+    assert [ack.status for ack in acks] == [AgentStatus.ONLINE, AgentStatus.ONLINE, AgentStatus.CRITICAL]
+    assert not any(ack.changed for ack in acks)
+    assert transitions(a, b) == [AgentRegistered, AgentBecameCritical]
+    assert b.fleet.get("bee-001").revision == uow.store.agents["bee-001"].revision == 2
+
+
+async def test_heartbeats_alternating_between_replicas_make_each_transition_once(
+    a: Replica, b: Replica, clock: FakeClock
+) -> None:
+    replicas = [a, b]
+    readings = [10.0] * 2 + [95.0] * 8 + [10.0] * 8 + [95.0] * 8
+    for number, cpu in enumerate(readings):
+        clock.advance(1)
+        await replicas[number % 2].fleet.record_heartbeat(beat(cpu=cpu))
+
+    assert transitions(a, b) == [
+        AgentRegistered,
+        AgentBecameCritical,
+        AgentRecovered,
+        AgentBecameCritical,
+    ]
+    assert a.fleet.get("bee-001").status is b.fleet.get("bee-001").status is AgentStatus.CRITICAL
+
+
+async def test_a_stale_agent_does_not_fail_the_others_committed_with_it(a: Replica, b: Replica) -> None:
+    await a.fleet.record_heartbeat(beat("bee-001"))
+    await a.fleet.record_heartbeat(beat("bee-002"))
+    await b.fleet.restore()
+    await b.fleet.record_heartbeat(beat("bee-001", status=AgentStatus.CRITICAL))
+
+    stale, fine = await asyncio.gather(  # one batch: bee-001 is stale on A, bee-002 is not
+        a.fleet.record_heartbeat(beat("bee-001", status=AgentStatus.CRITICAL)),
+        a.fleet.record_heartbeat(beat("bee-002", status=AgentStatus.CRITICAL)),
+    )
+
+    assert (stale.status, stale.changed) == (AgentStatus.CRITICAL, False)
+    assert (fine.status, fine.changed) == (AgentStatus.CRITICAL, True)
+    assert by_agent(a.bus.published[2:]) == [(AgentBecameCritical, "bee-002")]
+    assert by_agent(b.bus.published) == [(AgentBecameCritical, "bee-001")]
+
+
+async def test_a_refresh_takes_in_what_the_other_replica_registered_and_changed(
+    a: Replica, b: Replica, clock: FakeClock
+) -> None:
+    await b.fleet.restore()
+    await a.fleet.record_heartbeat(beat("bee-001", name="edge"))
+    await a.fleet.record_heartbeat(beat("bee-002"))
+    clock.advance(1)
+
+    assert await b.fleet.refresh() == 2
+    assert [agent.id for agent in b.fleet.query()] == ["bee-001", "bee-002"]
+    assert b.fleet.get("bee-001").name == "edge"
+
+    await a.fleet.record_heartbeat(beat("bee-002", status=AgentStatus.CRITICAL))
+    clock.advance(1)
+    assert await b.fleet.refresh() == 1
+    assert b.fleet.count_by_status() == a.fleet.count_by_status()
+    assert b.fleet.get("bee-002").status is AgentStatus.CRITICAL
+    assert await b.fleet.refresh() == 0  # what it holds already changes nothing
+    assert b.bus.published == []
+
+
+async def test_a_profile_written_by_one_replica_reaches_the_other(
+    a: Replica, b: Replica, clock: FakeClock
+) -> None:
+    await a.fleet.record_heartbeat(beat(ip="10.0.0.7"))
+    await b.fleet.restore()
+    await a.fleet.record_heartbeat(beat(ip="10.0.0.8"))
+    await a.fleet.flush()
+    clock.advance(1)
+
+    await b.fleet.refresh()
+
+    assert b.fleet.get("bee-001").ip == "10.0.0.8"
+
+
+async def test_the_sweeper_spares_an_agent_heartbeating_to_the_other_replica_and_expires_it_once(
+    a: Replica, b: Replica, clock: FakeClock
+) -> None:
+    await a.fleet.record_heartbeat(beat("bee-001"))
+    await a.fleet.record_heartbeat(beat("bee-002"))
+    await b.fleet.restore()
+    for _ in range(4):  # bee-001 now beats to B only, past A's TTL for it
+        clock.advance(10)
+        await b.fleet.record_heartbeat(beat("bee-001"))
+        await b.fleet.flush()
+
+    expired = await a.fleet.sweep()  # A leads
+
+    assert by_agent(expired) == [(AgentWentOffline, "bee-002")]
+    assert a.fleet.get("bee-001").status is AgentStatus.ONLINE
+
+    clock.advance(31)  # bee-001's heartbeats stop too; B, which leads now, and A both sweep
+    swept = [await b.fleet.sweep(), await a.fleet.sweep()]
+
+    offline = [event.agent_id for event in [*swept[0], *swept[1]] if isinstance(event, AgentWentOffline)]
+    assert offline == ["bee-001"]
+    assert a.fleet.get("bee-001").status is AgentStatus.OFFLINE
