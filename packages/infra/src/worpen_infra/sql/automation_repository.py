@@ -7,8 +7,7 @@ import dataclasses
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Row, Table, delete, func, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as upsert
+from sqlalchemy import Dialect, Insert, Row, Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.automation.model import (
@@ -24,6 +23,7 @@ from worpen_core.automation.model import (
 from worpen_core.automation.plan import Action, ActionType, LogLevel, ScriptLog
 from worpen_core.events.model import JsonValue
 from worpen_core.shared.errors import Conflict
+from worpen_infra.sql.dialects import upsert
 from worpen_infra.sql.tables import (
     automation_progress,
     automation_rules,
@@ -34,10 +34,9 @@ from worpen_infra.sql.tables import (
 _STORM = tuple(field.name for field in dataclasses.fields(StormPolicy))
 
 
-def _upsert(table: Table, key: list[str], values: dict[str, Any]) -> Insert:
-    """INSERT ... ON CONFLICT (key) DO UPDATE, as the telemetry store writes it (SQLite's spelling, which
-    PostgreSQL shares)."""
-    statement = upsert(table).values(values)
+def _upsert(dialect: Dialect, table: Table, key: list[str], values: dict[str, Any]) -> Insert:
+    """INSERT ... ON CONFLICT (key) DO UPDATE, in the dialect's own construct (both spell it alike)."""
+    statement = upsert(dialect, table).values(values)
     replaced = {name: statement.excluded[name] for name in values if name not in key}
     return statement.on_conflict_do_update(index_elements=key, set_=replaced)
 
@@ -210,7 +209,7 @@ class SqlAlchemyTargetStateRepository:
 
     async def save(self, state: TargetState) -> None:
         await self._connection.execute(
-            _upsert(automation_targets, ["rule_id", "target"], _state_to_row(state))
+            _upsert(self._connection.dialect, automation_targets, ["rule_id", "target"], _state_to_row(state))
         )
 
     async def due(self, now: datetime, limit: int) -> list[TargetState]:
@@ -239,5 +238,7 @@ class SqlAlchemyProgressRepository:
 
     async def set(self, name: str, position: int) -> None:
         await self._connection.execute(
-            _upsert(automation_progress, ["name"], {"name": name, "position": position})
+            _upsert(
+                self._connection.dialect, automation_progress, ["name"], {"name": name, "position": position}
+            )
         )

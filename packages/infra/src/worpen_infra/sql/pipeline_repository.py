@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,6 +29,7 @@ from worpen_core.pipelines.model import (
     TriggerKind,
 )
 from worpen_core.shared.errors import Conflict
+from worpen_infra.sql.dialects import upsert
 from worpen_infra.sql.tables import (
     pipeline_definitions,
     pipeline_runs,
@@ -364,7 +364,7 @@ class SqlAlchemySecretRepository:
         value rather than failing."""
         existing = select(pipeline_secrets.c.name).where(pipeline_secrets.c.name == secret.name)
         new = (await self._connection.execute(existing)).first() is None
-        statement = upsert(pipeline_secrets).values(dataclasses.asdict(secret))
+        statement = upsert(self._connection.dialect, pipeline_secrets).values(dataclasses.asdict(secret))
         await self._connection.execute(
             statement.on_conflict_do_update(
                 index_elements=["name"],

@@ -1,7 +1,8 @@
-"""TelemetryStore on SQLAlchemy Core. The SQLite specifics stay here: the rollup is computed in the
-database, a batch per transaction, so that raw samples never pass through Python (window functions measure
-the network counters, GROUP BY fills the buckets, an upsert merges them into the stored ones with scalar
-min()/max()); deletes go a bounded batch at a time."""
+"""TelemetryStore on SQLAlchemy Core. The rollup is computed in the database, a batch per transaction, so
+that raw samples never pass through Python (window functions measure the network counters, GROUP BY fills
+the buckets, an upsert merges them into the stored ones); deletes go a bounded batch at a time. What SQLite
+and PostgreSQL spell differently (reading a stored time as seconds, the smaller of two values, the upsert
+itself) is chosen per dialect, each statement built once per dialect."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     ColumnElement,
+    Dialect,
     Float,
     Insert,
     Integer,
@@ -37,7 +39,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.functions import FunctionElement
@@ -55,6 +56,7 @@ from worpen_core.telemetry.model import (
     Tier,
     Totals,
 )
+from worpen_infra.sql.dialects import PerDialect, upsert
 from worpen_infra.sql.tables import (
     AGGREGATE_PARTS,
     agent_samples,
@@ -71,15 +73,18 @@ _values = tuple(f"{metric}_{part}" for metric in METRICS for part in AGGREGATE_P
 _rollup = telemetry_rollups.c
 
 
-def _merged() -> dict[str, ColumnElement[Any]]:
+def _merged(dialect: Dialect) -> dict[str, ColumnElement[Any]]:
     """How a stored bucket takes in a new one: min of the mins and max of the maxes (SQLite's scalar
-    min() and max() are NULL if either side is, hence the coalesce), sums of the rest."""
-    new = upsert(telemetry_rollups).excluded
+    min() and max() are NULL if either side is, hence the coalesce; PostgreSQL calls them least() and
+    greatest()), sums of the rest."""
+    new = upsert(dialect, telemetry_rollups).excluded
+    postgresql = dialect.name == "postgresql"
+    smaller, larger = (func.least, func.greatest) if postgresql else (func.min, func.max)
     merged: dict[str, ColumnElement[Any]] = {}
     for metric in METRICS:
         low, high = f"{metric}_min", f"{metric}_max"
-        merged[low] = func.coalesce(func.min(_rollup[low], new[low]), _rollup[low], new[low])
-        merged[high] = func.coalesce(func.max(_rollup[high], new[high]), _rollup[high], new[high])
+        merged[low] = func.coalesce(smaller(_rollup[low], new[low]), _rollup[low], new[low])
+        merged[high] = func.coalesce(larger(_rollup[high], new[high]), _rollup[high], new[high])
         for part in ("sum", "count"):
             merged[f"{metric}_{part}"] = _rollup[f"{metric}_{part}"] + new[f"{metric}_{part}"]
     for counter in COUNTERS:
@@ -109,16 +114,23 @@ transaction ends): the buckets, the agents' last counters and their rates are al
 _create_batch = CreateTable(_batch, if_not_exists=True)
 
 
-def _times(at: ColumnElement[Any]) -> tuple[ColumnElement[int], ColumnElement[int]]:
-    """A stored time (UtcDateTime's text on SQLite, "YYYY-MM-DD HH:MM:SS.ffffff") as `seconds` and `us`
-    since the epoch, both whole. SQLite's date functions keep milliseconds only, hence the fraction read
-    from the text; strftime rather than unixepoch(), which SQLite before 3.38 lacks."""
+def _times(dialect: Dialect, at: ColumnElement[Any]) -> tuple[ColumnElement[int], ColumnElement[int]]:
+    """A stored time as `seconds` and `us` since the epoch, both whole. On PostgreSQL, extract(epoch) of
+    the naive UTC timestamp (an exact numeric). On SQLite, UtcDateTime's text ("YYYY-MM-DD
+    HH:MM:SS.ffffff"): its date functions keep milliseconds only, hence the fraction read from the text;
+    strftime rather than unixepoch(), which SQLite before 3.38 lacks."""
+    if dialect.name == "postgresql":
+        epoch = func.extract("epoch", at)
+        return (
+            cast(func.floor(epoch), BigInteger).label("seconds"),
+            cast(func.floor(epoch * MICROSECONDS), BigInteger).label("us"),
+        )
     seconds = cast(func.strftime("%s", func.substr(at, 1, 19)), Integer)
     us = seconds * MICROSECONDS + cast(func.substr(at, 21, 6), Integer)
     return seconds.label("seconds"), us.label("us")
 
 
-def _fill_batch() -> Insert:
+def _fill_batch(dialect: Dialect) -> Insert:
     """INSERT INTO telemetry_batch the samples with ids in (:since, :upper], measured as RollupBuilder does.
 
     Each agent's stored last counters come first (id 0). A row is a record when it is later than every row
@@ -129,12 +141,12 @@ def _fill_batch() -> Insert:
     gauges are joined back by id."""
     taken = and_(_sample.id > bindparam("since"), _sample.id <= bindparam("upper"))
     fresh = select(
-        _sample.agent_id, _sample.id, *_times(_sample.at), *(_sample[name] for name in COUNTERS)
+        _sample.agent_id, _sample.id, *_times(dialect, _sample.at), *(_sample[name] for name in COUNTERS)
     ).where(taken)
     seeds = select(
         _stored.agent_id,
         literal(0, Integer).label("id"),
-        *_times(_stored.at),
+        *_times(dialect, _stored.at),
         *(_stored[name] for name in COUNTERS),
     ).where(_stored.agent_id.in_(select(_sample.agent_id).where(taken).distinct()))
     history = union_all(fresh, seeds).subquery("history")
@@ -189,7 +201,7 @@ def _fill_batch() -> Insert:
     return insert(_batch).from_select([column.name for column in _batch.columns], rows)
 
 
-def _merge_batch() -> Insert:
+def _merge_batch(dialect: Dialect) -> Insert:
     """Merge the batch into telemetry_rollups: grouped per agent and minute, then those groups into the
     agents' hours and the fleet's minutes and hours; each bucket merged into the stored one (see
     `_merged`)."""
@@ -231,24 +243,41 @@ def _merge_batch() -> Insert:
         select(tier(Tier.HOUR), fleet, hour, *merged).group_by(hour),
     )
     return (
-        upsert(telemetry_rollups)
+        upsert(dialect, telemetry_rollups)
         .from_select(["tier", "series", "start", *_values], buckets)
-        .on_conflict_do_update(index_elements=[_rollup.tier, _rollup.series, _rollup.start], set_=_merged())
+        .on_conflict_do_update(
+            index_elements=[_rollup.tier, _rollup.series, _rollup.start], set_=_merged(dialect)
+        )
     )
 
 
-_new_counters = upsert(telemetry_counters)
-_fill = _fill_batch()
-_merge = _merge_batch()
-_save_counters = _new_counters.from_select(
-    ["agent_id", "at", *COUNTERS],
-    # ending in WHERE: SQLite could read an upsert's ON after a join's as the join's
-    select(_sample.agent_id, _sample.at, *(_sample[name] for name in COUNTERS))
-    .join_from(_batch, agent_samples, _sample.id == _batch.c.id)
-    .where(_batch.c.last),
-).on_conflict_do_update(
-    index_elements=[_stored.agent_id], set_={name: _new_counters.excluded[name] for name in ("at", *COUNTERS)}
-)
+def _save_counters_of(dialect: Dialect) -> Insert:
+    """Each agent's last sample of the batch becomes its stored counters."""
+    statement = upsert(dialect, telemetry_counters)
+    return statement.from_select(
+        ["agent_id", "at", *COUNTERS],
+        # ending in WHERE: SQLite could read an upsert's ON after a join's as the join's
+        select(_sample.agent_id, _sample.at, *(_sample[name] for name in COUNTERS))
+        .join_from(_batch, agent_samples, _sample.id == _batch.c.id)
+        .where(_batch.c.last),
+    ).on_conflict_do_update(
+        index_elements=[_stored.agent_id], set_={name: statement.excluded[name] for name in ("at", *COUNTERS)}
+    )
+
+
+def _first_progress_of(dialect: Dialect) -> Insert:
+    """The progress row, written by the first rollup unless another server's came first."""
+    return (
+        upsert(dialect, telemetry_progress)
+        .values(id=PROGRESS, watermark=bindparam("upper"))
+        .on_conflict_do_nothing(index_elements=[telemetry_progress.c.id])
+    )
+
+
+_fill = PerDialect(_fill_batch)
+_merge = PerDialect(_merge_batch)
+_save_counters = PerDialect(_save_counters_of)
+_first_progress = PerDialect(_first_progress_of)
 _read_rates = select(_batch.c.agent_id, *(_batch.c[name] for name in RATES)).where(_batch.c.last)
 _empty_batch = delete(_batch)
 
@@ -326,18 +355,15 @@ class SqlAlchemyTelemetryStore:
         if moved.rowcount == 0:
             if since != 0:
                 return RolledUp(0, {})  # another server on this database rolled this batch up
-            first = await connection.execute(
-                upsert(telemetry_progress)
-                .values(id=PROGRESS, watermark=upper)
-                .on_conflict_do_nothing(index_elements=[telemetry_progress.c.id])
-            )
+            first = await connection.execute(_first_progress(connection.dialect), {"upper": upper})
             if first.rowcount == 0:
                 return RolledUp(0, {})
+        dialect = connection.dialect
         filled = await connection.execute(
-            _fill, {"since": since, "upper": upper, "max_gap": max_gap // timedelta(microseconds=1)}
+            _fill(dialect), {"since": since, "upper": upper, "max_gap": max_gap // timedelta(microseconds=1)}
         )
-        await connection.execute(_merge)
-        await connection.execute(_save_counters)
+        await connection.execute(_merge(dialect))
+        await connection.execute(_save_counters(dialect))
         rates = {row[0]: NetworkRates(row[1], row[2]) for row in await connection.execute(_read_rates)}
         await connection.execute(_empty_batch)
         return RolledUp(filled.rowcount, rates)
