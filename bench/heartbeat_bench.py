@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Protocol
 
 BENCH = Path(__file__).resolve().parent
 LUA = BENCH / "heartbeat.lua"
@@ -46,6 +46,20 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 class BenchError(RuntimeError):
     pass
+
+
+class Target(Protocol):
+    """What wrk is pointed at: one server, or replicas behind a proxy (bench/replicas_bench.py)."""
+
+    @property
+    def base(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    def cpu_seconds(self) -> float: ...
+
+    def alive(self) -> None: ...
 
 
 class Deadline(BenchError):
@@ -108,7 +122,31 @@ def _args() -> argparse.Namespace:
         "(needs `uv pip install py-spy`); writes DIR/{heartbeat,noop}.txt (collapsed stacks) and a top list",
     )
     p.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
-    return p.parse_args()
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: the servers run on a throwaway PostgreSQL cluster (durable commits) and are "
+        "measured through a round-robin proxy (nginx); see bench/replicas (default sqlite)",
+    )
+    p.add_argument(
+        "--database-url",
+        help="with --database postgresql: an EMPTY database (postgresql+asyncpg://...) to use instead of a "
+        "throwaway cluster",
+    )
+    p.add_argument(
+        "--replicas", type=int, choices=(1, 2), default=1, help="with --database postgresql (default 1)"
+    )
+    p.add_argument(
+        "--proxy-workers", type=int, default=1, help="nginx worker processes, with a proxy (default 1)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a smoke run: 1,000 ids, 2 rounds of 3 s, 1 gRPC round"
+    )
+    args = p.parse_args()
+    if args.quick:
+        args.ids, args.rounds, args.duration, args.grpc_rounds = 1000, 2, 3, min(args.grpc_rounds, 1)
+    return args
 
 
 # --- process and time bounds ------------------------------------------------------------------------------
@@ -155,15 +193,27 @@ def _ensure_wrk() -> str:
 
 
 class Server:
-    def __init__(self, workdir: Path, port: int, agent_ttl: int, launcher: Path) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        agent_ttl: int,
+        launcher: Path,
+        *,
+        name: str = "server",
+        database_url: str | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """`database_url`: another database than a fresh SQLite file in `workdir`; `settings`: more
+        environment variables (a replica's id, the shared secrets' key)."""
         self.port = port
         self.grpc_port = _free_port()
-        self.log_path = workdir / "server.log"
-        self.db_path = workdir / "worpen.db"
+        self.log_path = workdir / f"{name}.log"
+        self.db_path = workdir / ("worpen.db" if name == "server" else f"{name}.db")
         self._log: IO[bytes] = self.log_path.open("wb")
         env = {
             **os.environ,
-            "WORPEN_DATABASE_URL": f"sqlite+aiosqlite:///{self.db_path}",
+            "WORPEN_DATABASE_URL": database_url or f"sqlite+aiosqlite:///{self.db_path}",
             "WORPEN_HOST": "127.0.0.1",
             "WORPEN_PORT": str(port),
             "WORPEN_GRPC_HOST": "127.0.0.1",
@@ -175,6 +225,7 @@ class Server:
             # Registering 10,000 agents can take longer than the default 30 s TTL; agents gone OFFLINE
             # would make every measured heartbeat a recovery (a commit), not the steady state.
             "WORPEN_AGENT_TTL": str(agent_ttl),
+            **(settings or {}),
         }
         self.proc = subprocess.Popen(
             [sys.executable, str(launcher)],
@@ -191,7 +242,9 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, *, key: str | None = None) -> None:
+        """Until /health answers; then the initial admin key from the log, unless given (a replica on a
+        database another server already made prints none)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -205,6 +258,9 @@ class Server:
             time.sleep(0.2)
         else:
             raise BenchError(f"server not ready within {timeout:g}s; see {self.log_path}")
+        if key is not None:
+            self.key = key
+            return
         found = re.search(rb"^\s+(wpn_[A-Za-z0-9_-]+)\s*$", self.log_path.read_bytes(), re.MULTILINE)
         if not found:
             raise BenchError("the server printed no initial admin key (is the database fresh?)")
@@ -250,7 +306,7 @@ class Server:
 
 def _wrk_command(
     wrk: str,
-    server: Server,
+    server: Target,
     path: str,
     args: argparse.Namespace,
     seconds: float,
@@ -276,7 +332,7 @@ def _wrk_command(
     ]
 
 
-def _wrk(wrk: str, server: Server, path: str, args: argparse.Namespace, seconds: float, label: str) -> Run:
+def _wrk(wrk: str, server: Target, path: str, args: argparse.Namespace, seconds: float, label: str) -> Run:
     server.alive()
     cmd = _wrk_command(wrk, server, path, args, seconds)
     cpu_before = server.cpu_seconds()
@@ -571,7 +627,7 @@ def _print_run(i: int, run: Run) -> None:
     )
 
 
-def _rounds(wrk: str, server: Server, args: argparse.Namespace) -> dict[str, list[Run]]:
+def _rounds(wrk: str, server: Target, args: argparse.Namespace) -> dict[str, list[Run]]:
     routes = [("raw", RAW_PATH), ("noop", NOOP_PATH), ("heartbeat", HEARTBEAT_PATH)]
     runs: dict[str, list[Run]] = {label: [] for label, _ in routes}
     for i in range(1, args.rounds + 1):
@@ -597,6 +653,10 @@ def _grpc_rounds(server: Server, args: argparse.Namespace) -> dict[str, list[Run
 
 def main() -> int:
     args = _args()
+    if args.database == "postgresql":
+        from replicas_bench import heartbeat_on_postgresql  # imports this module: only when asked
+
+        return heartbeat_on_postgresql(args)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM):
         signal.signal(signum, _on_signal)
     runs = args.rounds * 3 + args.grpc_rounds * 2
