@@ -184,3 +184,19 @@ async def test_the_sweeper_spares_an_agent_heartbeating_to_the_other_replica_and
     offline = [event.agent_id for event in [*swept[0], *swept[1]] if isinstance(event, AgentWentOffline)]
     assert offline == ["bee-001"]
     assert a.fleet.get("bee-001").status is AgentStatus.OFFLINE
+
+
+async def test_a_heartbeat_back_on_a_replica_that_saw_none_for_a_while_is_no_comeback(
+    a: Replica, b: Replica, clock: FakeClock
+) -> None:
+    await a.fleet.record_heartbeat(beat())
+    await b.fleet.restore()
+    for _ in range(4):  # past B's TTL for it, the heartbeats go to A
+        clock.advance(10)
+        await a.fleet.record_heartbeat(beat())
+        await a.fleet.flush()
+
+    ack = await b.fleet.record_heartbeat(beat())
+
+    assert (ack.status, ack.changed) == (AgentStatus.ONLINE, False)
+    assert transitions(a, b) == [AgentRegistered]

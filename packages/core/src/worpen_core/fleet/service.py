@@ -139,6 +139,8 @@ class Fleet:
         async with lock:
             now = self._clock.now()
             current = self._agents.get(beat.agent_id)
+            if self.shared and current is not None and self._seems_gone(current, now):
+                current = await self._read_again(current)
             events: list[AgentEvent]
             if current is None:
                 agent, events = Agent.register(beat, now, self.policy)
@@ -301,13 +303,29 @@ class Fleet:
             return
         async with self._locks.setdefault(agent_id, asyncio.Lock()):
             before = self._agents[agent_id]
-            agent = before.copy()
             now = self._clock.now()
+            if self.shared and self._seems_gone(before, now):
+                before = await self._read_again(before)
+            agent = before.copy()
             events = change(agent, now)
             if events:
                 await self._persist([_write(agent, before, events, lambda fresh: change(fresh, now))])
             else:
                 self._agents[agent_id] = agent
+
+    def _seems_gone(self, agent: Agent, now: datetime) -> bool:
+        """Whether this replica would mark the agent OFFLINE, which its heartbeats to another replica may
+        contradict."""
+        return agent.status is not AgentStatus.OFFLINE and agent.is_overdue(now, self.policy)
+
+    async def _read_again(self, local: Agent) -> Agent:
+        """The agent as the store says it is now, installed in memory (the caller holds its lock)."""
+        async with self._uow() as uow:
+            stored = await uow.agents.get(local.id)
+        if stored is None:
+            return local
+        adopted = self._agents[local.id] = self._adopted(local, stored)
+        return adopted
 
     def _adopted(self, local: Agent, stored: Agent) -> Agent:
         """`local` as `stored` says it is now; a profile this replica has yet to write stays its own."""
