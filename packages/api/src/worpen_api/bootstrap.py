@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -10,12 +11,14 @@ from typing import Protocol
 
 from worpen_api.grpc.agents import AgentChannelServicer, fed_runtimes
 from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer, ServerTls
+from worpen_api.grpc.relay import AgentRelayServicer, RelayClient, relay_token
 from worpen_api.lifecycle import TelemetryDrops
 from worpen_api.runtime import Hook, Worpen
 from worpen_api.settings import DockerHost, Settings
 from worpen_core.access.ports import AccessUnitOfWork
 from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
-from worpen_core.agents.service import Agents
+from worpen_core.agents.jobs import agent_jobs
+from worpen_core.agents.service import Agents, Replicas
 from worpen_core.audit.jobs import audit_jobs
 from worpen_core.audit.ports import AuditUnitOfWork
 from worpen_core.audit.service import AuditTrail
@@ -55,6 +58,7 @@ from worpen_core.shared.ports import Clock
 from worpen_core.telemetry.jobs import telemetry_jobs
 from worpen_core.telemetry.ports import TelemetryUnitOfWork
 from worpen_core.telemetry.service import Telemetry
+from worpen_infra.agent.relayed import RelayedContainerRuntime
 from worpen_infra.agent.runtime import AgentContainerRuntime
 from worpen_infra.bus.in_process import InProcessEventBus
 from worpen_infra.bus.postgres_signal import PostgresJournalSignal
@@ -65,6 +69,7 @@ from worpen_infra.git.source import GitSourceFetcher
 from worpen_infra.notify.webhook import HttpWebhookSender
 from worpen_infra.sandbox.mini_racer import MiniRacerSandbox
 from worpen_infra.schedule.cron import CronSimCronSchedule
+from worpen_infra.sql.agent_stream_repository import SqlAlchemyAgentRegistry
 from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
@@ -74,6 +79,9 @@ AUTO_RESOLVE_EVERY = 2.0
 """Seconds between two checks of whether pending incidents' conditions cleared."""
 SEND_SLACK_BYTES = 1024 * 1024
 """Room for the rest of a command beside the largest data it carries."""
+AGENT_REGISTRY_REFRESH = 1.0
+"""Seconds between two looks of a replica at the registry of agents' streams (on PostgreSQL): an agent
+that connected to another replica is commanded from this one within about that time."""
 
 
 class Storage(
@@ -115,6 +123,8 @@ def bootstrap(
             await upgrade_database(engine)
 
         close_database: Hook | None = engine.dispose
+        # Several replicas may share a PostgreSQL database: each records the agents' streams it holds.
+        registry = SqlAlchemyAgentRegistry(engine) if engine.dialect.name == "postgresql" else None
         if engine.dialect.name == "postgresql":
             # Other replicas may write the journal and the log: followers get them through the tail.
             signal: PostgresJournalSignal | None = PostgresJournalSignal(
@@ -128,6 +138,7 @@ def bootstrap(
             return None
 
         close_database = None
+        registry = None
         signal = None
 
     policy = settings.log_policy
@@ -189,11 +200,10 @@ def bootstrap(
         uow, automation, journal, sandbox, cron, fleet, containers, incidents, notifications, bus, clock
     )
     pipeline_settings = settings.pipelines
-    cipher = FernetSecretCipher(
-        FernetSecretCipher.load_or_create_key(
-            pipeline_settings.secrets_key, pipeline_settings.key_file(settings.database_url)
-        )
+    secrets_key = FernetSecretCipher.load_or_create_key(
+        pipeline_settings.secrets_key, pipeline_settings.key_file(settings.database_url)
     )
+    cipher = FernetSecretCipher(secrets_key)
     fetcher = GitSourceFetcher(pipeline_settings.local_repos, pipeline_settings.max_source_bytes)
     stage_feed = StageFeed(settings.stream_buffer)
     executor = PipelineExecutor(
@@ -245,14 +255,32 @@ def bootstrap(
     )
     dashboard = Dashboard(fleet, api_keys, throttle, throughput, incidents, clock, auth_enabled=settings.auth)
     command_timeout = settings.agents.command_timeout
+    replicas: Replicas | None = None
+    relay_servicer: AgentRelayServicer | None = None
+    if registry is not None:
+        token = relay_token(secrets_key)
+        relay = RelayClient(token, registry, tls_root=_read(settings.grpc_tls_cert))
+        on_stop.append(relay.close)
+        replicas = Replicas(
+            registry,
+            settings.replicas.replica_id,
+            replica_address(settings),
+            relay=relay.link,
+            runtime_for=lambda link: RelayedContainerRuntime(link, timeout=command_timeout),
+        )
     agents = Agents(
         containers,
         fleet,
         clock,
         runtime_for=fed_runtimes(lambda link: AgentContainerRuntime(link, timeout=command_timeout)),
         command_timeout=command_timeout,
+        replicas=replicas,
     )
     bus.subscribe(agents.observe)
+    if replicas is not None:
+        relay_servicer = AgentRelayServicer(agents, token, replicas.replica_id)
+        on_start.append(agents.join)
+        on_stop.append(agents.leave)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
@@ -293,6 +321,7 @@ def bootstrap(
             *telemetry_jobs(
                 telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval
             ),
+            *(agent_jobs(agents, refresh_every=AGENT_REGISTRY_REFRESH) if replicas is not None else []),
         ],
         on_start=on_start,
         on_stop=on_stop,
@@ -304,6 +333,7 @@ def bootstrap(
         settings.grpc_host,
         settings.grpc_port,
         agent_channel=AgentChannelServicer(agents, fleet, admitting, worpen.agent_commands),
+        agent_relay=relay_servicer,
         tls=(
             None
             if settings.grpc_tls_cert is None or settings.grpc_tls_key is None
@@ -319,6 +349,24 @@ def bootstrap(
     if close_database is not None:
         on_stop.append(close_database)
     return worpen
+
+
+def replica_address(settings: Settings) -> str:
+    """Where the other replicas reach this one's gRPC server: WORPEN_REPLICA_ADDRESS, else the gRPC host
+    (this machine's name when it listens on every address) and port."""
+    if settings.replicas.address:
+        return settings.replicas.address
+    host = settings.grpc_host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
+
+
+def _read(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as file:
+        return file.read()
 
 
 def _docker(host: DockerHost, settings: Settings) -> DockerContainerRuntime:

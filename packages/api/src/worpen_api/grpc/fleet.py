@@ -20,10 +20,11 @@ from worpen_core.fleet.readings import READINGS, Readings
 from worpen_core.fleet.service import Fleet, HeartbeatAck
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import InvalidInput, RateLimited, Unavailable, WorpenError
-from worpen_proto.v1 import agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc
+from worpen_proto.v1 import agent_pb2_grpc, fleet_pb2, fleet_pb2_grpc, relay_pb2_grpc
 
 if TYPE_CHECKING:
     from worpen_api.grpc.agents import AgentChannelServicer
+    from worpen_api.grpc.relay import AgentRelayServicer
 
 log = structlog.get_logger("worpen.grpc")
 
@@ -153,12 +154,15 @@ class GrpcFleetServer:
         port: int,
         *,
         agent_channel: AgentChannelServicer | None = None,
+        agent_relay: AgentRelayServicer | None = None,
         tls: ServerTls | None = None,
         max_send_bytes: int = MAX_RECEIVE_BYTES,
     ) -> None:
-        """`max_send_bytes`: the largest command the server sends (a pipeline's source archive)."""
+        """`max_send_bytes`: the largest command the server sends (a pipeline's source archive).
+        `agent_relay`: with replicas, the other replicas' commands for the agents this one holds."""
         self._servicer_factory = servicer_factory
         self._agent_channel = agent_channel
+        self._agent_relay = agent_relay
         self._tls = tls
         self._max_send_bytes = max_send_bytes
         self._address = f"{host}:{port}"
@@ -180,6 +184,8 @@ class GrpcFleetServer:
         fleet_pb2_grpc.add_FleetServiceServicer_to_server(self._servicer_factory(), server)
         if self._agent_channel is not None:
             agent_pb2_grpc.add_AgentChannelServicer_to_server(self._agent_channel, server)
+        if self._agent_relay is not None:
+            relay_pb2_grpc.add_AgentRelayServicer_to_server(self._agent_relay, server)
         if self._tls is None:
             port = server.add_insecure_port(self._address)
         else:

@@ -37,6 +37,20 @@ class Connection:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamHolder:
+    """Which replica holds an agent's stream (the agent registry's row), and where the others reach it."""
+
+    connection: Connection
+    replica_id: str
+    address: str
+    """host:port of that replica's gRPC server, which relays commands to the agent (relay.proto)."""
+
+    @property
+    def agent_id(self) -> str:
+        return self.connection.hello.id
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReport:
     agents: int
     """How many connected agents were asked."""

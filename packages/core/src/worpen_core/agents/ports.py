@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from worpen_core.agents.model import AgentHello
+from worpen_core.agents.model import AgentHello, StreamHolder
 
 LogChunks = list[tuple[int, bytes]]
 """Lines of a log command: (1 stdout | 2 stderr, the line as the engine wrote it with its timestamp)."""
@@ -68,3 +68,24 @@ class AgentLink(Protocol):
     async def close(self, reason: str) -> None:
         """End the stream, telling the agent why."""
         ...
+
+
+class AgentRegistry(Protocol):
+    """Which replica holds each connected agent's stream, shared by the replicas of one database: a
+    command for an agent whose stream another replica holds is relayed to that replica."""
+
+    async def record(self, holder: StreamHolder) -> None:
+        """This replica now holds the agent's stream (in place of whichever held it before)."""
+        ...
+
+    async def forget(self, holder: StreamHolder) -> None:
+        """The stream `holder` names ended: its row goes, unless a newer connection replaced it."""
+        ...
+
+    async def forget_replica(self, replica_id: str) -> None:
+        """Every row of a replica (one that stops cleanly, or starts again under the same id)."""
+        ...
+
+    async def holder(self, agent_id: str) -> StreamHolder | None: ...
+
+    async def holders(self) -> list[StreamHolder]: ...

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from worpen_core.access.model import Principal
-from worpen_core.agents.model import DOCKER, SHELL, AgentHello, CommandRefused, Connection, SyncReport
-from worpen_core.agents.ports import AgentLink
+from worpen_core.agents.model import (
+    DOCKER,
+    SHELL,
+    AgentHello,
+    CommandRefused,
+    Connection,
+    StreamHolder,
+    SyncReport,
+)
+from worpen_core.agents.ports import AgentLink, AgentRegistry
 from worpen_core.agents.terminal import CommandTerminal
 from worpen_core.containers.ports import ContainerRuntime, TerminalChannel
 from worpen_core.containers.service import Containers, SessionTarget, TerminalSession
@@ -20,11 +29,27 @@ from worpen_core.shared.ports import Clock
 
 REPLACED = "replaced by a newer connection of the same agent"
 SILENT = "no heartbeat within the agent TTL: the stream is taken for dead (the agent reconnects)"
+MOVED = "the agent's stream is held by another replica now"
 
 
 def dependency(agent_id: str) -> str:
     """How errors name an agent's node when it cannot be reached (503 bodies, gRPC details)."""
     return f"node {agent_id} agent"
+
+
+@dataclass(frozen=True, slots=True)
+class Replicas:
+    """This replica among others on one database: where it records the agents' streams it holds, and how
+    it reaches the agents whose streams the others hold."""
+
+    registry: AgentRegistry
+    replica_id: str
+    address: str
+    """host:port at which the other replicas reach this one (see StreamHolder.address)."""
+    relay: Callable[[StreamHolder], AgentLink]
+    """A link to an agent through the replica that holds its stream."""
+    runtime_for: Callable[[AgentLink], ContainerRuntime]
+    """The container runtime of an agent's engine over such a link."""
 
 
 class Agents:
@@ -36,15 +61,24 @@ class Agents:
         runtime_for: Callable[[AgentLink], ContainerRuntime],
         *,
         command_timeout: float,
+        replicas: Replicas | None = None,
     ) -> None:
-        """`runtime_for` makes the container runtime that drives an agent's engine through its link."""
+        """`runtime_for` makes the container runtime that drives an agent's engine through its link.
+        `replicas` None: one replica alone, which knows only the streams it holds (no registry)."""
         self._containers = containers
         self._fleet = fleet
         self._clock = clock
         self._runtime_for = runtime_for
         self.command_timeout = command_timeout
+        self._replicas = replicas
         self._links: dict[str, AgentLink] = {}
         self._connections: dict[str, Connection] = {}
+        self._remote: dict[str, tuple[StreamHolder, AgentLink]] = {}
+        """Agents whose streams other replicas hold, as the registry last said, with their relayed links."""
+        self._unrecorded: set[str] = set()
+        """Local streams the registry could not record when they attached (the refresh retries)."""
+        self._released: list[StreamHolder] = []
+        """Rows of local streams that ended, for the refresh to forget."""
 
     async def attach(self, link: AgentLink, peer: str) -> None:
         """Take a new stream as its agent's one connection: a previous stream of the same agent is closed
@@ -56,19 +90,42 @@ class Agents:
                 "an agent cannot take its name"
             )
         previous = self._links.get(hello.id)
+        connection = Connection(hello, peer, self._clock.now())
         self._links[hello.id] = link
-        self._connections[hello.id] = Connection(hello, peer, self._clock.now())
+        self._connections[hello.id] = connection
+        remote = self._remote.pop(hello.id, None)
         if hello.can(DOCKER):
             self._containers.attach(self._runtime_for(link), hello.labels)
         if previous is not None and previous is not link:
             await previous.close(REPLACED)
+        if remote is not None:
+            await remote[1].close(MOVED)
+        if self._replicas is not None:
+            await self._record(self._replicas, connection)
+
+    async def _record(self, replicas: Replicas, connection: Connection) -> None:
+        """Tell the other replicas that this one holds the stream; when the database cannot say so now,
+        the stream still serves this replica and the refresh records it later."""
+        agent_id = connection.hello.id
+        try:
+            await replicas.registry.record(StreamHolder(connection, replicas.replica_id, replicas.address))
+        except WorpenError:
+            self._unrecorded.add(agent_id)
+        else:
+            self._unrecorded.discard(agent_id)
 
     def detach(self, link: AgentLink) -> None:
-        """Forget a stream that ended, unless a newer one of the same agent replaced it already."""
+        """Forget a stream that ended, unless a newer one of the same agent replaced it already (with
+        replicas, its row in the registry goes at the next refresh)."""
         agent_id = link.hello.id
         if self._links.get(agent_id) is link:
             del self._links[agent_id]
-            del self._connections[agent_id]
+            connection = self._connections.pop(agent_id)
+            if self._replicas is not None:
+                self._unrecorded.discard(agent_id)
+                self._released.append(
+                    StreamHolder(connection, self._replicas.replica_id, self._replicas.address)
+                )
 
     async def observe(self, event: Event) -> None:
         """A connected agent that went OFFLINE (no heartbeat within the TTL, e.g. a partition or a stopped
@@ -81,25 +138,105 @@ class Agents:
                 await link.close(SILENT)
 
     def connection(self, agent_id: str) -> Connection | None:
-        return self._connections.get(agent_id)
+        """The agent's stream, held by this replica or (as the registry last said) by another one."""
+        connection = self._connections.get(agent_id)
+        if connection is None and (remote := self._remote.get(agent_id)) is not None:
+            return remote[0].connection
+        return connection
 
     def connections(self) -> list[Connection]:
+        """The streams this replica holds."""
         return sorted(self._connections.values(), key=lambda c: c.hello.id)
 
     def hello(self, agent_id: str) -> AgentHello | None:
-        connection = self._connections.get(agent_id)
+        connection = self.connection(agent_id)
         return None if connection is None else connection.hello
+
+    def local_link(self, agent_id: str) -> AgentLink | None:
+        """The agent's stream if this replica holds it (what the relay serves to the other replicas)."""
+        return self._links.get(agent_id)
+
+    async def join(self) -> None:
+        """Forget the registry's rows under this replica's id (left by an earlier run that died)."""
+        if self._replicas is not None:
+            await self._replicas.registry.forget_replica(self._replicas.replica_id)
+
+    async def leave(self) -> None:
+        """A clean stop: this replica's rows go, so the others stop relaying to it at once."""
+        if self._replicas is not None:
+            await self._replicas.registry.forget_replica(self._replicas.replica_id)
+
+    async def refresh(self) -> None:
+        """With replicas: forget the rows of streams that ended here, record those the database could not
+        take when they attached, and learn which agents the other replicas hold — their nodes join the
+        containers (relayed; their events are published by the holder) — and which they no longer do."""
+        replicas = self._replicas
+        if replicas is None:
+            return
+        while self._released:
+            await replicas.registry.forget(self._released[0])
+            self._released.pop(0)
+        for agent_id in list(self._unrecorded):
+            connection = self._connections.get(agent_id)
+            if connection is not None:
+                await replicas.registry.record(
+                    StreamHolder(connection, replicas.replica_id, replicas.address)
+                )
+            self._unrecorded.discard(agent_id)
+        elsewhere = {
+            holder.agent_id: holder
+            for holder in await replicas.registry.holders()
+            if holder.replica_id != replicas.replica_id and holder.agent_id not in self._links
+        }
+        for agent_id, (holder, link) in list(self._remote.items()):
+            if elsewhere.get(agent_id) != holder:
+                del self._remote[agent_id]
+                await link.close("no replica holds the agent's stream any more")
+        for agent_id, holder in elsewhere.items():
+            if agent_id not in self._remote:
+                self._adopt(replicas, holder)
+
+    def _adopt(self, replicas: Replicas, holder: StreamHolder) -> AgentLink:
+        """Reach an agent held by another replica through it; its engine becomes the node's runtime here."""
+        link = replicas.relay(holder)
+        self._remote[holder.agent_id] = (holder, link)
+        hello = holder.connection.hello
+        if hello.can(DOCKER) and not self._containers.serves_directly(hello.id):
+            self._containers.attach(replicas.runtime_for(link), hello.labels, follow=False)
+        return link
+
+    async def _link(self, agent_id: str) -> AgentLink | None:
+        """The agent's link: its local stream, or a relay to the replica that holds it — looked up in the
+        registry when this replica did not know of it yet."""
+        link = self._links.get(agent_id)
+        if link is not None:
+            return link
+        remote = self._remote.get(agent_id)
+        if remote is not None:
+            return remote[1]
+        replicas = self._replicas
+        if replicas is None:
+            return None
+        holder = await replicas.registry.holder(agent_id)
+        if holder is None or holder.replica_id == replicas.replica_id:
+            return None
+        link = self._links.get(agent_id)
+        remote = self._remote.get(agent_id)
+        if link is not None or remote is not None:  # learnt meanwhile
+            return link or (remote[1] if remote is not None else None)
+        return self._adopt(replicas, holder)
 
     async def sync(self, target: str | None, timeout: float) -> SyncReport:  # noqa: ASYNC109 (sent along)
         """Ask every connected agent (or `target`) to send its inventory and a heartbeat now; report who
         acknowledged within `timeout` seconds. A target that is known but not connected is missing."""
         if target is not None:
-            if target not in self._links:
+            link = await self._link(target)
+            if link is None:
                 self._fleet.get(target)  # NotFound for an agent never seen
                 return SyncReport(agents=1, acknowledged=0, missing=(target,))
-            links = [self._links[target]]
+            links = [link]
         else:
-            links = list(self._links.values())
+            links = [*self._links.values(), *(link for _, link in self._remote.values())]
         results = await asyncio.gather(
             *(link.call("sync", {}, timeout=timeout) for link in links), return_exceptions=True
         )
@@ -122,7 +259,7 @@ class Agents:
         (Forbidden otherwise), within the terminal limits, audited as `agent.shell`."""
 
         async def target() -> SessionTarget:
-            link = self._links.get(agent_id)
+            link = await self._link(agent_id)
             if link is None:
                 self._fleet.get(agent_id)  # NotFound for an agent never seen
                 raise Unavailable(dependency(agent_id), "the agent is not connected")

@@ -151,16 +151,21 @@ class Containers:
         """Whether `node` is one of the configured engines (an agent may not take its name)."""
         return node in self._direct
 
-    def attach(self, runtime: ContainerRuntime, labels: Mapping[str, str]) -> None:
+    def attach(self, runtime: ContainerRuntime, labels: Mapping[str, str], *, follow: bool = True) -> None:
         """Serve the engine of an agent that connected (in place of its previous connection's), with the
-        node's labels; its events are followed from now on."""
+        node's labels; its events are followed from now on, unless `follow` is False: another replica
+        holds the agent's stream and publishes them."""
         node = runtime.node
         self._runtimes[node] = runtime
         status = self._status.setdefault(node, EngineStatus(node))
         status.labels = dict(labels)
         status.via_agent = True
         status.outage = None
-        if self._watch is not None:
+        if not follow:
+            watcher = self._watchers.pop(node, None)
+            if watcher is not None:
+                watcher.cancel()
+        elif self._watch is not None:
             self._follow(runtime, self._watch)
 
     def labels(self, node: str) -> dict[str, str]:

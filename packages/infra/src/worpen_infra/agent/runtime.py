@@ -75,6 +75,8 @@ class AgentContainerRuntime:
         self._timeout = timeout
         self._dependency = dependency(self.node)
         self._containers: list[Container] | None = None
+        self._containers_json = b"[]"
+        """The inventory's containers as the agent sent them (what the relay hands other replicas)."""
         self._taken_at: datetime | None = None
         self._taken_nanos = 0
         self._changed_nanos = 0
@@ -101,6 +103,7 @@ class AgentContainerRuntime:
         if self._taken_at is not None and taken_at < self._taken_at:
             return  # taken before the one already listed, sent after it
         self._containers = containers
+        self._containers_json = containers_json
         self._taken_at = taken_at
         self._taken_nanos = int(taken_at.timestamp() * 1e9)
         self._acted = False
@@ -164,6 +167,18 @@ class AgentContainerRuntime:
         if self._containers is None:
             raise Unavailable(self._dependency, f"no inventory from the agent within {self._timeout:g} s")
         return list(self._containers)
+
+    async def inventory(self) -> tuple[bytes, datetime]:
+        """The containers of the inventory `list_containers` would list now, as the agent sent them
+        (Engine API JSON), and when it was taken: what another replica lists this node from."""
+        await self.list_containers()
+        assert self._taken_at is not None  # list_containers raised otherwise
+        return self._containers_json, self._taken_at
+
+    def acted_elsewhere(self) -> None:
+        """A command relayed from another replica changed the containers: listings wait for the inventory
+        that shows it, as after one of this runtime's own."""
+        self._expect_inventory(acted=True)
 
     async def inspect(self, ref: str) -> ContainerDetail:
         raw = await self._call("containers.inspect", {"ref": ref}, ref=ref, within=self._timeout)

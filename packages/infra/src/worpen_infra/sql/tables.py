@@ -499,3 +499,17 @@ leases = Table(
 )
 """Named leases shared by the replicas of one database (the leader's): who holds each until when, and its
 fencing token, which grows each time the lease changes hands."""
+
+agent_streams = Table(
+    "agent_streams",
+    metadata,
+    Column("agent_id", String(128), primary_key=True),
+    Column("replica_id", String(200), nullable=False),
+    Column("address", String(300), nullable=False),
+    Column("connected_at", UtcDateTime, nullable=False),
+    Column("peer", String(300), nullable=False),
+    Column("hello", Text, nullable=False),
+)
+"""Which replica holds each connected agent's stream and where the others reach it (its gRPC address),
+with the agent's Hello as JSON (version, protocol, capabilities, labels), for the other replicas to show
+and relay commands to it. Only several replicas on one database use it."""

@@ -1,0 +1,224 @@
+"""The agents' service on several replicas, on fakes: replica A holds an agent's stream, records it in the
+shared registry, and replica B reaches the agent through a relay to A — its node, its connection, sync and
+shell — until the stream ends; a database that cannot record a stream delays the record, never the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.fakes.agent_registry import FakeAgentRegistry
+from tests.fakes.agents import FakeAgentLink, FakeAgentRuntime
+from tests.fakes.bus import FakeEventBus
+from tests.fakes.clock import FakeClock
+from tests.fakes.containers import FakeRuntime
+from tests.fakes.storage import FakeUnitOfWorkFactory
+from worpen_core.agents.model import DOCKER, AgentHello, StreamHolder
+from worpen_core.agents.ports import AgentLink, CommandStream
+from worpen_core.agents.service import MOVED, Agents, Replicas, dependency
+from worpen_core.audit.service import AuditTrail
+from worpen_core.containers.service import ContainerLimits, Containers
+from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.service import Fleet
+from worpen_core.shared.errors import NotFound, Unavailable
+
+
+class InMemoryRelay:
+    """B's link to an agent through replica A, as the gRPC relay is: each command goes to A's own link of
+    that agent, if A still holds it."""
+
+    def __init__(self, holder: StreamHolder, replicas: dict[str, Agents]) -> None:
+        self.hello: AgentHello = holder.connection.hello
+        self._holder = holder
+        self._replicas = replicas
+        self.closed: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.closed is None
+
+    def _target(self) -> AgentLink:
+        link = None if self.closed else self._replicas[self._holder.replica_id].local_link(self.hello.id)
+        if link is None:
+            raise Unavailable(dependency(self.hello.id), "the agent is not connected")
+        return link
+
+    async def call(
+        self, kind: str, params: Mapping[str, Any], *, data: bytes = b"", timeout: float | None
+    ) -> Any:
+        return await self._target().call(kind, params, data=data, timeout=timeout)
+
+    async def stream(self, kind: str, params: Mapping[str, Any], *, timeout: float) -> CommandStream:
+        return await self._target().stream(kind, params, timeout=timeout)
+
+    async def close(self, reason: str) -> None:
+        self.closed = reason
+
+
+@dataclass
+class Replica:
+    agents: Agents
+    containers: Containers
+    fleet: Fleet
+
+
+@pytest.fixture
+def registry() -> FakeAgentRegistry:
+    return FakeAgentRegistry()
+
+
+@pytest.fixture
+def cluster(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus, registry: FakeAgentRegistry
+) -> dict[str, Replica]:
+    """Replicas a and b on one (fake) database and registry."""
+    services: dict[str, Agents] = {}
+    cluster: dict[str, Replica] = {}
+    for name in ("a", "b"):
+        audit = AuditTrail(uow, clock, bus)
+        containers = Containers([FakeRuntime(f"engine-{name}")], audit, clock, bus, ContainerLimits())
+        fleet = Fleet(uow, bus, clock, FleetPolicy())
+        replicas = Replicas(
+            registry,
+            name,
+            f"{name}.internal:3001",
+            relay=lambda holder: InMemoryRelay(holder, services),
+            runtime_for=FakeAgentRuntime,
+        )
+        agents = Agents(containers, fleet, clock, FakeAgentRuntime, command_timeout=5, replicas=replicas)
+        services[name] = agents
+        cluster[name] = Replica(agents, containers, fleet)
+    return cluster
+
+
+async def test_an_agent_connected_to_a_is_commanded_from_b(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry
+) -> None:
+    a, b = cluster["a"], cluster["b"]
+    link = FakeAgentLink("bee-001", {DOCKER}, {"region": "eu"})
+    link.answers["engine.info"] = {"version": {}, "info": {}}
+
+    await a.agents.attach(link, "10.0.0.7:40001")
+    await b.agents.refresh()
+
+    row = registry.rows["bee-001"]
+    assert (row.replica_id, row.address) == ("a", "a.internal:3001")
+    connection = b.agents.connection("bee-001")
+    assert connection == a.agents.connection("bee-001"), "B shows A's connection: peer, time, hello"
+    assert b.containers.labels("bee-001") == {"region": "eu"}
+    runtime = b.containers.runtime("bee-001")
+    assert isinstance(runtime, FakeAgentRuntime)
+    assert await runtime.link.call("engine.info", {}, timeout=1) == {"version": {}, "info": {}}
+    assert link.calls[-1][0] == "engine.info", "the command ran on A's stream"
+    assert b.agents.connections() == [], "B holds no stream itself"
+
+
+async def test_sync_on_b_reaches_agents_held_by_a_and_by_b(cluster: dict[str, Replica]) -> None:
+    a, b = cluster["a"], cluster["b"]
+    on_a, on_b = FakeAgentLink("bee-001"), FakeAgentLink("bee-002")
+    await a.agents.attach(on_a, "peer-1")
+    await b.agents.attach(on_b, "peer-2")
+    await b.agents.refresh()
+
+    report = await b.agents.sync(None, timeout=1)
+
+    assert (report.agents, report.acknowledged, report.missing) == (2, 2, ())
+    assert [kind for kind, _, _ in on_a.calls] == ["sync"]
+    assert [kind for kind, _, _ in on_b.calls] == ["sync"]
+
+
+async def test_b_looks_an_agent_up_in_the_registry_before_its_refresh_learnt_of_it(
+    cluster: dict[str, Replica],
+) -> None:
+    a, b = cluster["a"], cluster["b"]
+    link = FakeAgentLink("bee-001")
+    await a.agents.attach(link, "peer-1")
+
+    report = await b.agents.sync("bee-001", timeout=1)
+
+    assert (report.agents, report.acknowledged) == (1, 1)
+    assert b.agents.connection("bee-001") is not None
+
+
+async def test_once_the_stream_ends_on_a_b_forgets_the_agent_and_its_commands_answer_503(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry
+) -> None:
+    a, b = cluster["a"], cluster["b"]
+    link = FakeAgentLink("bee-001", {DOCKER})
+    await a.agents.attach(link, "peer-1")
+    await b.agents.refresh()
+    runtime = b.containers.runtime("bee-001")
+    assert isinstance(runtime, FakeAgentRuntime)
+
+    link.disconnect()
+    a.agents.detach(link)
+    await a.agents.refresh()
+    await b.agents.refresh()
+
+    assert registry.rows == {}
+    assert b.agents.connection("bee-001") is None
+    with pytest.raises(Unavailable) as gone:
+        await runtime.link.call("engine.info", {}, timeout=1)
+    assert "bee-001" in gone.value.detail
+    with pytest.raises(NotFound):
+        await b.agents.sync("bee-001", timeout=1)  # never heard from: unknown to the fleet
+
+
+async def test_an_agent_that_moves_to_b_is_held_by_b_and_the_end_of_its_old_stream_leaves_it(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry, clock: FakeClock
+) -> None:
+    a, b = cluster["a"], cluster["b"]
+    old, new = FakeAgentLink("bee-001", {DOCKER}), FakeAgentLink("bee-001", {DOCKER})
+    await a.agents.attach(old, "peer-1")
+    await b.agents.refresh()
+    relayed = b.containers.runtime("bee-001")
+    assert isinstance(relayed, FakeAgentRuntime)
+
+    clock.advance(3)
+    await b.agents.attach(new, "peer-2")
+    old.disconnect()
+    a.agents.detach(old)
+    await a.agents.refresh()
+
+    assert registry.rows["bee-001"].replica_id == "b"
+    assert isinstance(relayed.link, InMemoryRelay)
+    assert relayed.link.closed == MOVED
+    on_b = b.containers.runtime("bee-001")
+    assert isinstance(on_b, FakeAgentRuntime)
+    assert on_b.link is new
+    on_a = a.containers.runtime("bee-001")
+    assert isinstance(on_a, FakeAgentRuntime)
+    await on_a.link.call("ping", {}, timeout=1)
+    assert new.calls[-1][0] == "ping", "A now relays to B"
+
+
+async def test_a_stream_attached_while_the_database_is_down_serves_at_once_and_is_recorded_later(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry
+) -> None:
+    a = cluster["a"]
+    registry.broken = True
+    link = FakeAgentLink("bee-001")
+
+    await a.agents.attach(link, "peer-1")
+    assert a.agents.local_link("bee-001") is link
+    with pytest.raises(Unavailable):
+        await a.agents.refresh()
+
+    registry.broken = False
+    await a.agents.refresh()
+    assert registry.rows["bee-001"].replica_id == "a"
+
+
+async def test_a_replica_that_stops_cleanly_leaves_no_row(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry
+) -> None:
+    a, b = cluster["a"], cluster["b"]
+    await a.agents.attach(FakeAgentLink("bee-001"), "peer-1")
+    await b.agents.attach(FakeAgentLink("bee-002"), "peer-2")
+
+    await a.agents.leave()
+
+    assert list(registry.rows) == ["bee-002"]
