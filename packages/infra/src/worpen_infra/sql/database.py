@@ -38,11 +38,12 @@ def _alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade_database(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration; creates everything on an empty database."""
+async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to the newest migration (or to `revision`); creates everything on an empty
+    database."""
 
     def upgrade(connection: Connection) -> None:
-        command.upgrade(_alembic_config(connection), "head")
+        command.upgrade(_alembic_config(connection), revision)
 
     try:
         async with engine.begin() as connection:

@@ -1,5 +1,6 @@
-"""LogRepository on SQLAlchemy Core. On SQLite, text queries use the FTS5 index `logs_fts` (migration 0004):
-its syntax stays here, and a query it cannot read is the caller's mistake (InvalidInput naming `q`)."""
+"""LogRepository on SQLAlchemy Core. Text queries use the FTS5 index `logs_fts` on SQLite (migration 0004)
+and a GIN index on the messages' words on PostgreSQL (migration 0007), each given the query in its own
+syntax; a query neither can read is the caller's mistake (InvalidInput naming `q`)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,29 @@ import dataclasses
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import Row, Select, delete, func, insert, literal_column, or_, select, table
+from sqlalchemy import (
+    Row,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    table,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import column
+from sqlalchemy.sql.expression import ColumnClause
 
 from worpen_core.logs.model import Level, LogEntry, LogFilter, LogLine, LogQuery
 from worpen_core.logs.ports import Pruned
 from worpen_core.shared.errors import InvalidInput
-from worpen_infra.sql.tables import LOGS_FULL_TEXT, logs
+from worpen_infra.sql.tables import LOGS_DOCUMENT, LOGS_FULL_TEXT, logs
 
 full_text = table(LOGS_FULL_TEXT, column("rowid"))
 _ENTRY = (logs.c.id, logs.c.timestamp, logs.c.level, logs.c.source, logs.c.message, logs.c.fields)
@@ -45,6 +58,115 @@ def fts_query(text: str) -> str:
             word = f'"{word}"'
         tokens.append(f"{opening}{word}{closing}")
     return " ".join(tokens)
+
+
+_TS_TOKEN = re.compile(r'"[^"]*"?|[()]|[^\s"()]+')
+_OPERATORS = ("AND", "OR", "NOT")
+_DEPTH = 32
+"""How deeply parentheses may nest in a query (deeper is refused rather than recursed into)."""
+_WORD = re.compile(r"[^\W_]+")
+"""A word of a message as LOGS_DOCUMENT reads it: a run of letters and digits."""
+
+
+class _TsQuery:
+    """The query syntax FTS5 reads (README: words, all of which must appear; "phrases"; prefix*; AND, OR,
+    NOT and parentheses, NOT binding tightest and OR loosest; punctuated words read as phrases) written as
+    a PostgreSQL tsquery of LOGS_DOCUMENT's words. Parsed here rather than by the database: a query it
+    cannot read is the caller's mistake, found before the database sees it (an error there would end the
+    transaction). A term without any word (`"-"`) drops out of what holds it, as in FTS5."""
+
+    def __init__(self, text: str) -> None:
+        self._pieces = _TS_TOKEN.findall(text)
+        self._next = 0
+        self._depth = 0
+
+    def parse(self) -> str | None:
+        """The tsquery; None when the query holds no word at all (it matches nothing)."""
+        found = self._any()
+        if self._next < len(self._pieces):
+            self._refuse(f"unexpected {self._pieces[self._next]!r}")
+        return found
+
+    def _peek(self) -> str | None:
+        return self._pieces[self._next] if self._next < len(self._pieces) else None
+
+    def _take(self) -> str | None:
+        piece = self._peek()
+        self._next += 1
+        return piece
+
+    def _refuse(self, reason: str) -> NoReturn:
+        raise InvalidInput(f"not a full-text query this server reads: {reason}", "q")
+
+    def _any(self) -> str | None:
+        terms = [self._all()]
+        while self._peek() == "OR":
+            self._take()
+            terms.append(self._all())
+        return _joined(terms, " | ")
+
+    def _all(self) -> str | None:
+        terms = [self._but()]
+        while (piece := self._peek()) is not None and piece not in ("OR", "NOT", ")"):
+            if piece == "AND":
+                self._take()
+            terms.append(self._but())
+        return _joined(terms, " & ")
+
+    def _but(self) -> str | None:
+        kept = self._term()
+        while self._peek() == "NOT":
+            self._take()
+            excluded = self._term()
+            if kept is not None and excluded is not None:
+                kept = f"({kept} & !{excluded})"
+        return kept
+
+    def _term(self) -> str | None:
+        piece = self._take()
+        if piece is None:
+            self._refuse("it ends where a word was expected")
+        if piece == "(":
+            self._depth += 1
+            if self._depth > _DEPTH:
+                self._refuse(f"parentheses nest deeper than {_DEPTH}")
+            inner = self._any()
+            if self._take() != ")":
+                self._refuse("a parenthesis is not closed")
+            self._depth -= 1
+            return inner
+        if piece in (")", *_OPERATORS):
+            self._refuse(f"{piece!r} where a word was expected")
+        prefix = False
+        if piece.startswith('"'):
+            if len(piece) < 2 or not piece.endswith('"'):
+                self._refuse("unterminated string")
+        elif piece.endswith("*"):
+            prefix = True
+        words = [f"'{word}'" for word in _WORD.findall(piece)]
+        if not words:
+            return None
+        if prefix:
+            words[-1] += ":*"
+        return words[0] if len(words) == 1 else f"({' <-> '.join(words)})"
+
+
+def _joined(terms: list[str | None], operator: str) -> str | None:
+    kept = [term for term in terms if term is not None]
+    if len(kept) < 2:
+        return kept[0] if kept else None
+    return f"({operator.join(kept)})"
+
+
+def ts_query(text: str) -> str | None:
+    """`text`, in the syntax FTS5 reads, as a PostgreSQL tsquery (see _TsQuery); None if it has no word."""
+    return _TsQuery(text).parse()
+
+
+_document: ColumnClause[Any] = literal_column(LOGS_DOCUMENT)
+_ts_matches = _document.op("@@")(func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tsquery")))
+"""The messages matching :tsquery, spelled as the index is (literals, not parameters, so that a generic
+plan can use the index too)."""
 
 
 def _row(line: LogLine) -> dict[str, Any]:
@@ -94,6 +216,8 @@ class SqlAlchemyLogRepository:
             statement = statement.where(logs.c.timestamp < query.until)
         if query.text is None:
             return [_from_row(row) for row in await self._connection.execute(statement)]
+        if self._connection.dialect.name == "postgresql":
+            return await self._matching_postgresql(statement, query.text)
         matching = select(full_text.c.rowid).where(
             literal_column(LOGS_FULL_TEXT).match(fts_query(query.text))
         )
@@ -104,6 +228,13 @@ class SqlAlchemyLogRepository:
             if reason.startswith(_QUERY_ERRORS):
                 raise InvalidInput(f"not a full-text query this server reads: {reason}", "q") from exc
             raise
+        return [_from_row(row) for row in rows]
+
+    async def _matching_postgresql(self, statement: Select[Any], text: str) -> list[LogEntry]:
+        tsquery = ts_query(text)
+        if tsquery is None:
+            return []
+        rows = await self._connection.execute(statement.where(_ts_matches), {"tsquery": tsquery})
         return [_from_row(row) for row in rows]
 
     async def after(self, after: int, limit: int, kept: LogFilter) -> list[LogEntry]:

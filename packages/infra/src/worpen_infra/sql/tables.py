@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from worpen_core.fleet.readings import READING_NAMES, READINGS, Kind
 from worpen_core.telemetry.model import COUNTERS, METRICS
@@ -67,6 +68,15 @@ class UtcDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+"""A JSON column: JSON text on SQLite, JSONB on PostgreSQL (parsed once on write, not on every read)."""
+
+SerialId = BigInteger().with_variant(Integer(), "sqlite")
+"""An id the database numbers, for tables that may outgrow 2^31 rows over their life (journals, logs,
+samples): BIGINT on PostgreSQL; INTEGER on SQLite, whose AUTOINCREMENT (and rowid alias) needs exactly that
+type name and stores 64 bits anyway."""
+
+
 AGENT_READINGS = tuple({"cpu": "cpu_load", "ram": "memory_load"}.get(r.name, r.name) for r in READINGS)
 """The agents table's columns for each of Readings' fields, in order (two kept their first names)."""
 SAMPLE_READINGS = READING_NAMES
@@ -93,7 +103,7 @@ agents = Table(
     Column("ip", String(64)),
     Column("os", String(255)),
     Column("version", String(255)),
-    Column("peers", JSON, nullable=False),
+    Column("peers", JsonDocument, nullable=False),
     *_reading_columns(AGENT_READINGS),
     Column("revision", Integer, nullable=False, server_default=text("1")),
     Column("changed_at", UtcDateTime),
@@ -105,7 +115,7 @@ last changed, for replicas taking in each other's changes (NULL for rows written
 agent_samples = Table(
     "agent_samples",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", SerialId, primary_key=True, autoincrement=True),
     Column("agent_id", String(128), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     *_reading_columns(SAMPLE_READINGS),
@@ -120,7 +130,7 @@ api_keys = Table(
     Column("role", String(16), nullable=False),
     Column("prefix", String(16), nullable=False),
     Column("secret_hash", String(64), nullable=False, unique=True),
-    Column("agent_ids", JSON, nullable=False),
+    Column("agent_ids", JsonDocument, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime),
     Column("revoked_at", UtcDateTime),
@@ -147,11 +157,11 @@ events = Table(
     metadata,
     # AUTOINCREMENT: an id is never handed out twice, even after retention deleted every row, so that a
     # reader resuming after an id never skips a newer event that reused it.
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", SerialId, primary_key=True, autoincrement=True),
     Column("at", UtcDateTime, nullable=False),
     Column("type", String(64), nullable=False),
     Column("subject", String(300), nullable=False),
-    Column("payload", JSON, nullable=False),
+    Column("payload", JsonDocument, nullable=False),
     Index("ix_events_at", "at"),
     Index("ix_events_type_id", "type", "id"),
     sqlite_autoincrement=True,
@@ -160,12 +170,12 @@ events = Table(
 logs = Table(
     "logs",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", SerialId, primary_key=True, autoincrement=True),
     Column("timestamp", UtcDateTime, nullable=False),
     Column("level", String(8), nullable=False),
     Column("source", String(300), nullable=False),
     Column("message", Text, nullable=False),
-    Column("fields", JSON, nullable=False),
+    Column("fields", JsonDocument, nullable=False),
     Column("size", Integer, nullable=False),
     Index("ix_logs_timestamp", "timestamp"),
     Index("ix_logs_source_id", "source", "id"),
@@ -177,6 +187,16 @@ LOGS_FULL_TEXT = "logs_fts"
 """The full-text index of logs.message on SQLite: an FTS5 table over `logs` (external content), created by
 migration 0004 and kept in step by triggers. SQLAlchemy cannot describe a virtual table, so it and the
 shadow tables FTS5 makes for it are not in `metadata` (see `described`)."""
+
+
+LOGS_DOCUMENT = (
+    "to_tsvector('simple'::regconfig, regexp_replace(message, '[^[:alnum:]]+'::text, ' '::text, 'g'::text))"
+)
+"""The full-text document of a log message on PostgreSQL: its words (runs of letters and digits), lowercased
+and not stemmed, as FTS5's default tokenizer reads them on SQLite. A GIN index on exactly this expression
+(LOGS_DOCUMENT_INDEX, migration 0007) serves queries that spell it the same; it is an index, not a column,
+so `metadata` does not describe it either."""
+LOGS_DOCUMENT_INDEX = "ix_logs_document"
 
 
 def described(name: str) -> bool:
@@ -269,7 +289,7 @@ partial unique index holds that even against concurrent writers."""
 incident_timeline = Table(
     "incident_timeline",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", SerialId, primary_key=True, autoincrement=True),
     Column("incident_id", String(40), nullable=False),
     Column("at", UtcDateTime, nullable=False),
     Column("kind", String(32), nullable=False),
@@ -317,10 +337,10 @@ automation_runs = Table(
     Column("status", String(16), nullable=False),
     Column("matched", Boolean, nullable=False),
     Column("reason", Text, nullable=True),
-    Column("context", JSON, nullable=False),
-    Column("plan", JSON, nullable=False),
-    Column("applied", JSON, nullable=False),
-    Column("logs", JSON, nullable=False),
+    Column("context", JsonDocument, nullable=False),
+    Column("plan", JsonDocument, nullable=False),
+    Column("applied", JsonDocument, nullable=False),
+    Column("logs", JsonDocument, nullable=False),
     Column("actor", String(200), nullable=False),
     Column("incident_id", String(40), nullable=True),
     Column("started_at", UtcDateTime, nullable=False),
@@ -340,7 +360,7 @@ automation_targets = Table(
     metadata,
     Column("rule_id", String(40), primary_key=True),
     Column("target", String(300), primary_key=True),
-    Column("attempts", JSON, nullable=False),
+    Column("attempts", JsonDocument, nullable=False),
     Column("last_run_at", UtcDateTime, nullable=True),
     Column("last_event_at", UtcDateTime, nullable=True),
     Column("next_allowed_at", UtcDateTime, nullable=True),
@@ -379,9 +399,9 @@ as given (a hash could not sign); it is never returned nor logged."""
 notification_deliveries = Table(
     "notification_deliveries",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", SerialId, primary_key=True, autoincrement=True),
     Column("channel", String(100), nullable=False),
-    Column("body", JSON, nullable=False),
+    Column("body", JsonDocument, nullable=False),
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UtcDateTime, nullable=False),
@@ -402,7 +422,7 @@ pipeline_definitions = Table(
     Column("name", String(200), nullable=False),
     Column("repository", String(2000), nullable=False),
     Column("branch", String(255), nullable=False),
-    Column("stages", JSON, nullable=False),
+    Column("stages", JsonDocument, nullable=False),
     Column("cron", String(200), nullable=True),
     Column("cron_slot", UtcDateTime, nullable=True),
     Column("webhook_secret", LargeBinary, nullable=True),
@@ -451,7 +471,7 @@ pipeline_stages = Table(
     Column("run_id", String(40), primary_key=True),
     Column("name", String(64), primary_key=True),
     Column("position", Integer, nullable=False),
-    Column("spec", JSON, nullable=False),
+    Column("spec", JsonDocument, nullable=False),
     Column("status", String(16), nullable=False),
     Column("exit_code", Integer, nullable=True),
     Column("container_id", String(128), nullable=True),
