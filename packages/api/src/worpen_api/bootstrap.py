@@ -70,6 +70,9 @@ from worpen_infra.notify.webhook import HttpWebhookSender
 from worpen_infra.sandbox.mini_racer import MiniRacerSandbox
 from worpen_infra.schedule.cron import CronSimCronSchedule
 from worpen_infra.sql.agent_stream_repository import SqlAlchemyAgentRegistry
+from worpen_infra.sql.copy import TableCopy as TableCopy  # `worpen db copy` reaches the adapter here
+from worpen_infra.sql.copy import copied_table_names as copied_table_names
+from worpen_infra.sql.copy import copy_database as copy_database
 from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 

@@ -1,4 +1,4 @@
-"""The `worpen` command: serve, migrate, and manage API keys."""
+"""The `worpen` command: serve, migrate, copy the database, and manage API keys."""
 
 from __future__ import annotations
 
@@ -18,13 +18,32 @@ import uvicorn
 from litestar import Litestar
 
 from worpen_api.app import create_app
-from worpen_api.bootstrap import bootstrap
+from worpen_api.bootstrap import TableCopy, bootstrap, copied_table_names, copy_database
 from worpen_api.http.access.dto import ApiKeyIn
 from worpen_api.observability import configure_logging
 from worpen_api.runtime import Worpen
 from worpen_api.settings import Settings, SettingsError
 from worpen_core.access.model import Role
 from worpen_core.shared.errors import WorpenError
+
+COPY_DESCRIPTION = """\
+Copy an installation's data to another database: API keys, agents, telemetry (samples, every rollup
+tier), events and logs, automation rules and runs, incidents, notification channels and deliveries,
+pipelines, their runs, logs and secrets (still encrypted), the audit log. The target is migrated to the
+newest schema first; the source must be at it already (run its `worpen migrate`).
+
+The source is read as one consistent snapshot, so it may still be serving, but what it writes afterwards
+stays behind: stop it for the final copy. Rows already on the target are left as they are, so running the
+command again is safe and copies only what is new (a row changed in the source since it was copied is not
+updated). Each table is then checked: at least the source's rows, and its first and last rows by key
+present and equal. Exit status 0 when every table arrived, 1 otherwise.
+
+Replicas on the new database need the secrets key of the old installation; the command says where it is.
+
+example:
+  worpen db copy --from sqlite+aiosqlite:///var/lib/worpen/worpen.db \\
+                 --to postgresql+asyncpg://worpen:secret@db.example:5432/worpen
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser("migrate", help="apply database migrations (serve does it too)")
+
+    database = commands.add_parser("db", help="move an installation's data to another database")
+    copy = database.add_subparsers(dest="action", required=True).add_parser(
+        "copy",
+        help="copy every table to another database (SQLite to PostgreSQL) and verify it",
+        description=COPY_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    copy.add_argument(
+        "--from",
+        dest="source",
+        metavar="URL",
+        help="the database to copy (default: this installation's, --database-url or WORPEN_DATABASE_URL)",
+    )
+    copy.add_argument(
+        "--to", dest="target", metavar="URL", required=True, help="the database to copy to (migrated first)"
+    )
 
     apikey = commands.add_parser("apikey", help="manage API keys").add_subparsers(
         dest="action", required=True
@@ -169,6 +205,50 @@ async def _apikey(args: argparse.Namespace, worpen: Worpen) -> None:
         print(f"revoked key {key.id} ({key.name}); running servers refuse it within their key cache time")
 
 
+async def _copy(args: argparse.Namespace, settings: Settings) -> bool:
+    source = args.source or settings.database_url
+    width = max(map(len, copied_table_names()))
+    print(f"{'TABLE':<{width}}  {'SOURCE':>10}  {'COPIED':>10}  {'ALREADY THERE':>13}", flush=True)
+
+    def done(table: TableCopy) -> None:
+        print(
+            f"{table.name:<{width}}  {table.source_rows:>10}  {table.copied:>10}  {table.already_there:>13}",
+            flush=True,
+        )
+        for problem in table.problems:
+            print(f"  {table.name}: {problem}", flush=True)
+
+    report = await copy_database(source, args.target, on_table=done)
+    copied = sum(table.copied for table in report.tables)
+    print(f"copied {copied} rows into {len(report.tables)} tables")
+    if report.verified:
+        print("verified: every table has the source's rows (counts, and its first and last rows by key)")
+    else:
+        failed = [table.name for table in report.tables if table.problems]
+        print(f"NOT verified: {', '.join(failed)} differ from the source (see above)")
+    print(_secrets_note(settings, source))
+    return report.verified
+
+
+def _secrets_note(settings: Settings, source: str) -> str:
+    """Where the key that sealed the copied secrets is, never the key itself."""
+    intro = (
+        "Secrets were copied still sealed: every replica on the new database needs the key that sealed them,"
+    )
+    if settings.pipelines.secrets_key:
+        return f"{intro} the one this installation has in WORPEN_SECRETS_KEY (give them the same value)."
+    key_file = os.path.abspath(settings.pipelines.key_file(source))
+    if not os.path.exists(key_file):
+        return (
+            f"{intro} but there is no key file at {key_file}: if the old installation had one elsewhere, "
+            "give its path as WORPEN_SECRETS_KEY_FILE or its contents as WORPEN_SECRETS_KEY."
+        )
+    return (
+        f"{intro} the key file {key_file}: give them its path as WORPEN_SECRETS_KEY_FILE or its contents as "
+        "WORPEN_SECRETS_KEY."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
@@ -180,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif args.command == "migrate":
             asyncio.run(_with_worpen(settings, lambda _: asyncio.sleep(0)))
             print("database is up to date")
+        elif args.command == "db":
+            if not asyncio.run(_copy(args, settings)):
+                sys.exit(1)
         else:
             asyncio.run(_with_worpen(settings, lambda worpen: _apikey(args, worpen)))
     except (SettingsError, msgspec.ValidationError) as exc:
