@@ -11,6 +11,7 @@ import pytest
 
 from worpen_api.bootstrap import StorageFactory
 from worpen_core.access.model import ApiKey, Role
+from worpen_core.fleet.events import Metric
 from worpen_core.fleet.model import Agent, TelemetrySample
 from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.status import AgentStatus
@@ -163,6 +164,16 @@ async def test_agents_are_found_by_id_and_by_when_they_last_changed(uow: Storage
     async with uow() as tx:
         [profiled] = await tx.agents.changed_since(T0 + timedelta(seconds=20))
     assert (profiled.id, profiled.name, profiled.revision) == ("bee-001", "edge", 2)
+
+
+async def test_the_alerts_raised_on_an_agent_are_stored_with_it(uow: StorageFactory) -> None:
+    async with uow() as tx:
+        await tx.agents.save([agent(alerts=frozenset({Metric.DISK, Metric.CPU})), agent("bee-002")])
+        await tx.commit()
+
+    async with uow() as tx:
+        stored = {found.id: found.alerts for found in await tx.agents.list_all()}
+    assert stored == {"bee-001": {Metric.CPU, Metric.DISK}, "bee-002": frozenset()}
 
 
 async def test_leaving_without_commit_rolls_back(uow: StorageFactory) -> None:

@@ -117,16 +117,20 @@ async def test_an_alert_that_cannot_be_persisted_is_not_acknowledged_nor_applied
     assert [type(event) for event in bus.published] == [AgentRegistered]
 
 
-async def test_alerts_are_rebuilt_by_heartbeats_after_a_restart(
+async def test_alerts_are_kept_across_a_restart_and_not_raised_again(
     fleet: Fleet, uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock
 ) -> None:
     for _ in range(3):
         await fleet.record_heartbeat(beat(ram=90))
     restarted = Fleet(uow, bus, clock, POLICY)
     await restarted.restore()
-    assert restarted.get(AGENT).alerts == frozenset()
+    assert restarted.get(AGENT).alerts == {Metric.MEMORY}
 
     for _ in range(3):
         await restarted.record_heartbeat(beat(ram=90))
+    assert [type(event) for event in bus.published].count(AgentMetricHigh) == 1
 
-    assert restarted.get(AGENT).alerts == {Metric.MEMORY}
+    for _ in range(3):
+        await restarted.record_heartbeat(beat(ram=10))
+    assert restarted.get(AGENT).alerts == frozenset()
+    assert isinstance(bus.published[-1], AgentMetricCleared)

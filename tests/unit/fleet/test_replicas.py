@@ -4,6 +4,7 @@ and neither loses nor doubles a transition."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 from datetime import timedelta
 
@@ -17,6 +18,8 @@ from worpen_core.events.model import Event
 from worpen_core.fleet.events import (
     AgentBecameCritical,
     AgentEvent,
+    AgentMetricCleared,
+    AgentMetricHigh,
     AgentRecovered,
     AgentRegistered,
     AgentWentOffline,
@@ -33,9 +36,9 @@ status."""
 
 
 class Replica:
-    def __init__(self, uow: FakeUnitOfWorkFactory, clock: FakeClock) -> None:
+    def __init__(self, uow: FakeUnitOfWorkFactory, clock: FakeClock, policy: FleetPolicy = POLICY) -> None:
         self.bus = FakeEventBus()
-        self.fleet = Fleet(uow, self.bus, clock, POLICY, shared=True)
+        self.fleet = Fleet(uow, self.bus, clock, policy, shared=True)
 
 
 @pytest.fixture
@@ -200,3 +203,16 @@ async def test_a_heartbeat_back_on_a_replica_that_saw_none_for_a_while_is_no_com
 
     assert (ack.status, ack.changed) == (AgentStatus.ONLINE, False)
     assert transitions(a, b) == [AgentRegistered]
+
+
+async def test_a_metric_alert_is_raised_and_cleared_once_whichever_replica_gets_the_heartbeats(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    alerting = dataclasses.replace(POLICY, cpu_high=90, critical_threshold=100)
+    a, b = Replica(uow, clock, alerting), Replica(uow, clock, alerting)
+    for number, cpu in enumerate([10.0] * 2 + [95.0] * 8 + [10.0] * 8):
+        clock.advance(1)
+        await (a, b)[number % 2].fleet.record_heartbeat(beat(cpu=cpu))
+
+    assert transitions(a, b) == [AgentRegistered, AgentMetricHigh, AgentMetricCleared]
+    assert a.fleet.get("bee-001").alerts == b.fleet.get("bee-001").alerts == frozenset()

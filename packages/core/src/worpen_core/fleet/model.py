@@ -77,10 +77,11 @@ class Healing:
 
 @dataclass(slots=True)
 class Agent:
-    """A node as its heartbeats describe it. `alerts` (the metrics currently high), the streaks and
-    `healing` live in memory only: after a restart heartbeats rebuild the alerts within `hysteresis` beats
-    (an alert still high is then raised again), and an agent stored as HEALING returns to what its
-    heartbeats say at its next heartbeat, or when a remediation ends (the one that was running is gone)."""
+    """A node as its heartbeats describe it. `alerts` (the metrics currently high) are stored with its
+    status, so that replicas sharing the database raise and clear each alert once. The streaks and
+    `healing` live in memory only: after a restart heartbeats count their streaks afresh, and an agent
+    stored as HEALING returns to what its heartbeats say at its next heartbeat, or when a remediation ends
+    (the one that was running is gone)."""
 
     id: str
     name: str
@@ -136,15 +137,15 @@ class Agent:
     def adopt(self, stored: Agent) -> Agent:
         """This agent as `stored` (read back from the database, perhaps written by another replica) says it
         is now: its status and profile if the row is newer than what this copy was read from, its readings
-        if they are newer; what lives in memory only (the streaks, the alerts, the remediations running on
-        this replica) stays this copy's."""
+        if they are newer; what lives in memory only (the streaks, the remediations running on this replica)
+        stays this copy's."""
         merged = stored.copy() if stored.revision > self.revision else self.copy()
         if stored.last_seen > self.last_seen:
             merged.last_seen, merged.readings = stored.last_seen, stored.readings
         else:
             merged.last_seen, merged.readings = self.last_seen, self.readings
         merged.pressure_streak, merged.calm_streak = self.pressure_streak, self.calm_streak
-        merged.alerts, merged.streaks, merged.healing = self.alerts, self.streaks, self.healing
+        merged.streaks, merged.healing = self.streaks, self.healing
         return merged
 
     def profile(self) -> tuple[object, ...]:

@@ -11,6 +11,7 @@ from sqlalchemy import Row, bindparam, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from worpen_core.fleet.events import Metric
 from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
 from worpen_core.fleet.readings import Readings, values_of
 from worpen_core.fleet.status import AgentStatus
@@ -61,6 +62,7 @@ def _to_row(agent: Agent) -> dict[str, Any]:
         "version": agent.version,
         "peers": list(agent.peers),
         **dict(zip(AGENT_READINGS, values_of(agent.readings), strict=True)),
+        "alerts": ",".join(sorted(agent.alerts)),
         "revision": agent.revision + 1,
         "changed_at": agent.changed_at,
     }
@@ -95,6 +97,7 @@ def _from_row(row: Row[Any]) -> Agent:
         os=row.os,
         version=row.version,
         peers=tuple(row.peers),
+        alerts=frozenset(Metric(name) for name in row.alerts.split(",") if name),
         revision=row.revision,
         changed_at=row.changed_at,
     )

@@ -105,12 +105,14 @@ agents = Table(
     Column("version", String(255)),
     Column("peers", JsonDocument, nullable=False),
     *_reading_columns(AGENT_READINGS),
+    Column("alerts", String(64), nullable=False, server_default=""),
     Column("revision", Integer, nullable=False, server_default=text("1")),
     Column("changed_at", UtcDateTime),
     Index("ix_agents_changed_at", "changed_at"),
 )
-"""`revision`: the optimistic version replicas save against (Agent.revision); `changed_at`: when the row
-last changed, for replicas taking in each other's changes (NULL for rows written before migration 0009)."""
+"""`alerts`: the metrics currently high, comma-separated; `revision`: the optimistic version replicas save
+against (Agent.revision); `changed_at`: when the row last changed, for replicas taking in each other's
+changes (NULL for rows written before migration 0009)."""
 
 agent_samples = Table(
     "agent_samples",
