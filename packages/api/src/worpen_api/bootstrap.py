@@ -12,7 +12,7 @@ from typing import Protocol
 from worpen_api.grpc.agents import AgentChannelServicer, fed_runtimes
 from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer, ServerTls
 from worpen_api.grpc.relay import AgentRelayServicer, RelayClient, relay_token
-from worpen_api.lifecycle import TelemetryDrops
+from worpen_api.lifecycle import SoleReplica, TelemetryDrops
 from worpen_api.runtime import Hook, Worpen
 from worpen_api.settings import DockerHost, Settings
 from worpen_core.access.ports import AccessUnitOfWork
@@ -54,7 +54,7 @@ from worpen_core.pipelines.feed import StageFeed
 from worpen_core.pipelines.jobs import pipeline_jobs
 from worpen_core.pipelines.ports import PipelinesUnitOfWork
 from worpen_core.pipelines.service import Pipelines
-from worpen_core.shared.ports import Clock
+from worpen_core.shared.ports import Clock, Leases
 from worpen_core.telemetry.jobs import telemetry_jobs
 from worpen_core.telemetry.ports import TelemetryUnitOfWork
 from worpen_core.telemetry.service import Telemetry
@@ -74,6 +74,7 @@ from worpen_infra.sql.copy import TableCopy as TableCopy  # `worpen db copy` rea
 from worpen_infra.sql.copy import copied_table_names as copied_table_names
 from worpen_infra.sql.copy import copy_database as copy_database
 from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.lease_repository import SqlAlchemyLeases
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 FIRST_ENGINE_RETRY = 0.5
@@ -121,6 +122,7 @@ def bootstrap(
     if uow is None:
         engine = create_engine(settings.database_url)
         uow = SqlAlchemyUnitOfWorkFactory(engine)
+        leases: Leases = SqlAlchemyLeases(engine, clock)
 
         async def migrate() -> None:
             await upgrade_database(engine)
@@ -141,6 +143,7 @@ def bootstrap(
             return None
 
         close_database = None
+        leases = SoleReplica()
         registry = None
         signal = None
 
@@ -240,7 +243,6 @@ def bootstrap(
     async def adopt_runs() -> None:
         await executor.resume()
 
-    on_start.append(adopt_runs)
     api_keys = ApiKeys(uow, clock)
     throughput = Throughput(
         clock,
@@ -328,6 +330,10 @@ def bootstrap(
         ],
         on_start=on_start,
         on_stop=on_stop,
+        leases=leases,
+        # The leader drives the pipeline runs under way, with the rules as stored now.
+        on_elected=[restore_rules, adopt_runs],
+        on_deposed=[executor.close],
     )
 
     admitting = authenticator if settings.auth else None

@@ -110,6 +110,11 @@ class FleetCollector(Collector):
         terminals = GaugeMetricFamily("worpen_terminal_sessions", "Open terminal sessions")
         terminals.add_metric([], len(self._worpen.containers.terminals()))
         yield terminals
+        leader = GaugeMetricFamily(
+            "worpen_leader", "1 when this replica leads: it runs the singleton jobs (sweep, rules, ...)"
+        )
+        leader.add_metric([], 1 if self._worpen.leading else 0)
+        yield leader
         yield from self._journal_and_log()
         yield from self._automation()
         yield from self._pipelines()

@@ -28,6 +28,7 @@ from worpen_core.logs.service import CentralLog
 from worpen_core.pipelines.executor import PipelineExecutor
 from worpen_core.pipelines.service import Pipelines
 from worpen_core.shared.jobs import Job
+from worpen_core.shared.ports import Leases
 from worpen_core.telemetry.service import Telemetry
 
 Hook = Callable[[], Awaitable[None]]
@@ -61,7 +62,18 @@ class Worpen:
     agent_commands: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Commands sent to agents over their streams, by (kind, outcome)."""
     jobs: list[Job] = field(default_factory=list)
-    """What the features declared to run in the background (worpen_core.<feature>.jobs)."""
+    """What the features declared to run in the background (worpen_core.<feature>.jobs); the singleton
+    ones run only while this replica leads."""
+    leases: Leases = field(default_factory=lifecycle.SoleReplica)
+    """Where the replicas of one database elect their leader."""
+    on_elected: list[Hook] = field(default_factory=list)
+    """Run in order when this replica becomes the leader, before its singleton jobs start (adopt the
+    pipeline runs under way)."""
+    on_deposed: list[Hook] = field(default_factory=list)
+    """Run in order when this replica stops leading, after its singleton jobs stopped (stop driving the
+    pipeline runs: the next leader adopts them)."""
+    leadership: lifecycle.Leadership | None = None
+    """This replica's bid for the leader's lease, while it runs."""
     on_start: list[Hook] = field(default_factory=list)
     """Run in order after the fleet is restored (start the bus, the gRPC server)."""
     stop_intake: list[Hook] = field(default_factory=list)
@@ -94,9 +106,28 @@ class Worpen:
             await hook()
         self._stopping.clear()
         self.draining.clear()
+        self.leadership = lifecycle.Leadership(
+            self.leases,
+            self.settings.replicas.replica_id,
+            self.settings.replicas.lease_seconds,
+            [job for job in self.jobs if job.singleton],
+            on_elected=self.on_elected,
+            on_deposed=self.on_deposed,
+        )
+        # The first bid before serving: a single replica (SQLite) leads, and has adopted its runs, as
+        # soon as it answers.
+        await self.leadership.bid()
         self._tasks = [
-            asyncio.create_task(lifecycle.run(job, self._stopping), name=job.name) for job in self.jobs
+            asyncio.create_task(lifecycle.run(job, self._stopping), name=job.name)
+            for job in self.jobs
+            if not job.singleton
         ]
+        self._tasks.append(asyncio.create_task(self.leadership.run(self._stopping), name="leadership"))
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica runs the singleton jobs now."""
+        return self.leadership is not None and self.leadership.leading
 
     def drain(self) -> None:
         """End the streams being served; called as the server stops taking connections."""

@@ -10,8 +10,8 @@ from worpen_core.shared.jobs import Continuous, Job, Periodic
 def automation_jobs(engine: RuleEngine, *, tick: float = 1.0) -> list[Job]:
     """`tick`: seconds between looks at deferred plans and schedules (their precision)."""
     return [
-        Continuous("automation.engine", engine.run),
-        Periodic("automation.deferred", tick, engine.fire_due),
-        Periodic("automation.schedules", tick, engine.fire_schedules),
-        Periodic("automation.cursor", tick, engine.save_cursor),
+        Continuous("automation.engine", engine.run, singleton=True),
+        Periodic("automation.deferred", tick, engine.fire_due, singleton=True),
+        Periodic("automation.schedules", tick, engine.fire_schedules, singleton=True),
+        Periodic("automation.cursor", tick, engine.save_cursor, singleton=True),
     ]

@@ -10,4 +10,4 @@ SEND_EVERY = 0.25
 
 
 def notification_jobs(notifications: Notifications, *, every: float = SEND_EVERY) -> list[Job]:
-    return [Periodic("notifications.deliver", every, notifications.deliver_pending)]
+    return [Periodic("notifications.deliver", every, notifications.deliver_pending, singleton=True)]

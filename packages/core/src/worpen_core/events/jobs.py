@@ -7,4 +7,4 @@ from worpen_core.shared.jobs import Job, Periodic
 
 
 def event_jobs(journal: EventJournal, *, prune_every: float) -> list[Job]:
-    return [Periodic("events.prune", prune_every, journal.prune)]
+    return [Periodic("events.prune", prune_every, journal.prune, singleton=True)]

@@ -7,4 +7,4 @@ from worpen_core.shared.jobs import Job, Periodic
 
 
 def incident_jobs(incidents: Incidents, every: float) -> list[Job]:
-    return [Periodic("incidents.auto_resolve", every, incidents.auto_resolve)]
+    return [Periodic("incidents.auto_resolve", every, incidents.auto_resolve, singleton=True)]

@@ -10,7 +10,7 @@ from worpen_core.shared.jobs import Continuous, Job, Periodic
 def log_jobs(log: CentralLog, *, flush_every: float) -> list[Job]:
     jobs: list[Job] = [
         Periodic("logs.flush", flush_every, log.flush),
-        Periodic("logs.prune", log.policy.prune_every, log.prune),
+        Periodic("logs.prune", log.policy.prune_every, log.prune, singleton=True),
     ]
     if log.tailing:
         jobs.append(Continuous("logs.tail", log.tail))  # every replica: each serves its own followers

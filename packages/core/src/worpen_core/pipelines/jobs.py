@@ -10,6 +10,6 @@ from worpen_core.shared.jobs import Continuous, Job, Periodic
 def pipeline_jobs(pipelines: Pipelines, executor: PipelineExecutor, *, tick: float = 1.0) -> list[Job]:
     """`tick`: seconds between looks at cron schedules (their precision)."""
     return [
-        Continuous("pipelines.scheduler", executor.serve),
-        Periodic("pipelines.schedules", tick, pipelines.fire_schedules),
+        Continuous("pipelines.scheduler", executor.serve, singleton=True),
+        Periodic("pipelines.schedules", tick, pipelines.fire_schedules, singleton=True),
     ]

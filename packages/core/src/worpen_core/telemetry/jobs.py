@@ -8,6 +8,6 @@ from worpen_core.telemetry.service import Telemetry
 
 def telemetry_jobs(telemetry: Telemetry, *, rollup_every: float, retention_every: float) -> list[Job]:
     return [
-        Periodic("rollup", rollup_every, telemetry.roll_up),
-        Periodic("retention", retention_every, telemetry.forget),
+        Periodic("rollup", rollup_every, telemetry.roll_up, singleton=True),
+        Periodic("retention", retention_every, telemetry.forget, singleton=True),
     ]
