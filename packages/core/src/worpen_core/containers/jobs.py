@@ -1,4 +1,5 @@
-"""The containers feature's background work: following every engine's events."""
+"""The containers feature's background work: following every engine's events, and publishing them
+once across replicas."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ def container_jobs(containers: Containers, *, first_retry: float, max_retry: flo
     up to `max_retry`."""
 
     async def watch(stopping: asyncio.Event) -> None:
-        await containers.watch(stopping, first_retry, max_retry)
+        await containers.watch(stopping, first_retry, max_retry, configured=False)
 
-    return [Continuous("engines.watch", watch)]
+    # Every replica follows every engine (its state) and publishes its agents' engines' events; the
+    # configured engines' are published by the leader alone, once.
+    return [
+        Continuous("engines.watch", watch),
+        Continuous("engines.publish", containers.publish, singleton=True),
+    ]

@@ -146,6 +146,8 @@ class Containers:
         """Terminal sessions open or being opened, by API key id."""
         self._watch: _Watch | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._publishing = False
+        """Whether the configured engines' events are published (by one replica: see `publish`)."""
 
     def serves_directly(self, node: str) -> bool:
         """Whether `node` is one of the configured engines (an agent may not take its name)."""
@@ -414,19 +416,40 @@ class Containers:
     def terminals(self) -> list[TerminalSession]:
         return sorted(self._terminals.values(), key=lambda s: s.opened_at)
 
-    async def watch(self, stopping: asyncio.Event, first_retry: float, max_retry: float) -> None:
+    async def watch(
+        self, stopping: asyncio.Event, first_retry: float, max_retry: float, *, configured: bool = True
+    ) -> None:
         """Follow every engine's events until `stopping` is set (see `_watch_one`), agents' engines too as
-        they attach."""
+        they attach. The configured engines' events are published only when `configured` (one replica
+        alone), or while `publish` runs (several replicas: the leader's); every replica follows every
+        engine all the same, for its state (reachable, how to fail fast) and to publish at once when it
+        becomes the leader. An agent's engine is published by the replica that holds its stream."""
         self._watch = _Watch(stopping, first_retry, max_retry)
+        if configured:
+            self._publishing = True
         for runtime in list(self._runtimes.values()):
             self._follow(runtime, self._watch)
         try:
             await stopping.wait()
         finally:
+            if configured:
+                self._publishing = False
             self._watch = None
             watchers = list(self._watchers.values())
             self._watchers.clear()
             await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def publish(self, stopping: asyncio.Event) -> None:
+        """Publish the configured engines' events (followed by `watch`) until `stopping` is set: the
+        leader's job, so that each of their events reaches the journal once however many replicas run."""
+        self._publishing = True
+        try:
+            await stopping.wait()
+        finally:
+            self._publishing = False
+
+    def _publishes(self, node: str) -> bool:
+        return self._publishing or node not in self._direct
 
     def _follow(self, runtime: ContainerRuntime, watch: _Watch) -> None:
         """Follow `runtime`'s events, in place of its node's previous runtime's."""
@@ -459,7 +482,7 @@ class Containers:
                 async for raw in until(stream, stopping):
                     since = raw.time_nanos + 1
                     event = domain_event(runtime.node, raw, requests.observe(raw))
-                    if event is not None:
+                    if event is not None and self._publishes(runtime.node):
                         await self._bus.publish([event])
                 if stopping.is_set():
                     return
@@ -484,7 +507,8 @@ class Containers:
             if available
             else EngineUnavailable(status.node, detail or "", status.since)
         )
-        await self._bus.publish([event])
+        if self._publishes(status.node):
+            await self._bus.publish([event])
 
     async def _act(
         self,
