@@ -6,16 +6,33 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from worpen_infra.sql.unit_of_work import translate
 
 
-def create_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
-    """An async engine; on SQLite, WAL mode, fsync on every commit (acknowledged means durable)
-    and a busy timeout so concurrent writers wait instead of failing at once."""
+def create_engine(
+    url: str,
+    *,
+    busy_timeout_ms: int = 5000,
+    pool_size: int = 10,
+    statement_timeout: float = 30.0,
+    connect_timeout: float = 5.0,
+) -> AsyncEngine:
+    """An async engine.
+
+    On SQLite: WAL mode, fsync on every commit (acknowledged means durable) and a busy timeout so
+    concurrent writers wait instead of failing at once; the other settings do not apply (one file, no
+    server). On PostgreSQL: `pool_size` connections kept open and as many more under bursts; a connection
+    is pinged when taken from the pool, so one the server dropped (a restart, an idle timeout) is replaced
+    there rather than failing the request it was taken for; connecting gives up after `connect_timeout`
+    seconds, the server cancels a statement after `statement_timeout` (0: never), and a request waits for
+    a free connection no longer than a statement may run. Each failure becomes Unavailable naming the
+    database (503)."""
+    if make_url(url).get_backend_name() == "postgresql":
+        return _postgresql_engine(url, pool_size, statement_timeout, connect_timeout)
     engine = create_async_engine(url)
     if engine.dialect.name == "sqlite":
 
@@ -29,6 +46,23 @@ def create_engine(url: str, busy_timeout_ms: int = 5000) -> AsyncEngine:
             cursor.close()
 
     return engine
+
+
+def _postgresql_engine(
+    url: str, pool_size: int, statement_timeout: float, connect_timeout: float
+) -> AsyncEngine:
+    connect_args = {
+        "timeout": connect_timeout,
+        "server_settings": {"statement_timeout": str(round(statement_timeout * 1000))},
+    }
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=statement_timeout if statement_timeout > 0 else 30.0,
+        connect_args=connect_args,
+    )
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
@@ -48,5 +82,5 @@ async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
     try:
         async with engine.begin() as connection:
             await connection.run_sync(upgrade)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise translate(exc) from exc

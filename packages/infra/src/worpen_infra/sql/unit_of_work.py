@@ -51,12 +51,29 @@ from worpen_infra.sql.pipeline_repository import (
 from worpen_infra.sql.sample_repository import SqlAlchemySampleRepository
 from worpen_infra.sql.telemetry_repository import SqlAlchemyTelemetryStore
 
+RETRYABLE = {"40001": "a concurrent change to the same data", "40P01": "a deadlock with a concurrent change"}
+"""PostgreSQL's serialization failure and deadlock: the transaction lost a race and was rolled back whole,
+so the request can be sent again as it is."""
+STATEMENT_CANCELLED = "57014"
+"""PostgreSQL's query_canceled: the statement ran past WORPEN_DATABASE_STATEMENT_TIMEOUT."""
 
-def translate(exc: SQLAlchemyError) -> WorpenError:
+
+def translate(exc: SQLAlchemyError | OSError) -> WorpenError:
+    """A failure of the database as a core error: a clash with stored data or a lost race is a Conflict;
+    anything else (no connection, a timeout, a locked SQLite file, the server shutting down) is the
+    database being unavailable. OSError: asyncpg lets a refused or timed-out connection through as the
+    socket's own error (TimeoutError included), which SQLAlchemy does not wrap."""
+    if isinstance(exc, OSError):
+        return Unavailable("database", str(exc) or f"no connection ({type(exc).__name__})")
     cause = getattr(exc, "orig", None) or exc
+    code = getattr(cause, "sqlstate", None)
     if isinstance(exc, IntegrityError):
         return Conflict(f"conflicts with stored data: {cause}")
-    return Unavailable("database", str(cause))
+    if code in RETRYABLE:
+        return Conflict(f"the change was rolled back after {RETRYABLE[code]}: try again")
+    if code == STATEMENT_CANCELLED:
+        return Unavailable("database", f"a statement ran past the statement timeout: {cause}")
+    return Unavailable("database", str(cause) or type(cause).__name__)
 
 
 class SqlAlchemyUnitOfWork:
@@ -88,7 +105,7 @@ class SqlAlchemyUnitOfWork:
         try:
             self._connection = await self._engine.connect()
             self._transaction = await self._connection.begin()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             await self._close()
             raise translate(exc) from exc
         self.agents = SqlAlchemyAgentRepository(self._connection)
@@ -120,6 +137,10 @@ class SqlAlchemyUnitOfWork:
         try:
             if self._transaction is not None and self._transaction.is_active:
                 await self._transaction.rollback()
+        except (SQLAlchemyError, OSError):
+            # Nothing uncommitted survives a connection that cannot even roll back (the server ends the
+            # transaction with it): what the block raised, or nothing, is what the caller must hear.
+            pass
         finally:
             await self._close()
         if isinstance(exc, SQLAlchemyError):
@@ -130,7 +151,7 @@ class SqlAlchemyUnitOfWork:
             raise RuntimeError("commit() outside the unit of work")
         try:
             await self._transaction.commit()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise translate(exc) from exc
 
     async def _close(self) -> None:
