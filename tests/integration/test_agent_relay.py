@@ -90,6 +90,21 @@ async def test_a_relayed_call_answers_as_the_holders_own_link(holder: Holder) ->
         await client.close()
 
 
+async def test_a_command_with_more_data_than_one_message_takes_arrives_whole(holder: Holder) -> None:
+    link = FakeAgentLink("bee-001")
+    row, client = await relayed(holder, link)
+    archive = bytes(range(256)) * (9 * 4096)  # 9 MiB: a pipeline's source archive, past gRPC's 4 MiB
+    try:
+        await client.link(row).call(
+            "containers.archive", {"ref": "web", "path": "/src"}, data=archive, timeout=10
+        )
+        kind, params, data = link.calls[-1]
+        assert (kind, params) == ("containers.archive", {"ref": "web", "path": "/src"})
+        assert data == archive
+    finally:
+        await client.close()
+
+
 async def test_a_relayed_stream_carries_output_and_input_and_its_end(holder: Holder) -> None:
     link = FakeAgentLink("bee-001", {SHELL})
     row, client = await relayed(holder, link)

@@ -45,8 +45,19 @@ that shows the change, as after its own."""
 MARGIN_SECONDS = 5.0
 """How much longer than a command's own deadline the asking replica waits for the holder's answer: the
 holder's TimedOut, with its message, arrives first."""
+CHUNK_BYTES = 1024 * 1024
+"""A command's data larger than this travels in pieces of this size (see RelayCall.data_follows): a
+replica's gRPC server takes messages of at most 4 MiB, a pipeline's source archive may be far larger."""
 OPEN_SECONDS = 10.0
 """How long the holder waits for a Stream call's first message."""
+CHANNEL_OPTIONS = (
+    # A holder's answer is as large as its agent's (an image listing, a big node's inventory); what is
+    # sent is bounded by the holder's own limit on what it receives.
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+)
+"""The asking replica's channel to a holder: a holder that dies is noticed within the keepalive."""
 REFUSED = "refused"
 UNAVAILABLE = "unavailable"
 TIMED_OUT = "timed_out"
@@ -98,6 +109,10 @@ class AgentRelayServicer(relay_pb2_grpc.AgentRelayServicer):
 
     async def Call(self, request: relay_pb2.RelayCall, context: Context) -> relay_pb2.RelayResult:
         await self._authenticate(context)
+        return await self._run(request, request.data)
+
+    async def _run(self, request: relay_pb2.RelayCall, data: bytes) -> relay_pb2.RelayResult:
+        """One command on the local link of the agent, answered as the relay answers."""
         link = self._agents.local_link(request.agent_id)
         if link is None:
             return self._not_held()
@@ -107,7 +122,7 @@ class AgentRelayServicer(relay_pb2_grpc.AgentRelayServicer):
             result = await link.call(
                 request.kind,
                 json.loads(request.params_json or b"{}"),
-                data=request.data,
+                data=data,
                 timeout=_seconds(request.timeout_ms),
             )
         except (WorpenError, CommandRefused) as exc:
@@ -129,6 +144,12 @@ class AgentRelayServicer(relay_pb2_grpc.AgentRelayServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must open a command")
             return
         opening = first.open
+        if opening.data_follows:
+            pieces = [
+                message.input async for message in request_iterator if message.WhichOneof("body") == "input"
+            ]
+            yield relay_pb2.RelayOutput(end=await self._run(opening, b"".join(pieces)))
+            return
         link = self._agents.local_link(opening.agent_id)
         if link is None:
             yield relay_pb2.RelayOutput(end=self._not_held())
@@ -210,9 +231,10 @@ class RelayClient:
         channel = self._channels.get(address)
         if channel is None:
             if self._tls_root is None:
-                channel = grpc.aio.insecure_channel(address)
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             else:
-                channel = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(self._tls_root))
+                credentials = grpc.ssl_channel_credentials(self._tls_root)
+                channel = grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
             self._channels[address] = channel
         return relay_pb2_grpc.AgentRelayStub(channel)
 
@@ -266,17 +288,43 @@ class RelayedAgentLink:
             timeout_ms=0 if timeout is None else max(1, int(timeout * 1000)),
         )
         stub = self._client.stub(self._holder.address)
+        within = None if timeout is None else timeout + MARGIN_SECONDS
         try:
-            answer = await stub.Call(
-                request,
-                metadata=self._client.metadata,
-                timeout=None if timeout is None else timeout + MARGIN_SECONDS,
-            )
+            if len(data) > CHUNK_BYTES:
+                answer = await self._call_in_pieces(stub, request, within)
+            else:
+                answer = await stub.Call(request, metadata=self._client.metadata, timeout=within)
         except grpc.aio.AioRpcError as exc:
             raise await self.transport_error(exc, kind, timeout) from None
         if not answer.ok:
             raise self.refusal(answer.error)
         return json.loads(answer.result_json or b"{}")
+
+    async def _call_in_pieces(
+        self, stub: relay_pb2_grpc.AgentRelayStub, request: relay_pb2.RelayCall, within: float | None
+    ) -> relay_pb2.RelayResult:
+        """A command whose data is too large for one message: sent in pieces over a Stream call."""
+        data = request.data
+        opening = relay_pb2.RelayCall()
+        opening.CopyFrom(request)
+        opening.data = b""
+        opening.data_follows = True
+        call = stub.Stream(metadata=self._client.metadata, timeout=within)
+        try:
+            await call.write(relay_pb2.RelayInput(open=opening))
+            for start in range(0, len(data), CHUNK_BYTES):
+                await call.write(relay_pb2.RelayInput(input=data[start : start + CHUNK_BYTES]))
+            await call.done_writing()
+            answer = await call.read()
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        if answer is grpc.aio.EOF or answer.WhichOneof("body") != "end":
+            raise Unavailable(
+                self._dependency, f"the replica holding its stream did not answer {request.kind}"
+            )
+        end: relay_pb2.RelayResult = answer.end
+        return end
 
     async def stream(
         self,

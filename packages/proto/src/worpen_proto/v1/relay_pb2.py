@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bworpen_proto/v1/relay.proto\x12\tworpen.v1\"b\n\tRelayCall\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\"T\n\x0bRelayResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0bresult_json\x18\x02 \x01(\x0c\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.worpen.v1.RelayError\"9\n\nRelayError\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"K\n\nRelayInput\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.worpen.v1.RelayCallH\x00\x12\x0f\n\x05input\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\xa7\x01\n\x0bRelayOutput\x12(\n\x06opened\x18\x01 \x01(\x0b\x32\x16.worpen.v1.RelayOpenedH\x00\x12\x10\n\x06output\x18\x02 \x01(\x0cH\x00\x12-\n\tlog_batch\x18\x03 \x01(\x0b\x32\x18.worpen.v1.RelayLogBatchH\x00\x12%\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x16.worpen.v1.RelayResultH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bRelayOpened\"7\n\rRelayLogBatch\x12&\n\x05lines\x18\x01 \x03(\x0b\x32\x17.worpen.v1.RelayLogLine\",\n\x0cRelayLogLine\x12\x0e\n\x06stream\x18\x01 \x01(\r\x12\x0c\n\x04line\x18\x02 \x01(\x0c\x32\x7f\n\nAgentRelay\x12\x34\n\x04\x43\x61ll\x12\x14.worpen.v1.RelayCall\x1a\x16.worpen.v1.RelayResult\x12;\n\x06Stream\x12\x15.worpen.v1.RelayInput\x1a\x16.worpen.v1.RelayOutput(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bworpen_proto/v1/relay.proto\x12\tworpen.v1\"x\n\tRelayCall\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x05 \x01(\x03\x12\x14\n\x0c\x64\x61ta_follows\x18\x06 \x01(\x08\"T\n\x0bRelayResult\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0bresult_json\x18\x02 \x01(\x0c\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.worpen.v1.RelayError\"9\n\nRelayError\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"K\n\nRelayInput\x12$\n\x04open\x18\x01 \x01(\x0b\x32\x14.worpen.v1.RelayCallH\x00\x12\x0f\n\x05input\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04\x62ody\"\xa7\x01\n\x0bRelayOutput\x12(\n\x06opened\x18\x01 \x01(\x0b\x32\x16.worpen.v1.RelayOpenedH\x00\x12\x10\n\x06output\x18\x02 \x01(\x0cH\x00\x12-\n\tlog_batch\x18\x03 \x01(\x0b\x32\x18.worpen.v1.RelayLogBatchH\x00\x12%\n\x03\x65nd\x18\x04 \x01(\x0b\x32\x16.worpen.v1.RelayResultH\x00\x42\x06\n\x04\x62ody\"\r\n\x0bRelayOpened\"7\n\rRelayLogBatch\x12&\n\x05lines\x18\x01 \x03(\x0b\x32\x17.worpen.v1.RelayLogLine\",\n\x0cRelayLogLine\x12\x0e\n\x06stream\x18\x01 \x01(\r\x12\x0c\n\x04line\x18\x02 \x01(\x0c\x32\x7f\n\nAgentRelay\x12\x34\n\x04\x43\x61ll\x12\x14.worpen.v1.RelayCall\x1a\x16.worpen.v1.RelayResult\x12;\n\x06Stream\x12\x15.worpen.v1.RelayInput\x1a\x16.worpen.v1.RelayOutput(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,21 +32,21 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'worpen_proto.v1.relay_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RELAYCALL']._serialized_start=42
-  _globals['_RELAYCALL']._serialized_end=140
-  _globals['_RELAYRESULT']._serialized_start=142
-  _globals['_RELAYRESULT']._serialized_end=226
-  _globals['_RELAYERROR']._serialized_start=228
-  _globals['_RELAYERROR']._serialized_end=285
-  _globals['_RELAYINPUT']._serialized_start=287
-  _globals['_RELAYINPUT']._serialized_end=362
-  _globals['_RELAYOUTPUT']._serialized_start=365
-  _globals['_RELAYOUTPUT']._serialized_end=532
-  _globals['_RELAYOPENED']._serialized_start=534
-  _globals['_RELAYOPENED']._serialized_end=547
-  _globals['_RELAYLOGBATCH']._serialized_start=549
-  _globals['_RELAYLOGBATCH']._serialized_end=604
-  _globals['_RELAYLOGLINE']._serialized_start=606
-  _globals['_RELAYLOGLINE']._serialized_end=650
-  _globals['_AGENTRELAY']._serialized_start=652
-  _globals['_AGENTRELAY']._serialized_end=779
+  _globals['_RELAYCALL']._serialized_end=162
+  _globals['_RELAYRESULT']._serialized_start=164
+  _globals['_RELAYRESULT']._serialized_end=248
+  _globals['_RELAYERROR']._serialized_start=250
+  _globals['_RELAYERROR']._serialized_end=307
+  _globals['_RELAYINPUT']._serialized_start=309
+  _globals['_RELAYINPUT']._serialized_end=384
+  _globals['_RELAYOUTPUT']._serialized_start=387
+  _globals['_RELAYOUTPUT']._serialized_end=554
+  _globals['_RELAYOPENED']._serialized_start=556
+  _globals['_RELAYOPENED']._serialized_end=569
+  _globals['_RELAYLOGBATCH']._serialized_start=571
+  _globals['_RELAYLOGBATCH']._serialized_end=626
+  _globals['_RELAYLOGLINE']._serialized_start=628
+  _globals['_RELAYLOGLINE']._serialized_end=672
+  _globals['_AGENTRELAY']._serialized_start=674
+  _globals['_AGENTRELAY']._serialized_end=801
 # @@protoc_insertion_point(module_scope)

@@ -31,12 +31,18 @@ class RelayCall(_message.Message):
     PARAMS_JSON_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    DATA_FOLLOWS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     kind: _builtins.str
     params_json: _builtins.bytes
     data: _builtins.bytes
     timeout_ms: _builtins.int
     """the command's deadline, from now; 0: as long as the command takes"""
+    data_follows: _builtins.bool
+    """In a Stream's `open` only: the command is not a streaming one, its data (too large for one message,
+    e.g. a pipeline's source archive) follows as `input` messages until the caller half-closes; then it
+    runs as Call would and its result is the stream's `end`.
+    """
     def __init__(
         self,
         *,
@@ -45,10 +51,11 @@ class RelayCall(_message.Message):
         params_json: _builtins.bytes = ...,
         data: _builtins.bytes = ...,
         timeout_ms: _builtins.int = ...,
+        data_follows: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "data", b"data", "kind", b"kind", "params_json", b"params_json", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "data", b"data", "data_follows", b"data_follows", "kind", b"kind", "params_json", b"params_json", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
