@@ -176,6 +176,29 @@ async def test_the_alerts_raised_on_an_agent_are_stored_with_it(uow: StorageFact
     assert stored == {"bee-001": {Metric.CPU, Metric.DISK}, "bee-002": frozenset()}
 
 
+async def test_the_newest_sample_of_each_agent_written_since_a_number_is_found(uow: StorageFactory) -> None:
+    def at(agent_id: str, seconds: int, cpu: float) -> TelemetrySample:
+        return TelemetrySample(agent_id, T0 + timedelta(seconds=seconds), Readings(cpu, 50.0))
+
+    async with uow() as tx:
+        assert await tx.agents.newest_samples(None) == ([], 0)
+        await tx.samples.add([at("bee-001", 1, 1.0), at("bee-002", 1, 2.0)])
+        await tx.commit()
+    async with uow() as tx:
+        _, seen = await tx.agents.newest_samples(None)
+        await tx.samples.add([at("bee-001", 2, 3.0), at("bee-001", 3, 4.0), at("bee-003", 3, 5.0)])
+        await tx.commit()
+
+    async with uow() as tx:
+        newest, last = await tx.agents.newest_samples(seen)
+        assert sorted(newest, key=lambda sample: sample.agent_id) == [
+            at("bee-001", 3, 4.0),
+            at("bee-003", 3, 5.0),
+        ]
+        assert last > seen
+        assert await tx.agents.newest_samples(last) == ([], last)
+
+
 async def test_leaving_without_commit_rolls_back(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.agents.save([agent()])

@@ -61,6 +61,14 @@ class FakeAgentRepository:
         agent.catch_up(max(reversed(mine), key=lambda sample: sample.at, default=None))  # the last of a tie
         return agent
 
+    async def newest_samples(self, after: int | None) -> tuple[list[TelemetrySample], int]:
+        numbered = list(zip(self._store.sample_ids, self._store.samples, strict=True))
+        last = numbered[-1][0] if numbered else 0
+        if after is None:
+            return [], last
+        newest = {sample.agent_id: sample for number, sample in numbered if number > after}
+        return list(newest.values()), max(last, after)
+
     async def save(self, agents: Sequence[Agent]) -> list[str]:
         stale = []
         for agent in agents:

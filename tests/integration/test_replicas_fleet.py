@@ -1,7 +1,8 @@
 """The fleet across replicas: two `worpen serve` replicas on one PostgreSQL database, an agent's heartbeats
-landing on either. Both list the same agents with the same statuses within a couple of seconds; one agent
-heartbeating to both makes each transition once in the journal; the sweeper (whichever replica leads)
-spares an agent whose heartbeats go to the other replica, and marks it OFFLINE once when they stop."""
+landing on either. Both list the same agents with the same statuses and readings within a couple of
+seconds; one agent heartbeating to both makes each transition once in the journal; the sweeper (whichever
+replica leads) spares an agent whose heartbeats go to the other replica, and marks it OFFLINE once when
+they stop."""
 
 from __future__ import annotations
 
@@ -84,6 +85,13 @@ def test_an_agent_heartbeating_to_one_replica_is_listed_the_same_on_the_other(
 
     shown = wait_for(lambda: listed(b, agent_id), "the agent registered on A listed on B", CONVERGED)
     assert (shown["name"], shown["ip"], shown["status"]) == ("edge one", "10.0.0.7", "ONLINE")
+
+    beat(a, agent_id, cpu=33.5, ram=44.5)
+    seen_on_a = listed(a, agent_id)
+    assert seen_on_a is not None
+    wait_for(
+        lambda: listed(b, agent_id) == seen_on_a, "B to show the readings A received, as A does", CONVERGED
+    )
 
     assert beat(a, agent_id, status="CRITICAL") == "CRITICAL"
     wait_for(lambda: status(b, agent_id) == "CRITICAL", "B to show the agent CRITICAL", CONVERGED)

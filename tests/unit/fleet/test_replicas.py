@@ -216,3 +216,19 @@ async def test_a_metric_alert_is_raised_and_cleared_once_whichever_replica_gets_
 
     assert transitions(a, b) == [AgentRegistered, AgentMetricHigh, AgentMetricCleared]
     assert a.fleet.get("bee-001").alerts == b.fleet.get("bee-001").alerts == frozenset()
+
+
+async def test_a_refresh_takes_in_the_readings_of_heartbeats_the_other_replica_received(
+    a: Replica, b: Replica, clock: FakeClock
+) -> None:
+    await a.fleet.record_heartbeat(beat(cpu=10))
+    await a.fleet.flush()
+    await b.fleet.restore()
+    clock.advance(5)
+    await a.fleet.record_heartbeat(beat(cpu=42, disk=70))
+    await a.fleet.flush()
+
+    await b.fleet.refresh()
+
+    agent = b.fleet.get("bee-001")
+    assert (agent.readings.cpu, agent.readings.disk, agent.last_seen) == (42, 70, clock.now())

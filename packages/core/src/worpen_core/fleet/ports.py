@@ -25,6 +25,12 @@ class AgentRepository(Protocol):
         """The agents whose stored state changed (`Agent.changed_at`) at or after `since`."""
         ...
 
+    async def newest_samples(self, after: int | None) -> tuple[list[TelemetrySample], int]:
+        """Each agent's newest telemetry sample among those numbered above `after` (written by any
+        replica), and the highest number seen, the next call's `after`. None: no samples, only the
+        highest number so far (where a replica starts from)."""
+        ...
+
     async def save(self, agents: Sequence[Agent]) -> list[str]:
         """Insert or update these agents, whole, each at `revision + 1`, if its row is still at the
         agent's `revision` (0: no row yet). Returns the ids of those whose row was not: another writer

@@ -97,24 +97,33 @@ class Fleet:
         """Samples dropped, oldest first, because the buffer was full (the database was unavailable)."""
         self._looked_at: datetime | None = None
         """When `restore` or the last `refresh` read the store."""
+        self._samples_seen: int | None = None
+        """The number of the newest telemetry sample `refresh` has seen (None: it has not looked yet)."""
 
     async def restore(self) -> int:
         """Load the fleet as it was persisted; returns how many agents were restored."""
         looked_at = self._clock.now()
         async with self._uow() as uow:
             agents = await uow.agents.list_all()
+            _, self._samples_seen = await uow.agents.newest_samples(None)
         self._agents = {agent.id: agent for agent in agents}
         self._looked_at = looked_at
         return len(agents)
 
     async def refresh(self) -> int:
-        """Take in what other replicas stored since the last look (registrations, transitions, profiles),
-        so that every replica lists the same agents with the same statuses; returns how many agents
-        changed here. A row this replica already holds at its revision changes nothing."""
+        """Take in what other replicas stored since the last look (registrations, transitions, profiles,
+        and the readings of the heartbeats they received), so that every replica lists the same agents
+        with the same statuses and readings; returns how many agents' stored state changed here (readings
+        aside). A row this replica already holds at its revision changes nothing."""
         looked_at = self._clock.now()
         since = looked_at if self._looked_at is None else self._looked_at
         async with self._uow() as uow:
             stored = await uow.agents.changed_since(since - REFRESH_OVERLAP)
+            samples, self._samples_seen = await uow.agents.newest_samples(self._samples_seen)
+        for sample in samples:  # heartbeats other replicas received: readings and when last seen
+            local = self._agents.get(sample.agent_id)
+            if local is not None:
+                local.catch_up(sample)
         taken = 0
         for fresh in stored:
             local = self._agents.get(fresh.id)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, literal_column, select, update
+from sqlalchemy import Row, bindparam, func, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -128,6 +128,27 @@ class SqlAlchemyAgentRepository:
     async def changed_since(self, since: datetime) -> list[Agent]:
         rows = await self._connection.execute(_caught_up.where(agents.c.changed_at >= since))
         return [_from_row(row) for row in rows]
+
+    async def newest_samples(self, after: int | None) -> tuple[list[TelemetrySample], int]:
+        if after is None:
+            last = (await self._connection.execute(select(func.max(agent_samples.c.id)))).scalar()
+            return [], last or 0
+        newest = (
+            select(func.max(agent_samples.c.id).label("id"))
+            .where(agent_samples.c.id > after)
+            .group_by(agent_samples.c.agent_id)
+            .subquery()
+        )
+        rows = (
+            await self._connection.execute(
+                select(agent_samples).join(newest, newest.c.id == agent_samples.c.id)
+            )
+        ).all()
+        samples = [
+            TelemetrySample(row.agent_id, row.at, Readings(*(row._mapping[name] for name in SAMPLE_READINGS)))
+            for row in rows
+        ]
+        return samples, max((row.id for row in rows), default=after)
 
     async def save(self, items: Sequence[Agent]) -> list[str]:
         """Rows written in id order, so that two replicas saving the same agents wait for each other
