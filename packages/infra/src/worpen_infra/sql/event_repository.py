@@ -11,6 +11,7 @@ from sqlalchemy import Row, Select, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.events.model import EventRecord, RecordedEvent
+from worpen_infra.sql.dialects import JOURNAL, serialize_appends
 from worpen_infra.sql.tables import events
 
 
@@ -29,6 +30,7 @@ class SqlAlchemyEventRepository:
     async def append(self, records: Sequence[EventRecord]) -> list[int]:
         if not records:
             return []
+        await serialize_appends(self._connection, JOURNAL)
         statement = insert(events).returning(events.c.id, sort_by_parameter_order=True)
         result = await self._connection.execute(statement, [dataclasses.asdict(record) for record in records])
         return list(result.scalars())

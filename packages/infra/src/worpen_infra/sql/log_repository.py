@@ -30,6 +30,7 @@ from sqlalchemy.sql.expression import ColumnClause
 from worpen_core.logs.model import Level, LogEntry, LogFilter, LogLine, LogQuery
 from worpen_core.logs.ports import Pruned
 from worpen_core.shared.errors import InvalidInput
+from worpen_infra.sql.dialects import JOURNAL, serialize_appends
 from worpen_infra.sql.tables import LOGS_DOCUMENT, LOGS_FULL_TEXT, logs
 
 full_text = table(LOGS_FULL_TEXT, column("rowid"))
@@ -202,6 +203,7 @@ class SqlAlchemyLogRepository:
     async def append(self, lines: Sequence[LogLine]) -> list[int]:
         if not lines:
             return []
+        await serialize_appends(self._connection, JOURNAL)
         statement = insert(logs).returning(logs.c.id, sort_by_parameter_order=True)
         result = await self._connection.execute(statement, [_row(line) for line in lines])
         return list(result.scalars())

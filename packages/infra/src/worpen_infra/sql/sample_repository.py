@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from worpen_core.fleet.model import TelemetrySample
 from worpen_core.fleet.readings import Readings, values_of
 from worpen_infra.sql.bulk_write import BulkWrite
+from worpen_infra.sql.dialects import SAMPLES, serialize_appends
 from worpen_infra.sql.tables import SAMPLE_READINGS, agent_samples
 
 _insert = BulkWrite(insert(agent_samples), ("agent_id", "at", *SAMPLE_READINGS))
@@ -21,6 +22,9 @@ class SqlAlchemySampleRepository:
         self._connection = connection
 
     async def add(self, samples: Sequence[TelemetrySample]) -> None:
+        if not samples:
+            return
+        await serialize_appends(self._connection, SAMPLES)
         await _insert.run(
             self._connection,
             ((sample.agent_id, sample.at, *values_of(sample.readings)) for sample in samples),
