@@ -13,14 +13,22 @@ rounds, each dashboard endpoint against two floors measured in the same run:
 It prints the medians, the 10,000/100 ratio of each endpoint (target <= 2, and < 50 ms at 10,000 for
 stats, network?range=24h and load?range=24h), and the bytes on disk per raw sample and per rollup row
 (SQLite's dbstat: table and index pages). See bench/README.md.
+
+With --database postgresql, each fleet is also seeded on a throwaway PostgreSQL cluster (bench/cluster.py:
+durable commits) through the same storage layer, served by one and by two `worpen serve` replicas behind
+a round-robin proxy (nginx), and timed in the same interleaved rounds as SQLite: it prints p50 and p99 of
+each endpoint per set-up at each size, and the ratio of PostgreSQL to SQLite; the SQL floor runs the same
+query through asyncpg, and the bytes per row come from pg_total_relation_size.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
+import os
 import random
 import signal
 import sqlite3
@@ -33,7 +41,9 @@ from functools import partial
 from pathlib import Path
 from typing import TypedDict
 
+import asyncpg
 import httpx
+from cluster import Postgres, Proxy, driver_url
 from worpen_process import admin_key, start_worpen
 
 from worpen_core.fleet.model import Agent, FleetPolicy, TelemetrySample
@@ -98,9 +108,10 @@ def samples(number: int, now: datetime, hours: int) -> Iterator[TelemetrySample]
         yield TelemetrySample(agent_id(number), at, Readings(cpu, 50.0, 60.0, rx, tx, index * INTERVAL))
 
 
-async def seed(database: Path, size: int, with_samples: int, hours: int) -> dict[str, float]:
-    """The fleet, its samples and their rollups, through Worpen's storage layer and rollup use case."""
-    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+async def seed(database: Path | str, size: int, with_samples: int, hours: int) -> dict[str, float]:
+    """The fleet, its samples and their rollups, through Worpen's storage layer and rollup use case.
+    `database`: an SQLite file, or the URL of an empty PostgreSQL database."""
+    engine = create_engine(database if isinstance(database, str) else f"sqlite+aiosqlite:///{database}")
     await upgrade_database(engine)
     uow = SqlAlchemyUnitOfWorkFactory(engine)
     now = datetime.now(UTC)
@@ -193,6 +204,59 @@ def fleet_rollups_query(database: Path) -> Callable[[], object]:
     return query
 
 
+def postgres_disk_cost(url: str) -> dict[str, float]:
+    """Bytes on disk (table, its indexes and TOAST) per raw sample and per rollup row, on PostgreSQL."""
+
+    async def read() -> dict[str, float]:
+        connection = await asyncpg.connect(driver_url(url))
+        try:
+            await connection.execute("VACUUM ANALYZE")
+            cost: dict[str, float] = {}
+            for table in ("agent_samples", "telemetry_rollups"):
+                rows = await connection.fetchval(f'SELECT count(*) FROM "{table}"')
+                size = await connection.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
+                if rows:
+                    cost[table] = round(size / rows, 1)
+            return cost
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
+
+
+class PostgresQuery:
+    """The SQL floor of fleet_rollups_query on PostgreSQL: the same query through asyncpg, in a loop of
+    its own (the timing loop is synchronous)."""
+
+    def __init__(self, url: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._connection = self._loop.run_until_complete(asyncpg.connect(driver_url(url)))
+        columns = self._loop.run_until_complete(
+            self._connection.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'telemetry_rollups' "
+                "ORDER BY ordinal_position"
+            )
+        )
+        merged = ", ".join(
+            f"{'min' if name.endswith('_min') else 'max' if name.endswith('_max') else 'sum'}({name})"
+            for name in (row[0] for row in columns[3:])
+        )
+        self._step = 180
+        self._origin = (int(time.time()) - 24 * 3600) // self._step * self._step
+        self._sql = (
+            f"SELECT (start - $1) / $2, {merged} FROM telemetry_rollups "  # column names from the schema
+            "WHERE tier = 60 AND series = '*' AND start >= $1 AND start < $3 GROUP BY 1"
+        )
+
+    def __call__(self) -> object:
+        end = self._origin + 480 * self._step
+        return self._loop.run_until_complete(self._connection.fetch(self._sql, self._origin, self._step, end))
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._connection.close())
+        self._loop.close()
+
+
 def timed(call: Callable[[], object], samples: list[float]) -> None:
     started = time.perf_counter()
     result = call()
@@ -202,6 +266,19 @@ def timed(call: Callable[[], object], samples: list[float]) -> None:
 
 
 def measure(calls: dict[str, Callable[[], object]], rounds: int, per_round: int) -> dict[str, float]:
+    return {
+        name: statistics.median(values) for name, values in measure_samples(calls, rounds, per_round).items()
+    }
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def measure_samples(
+    calls: dict[str, Callable[[], object]], rounds: int, per_round: int
+) -> dict[str, list[float]]:
+    """Every call's latencies in ms, in interleaved rounds after a warm-up."""
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():
         for _ in range(3):
@@ -211,7 +288,7 @@ def measure(calls: dict[str, Callable[[], object]], rounds: int, per_round: int)
         for name, call in order:
             for _ in range(per_round):
                 timed(call, samples[name])
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
 
 
 def main() -> None:
@@ -221,7 +298,29 @@ def main() -> None:
     parser.add_argument("--hours", type=int, default=24, help="hours of samples per agent")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: also on PostgreSQL, with 1 and 2 replicas behind a proxy, against SQLite",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="with --database postgresql: the admin URL of a cluster to create the fleets' databases on "
+        "(postgresql+asyncpg://...), instead of a throwaway cluster",
+    )
+    parser.add_argument("--proxy-workers", type=int, default=1, help="nginx worker processes (default 1)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: 20 agents with 2 h of samples, 3 rounds of 5 requests",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.with_samples, args.hours, args.rounds, args.per_round = 20, 2, 3, 5
+    if args.database == "postgresql":
+        on_postgresql(args)
+        return
 
     results: dict[int, Measured] = {}
     with tempfile.TemporaryDirectory() as workdir:
@@ -273,6 +372,160 @@ def main() -> None:
             {"targets": {"ms": TARGET_MS, "ratio": TARGET_RATIO}, "summary": summary, "bytes_per_row": cost}
         )
     )
+
+
+# --- --database postgresql ----------------------------------------------------------------------------------
+
+SETUPS = ("sqlite x1", "pg x1 proxy", "pg x2 proxy")
+
+
+def _setup_calls(
+    setup: str, url: str, key: str, clients: list[httpx.Client]
+) -> dict[str, Callable[[], object]]:
+    api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    clients.append(api)
+    calls: dict[str, Callable[[], object]] = {
+        f"{name} @ {setup}": partial(api.get, path, params=params)
+        for name, (path, params) in ENDPOINTS.items()
+    }
+    calls[f"(floor) GET /health @ {setup}"] = partial(api.get, "/health")
+    return calls
+
+
+def _measure_size(
+    workdir: Path, size: int, args: argparse.Namespace, pg_url: str
+) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+    """Both databases seeded with the same fleet; SQLite's server, PostgreSQL's two replicas and the proxy
+    started; every endpoint of every set-up timed in the same interleaved rounds."""
+    database = workdir / f"fleet-{size}.db"
+    costs: dict[str, dict[str, float]] = {}
+    for label, target in (("SQLite", database), ("PostgreSQL", pg_url)):
+        seeded = asyncio.run(seed(target, size, args.with_samples, args.hours))
+        print(
+            f"fleet of {size} on {label}: {int(seeded['samples']):,} samples seeded in "
+            f"{seeded['seed_seconds']:.0f} s, rolled up in {seeded['rollup_seconds']:.0f} s",
+            flush=True,
+        )
+    costs["SQLite"] = disk_cost(database)
+    costs["PostgreSQL"] = postgres_disk_cost(pg_url)
+    processes = []
+    clients: list[httpx.Client] = []
+    proxy = None
+    floor = None
+    try:
+        process, sqlite_url, log_path = start_worpen(
+            workdir, {**SETTINGS, "WORPEN_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+        )
+        processes.append(process)
+        sqlite_key = admin_key(log_path)
+        replica = {
+            **SETTINGS,
+            "WORPEN_DATABASE_URL": pg_url,
+            "WORPEN_SECRETS_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        }
+        first, first_url, log_path = start_worpen(workdir, {**replica, "WORPEN_REPLICA_ID": "pg-a"})
+        processes.append(first)
+        pg_key = admin_key(log_path)
+        second, second_url, _ = start_worpen(workdir, {**replica, "WORPEN_REPLICA_ID": "pg-b"})
+        processes.append(second)
+        ports = [int(first_url.rsplit(":", 1)[1]), int(second_url.rsplit(":", 1)[1])]
+        proxy = Proxy(workdir / f"proxy-{size}", {"pg1": ports[:1], "pg2": ports}, args.proxy_workers)
+        calls = _setup_calls("sqlite x1", sqlite_url, sqlite_key, clients)
+        calls |= _setup_calls("pg x1 proxy", proxy.url("pg1"), pg_key, clients)
+        calls |= _setup_calls("pg x2 proxy", proxy.url("pg2"), pg_key, clients)
+        calls["(floor) fleet rollups SQL @ sqlite x1"] = fleet_rollups_query(database)
+        floor = PostgresQuery(pg_url)
+        calls["(floor) fleet rollups SQL @ pg"] = floor
+        return measure_samples(calls, args.rounds, args.per_round), costs
+    finally:
+        for client in clients:
+            client.close()
+        if floor is not None:
+            floor.close()
+        if proxy is not None:
+            proxy.stop()
+        for process in processes:
+            process.send_signal(signal.SIGINT)
+        for process in processes:
+            process.wait(timeout=60)
+
+
+def on_postgresql(args: argparse.Namespace) -> None:
+    postgres = None if args.database_url else Postgres()
+    admin = args.database_url or (postgres.admin_url if postgres else "")
+    if postgres is not None:
+        print(
+            f"{postgres.version()} on 127.0.0.1:{postgres.port} (fsync and synchronous_commit on)", flush=True
+        )
+    results: dict[int, dict[str, list[float]]] = {}
+    costs: dict[str, dict[str, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            for size in args.sizes:
+                name = f"worpen_dashboard_{size}_{os.getpid()}"
+
+                async def create(database: str = name) -> None:
+                    connection = await asyncpg.connect(driver_url(admin))
+                    try:
+                        await connection.execute(f'CREATE DATABASE "{database}"')
+                    finally:
+                        await connection.close()
+
+                asyncio.run(create())
+                results[size], costs = _measure_size(
+                    Path(workdir), size, args, f"{admin.rsplit('/', 1)[0]}/{name}"
+                )
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    _postgres_report(args, results, costs)
+
+
+def _postgres_report(
+    args: argparse.Namespace, results: dict[int, dict[str, list[float]]], costs: dict[str, dict[str, float]]
+) -> None:
+    largest = args.sizes[-1]
+    summary: dict[str, object] = {}
+    names = [*ENDPOINTS, "(floor) GET /health"]
+    for size in args.sizes:
+        samples = results[size]
+        print(f"\n{size:,} agents: p50 / p99 ms ({args.rounds} rounds of {args.per_round} requests each)")
+        print(
+            f"{'endpoint':<26}" + "".join(f"{setup:>20}" for setup in SETUPS) + f"{'pg x1/sqlite':>14}"
+            f"{'pg x2/sqlite':>14}"
+        )
+        for name in names:
+            figures = {setup: samples[f"{name} @ {setup}"] for setup in SETUPS}
+            medians = {setup: statistics.median(values) for setup, values in figures.items()}
+            line = "".join(f"{medians[setup]:>11.2f} /{p99(figures[setup]):>7.2f}" for setup in SETUPS)
+            one, two = (medians[setup] / medians["sqlite x1"] for setup in SETUPS[1:])
+            flag = ""
+            if size == largest and name in TARGETED:
+                worst = max(p99(figures["pg x1 proxy"]), p99(figures["pg x2 proxy"]))
+                flag = (
+                    "  ok" if max(medians["pg x1 proxy"], medians["pg x2 proxy"]) < TARGET_MS else "  MISSED"
+                )
+                summary[name] = {
+                    **{f"{setup} p50_ms": round(medians[setup], 2) for setup in SETUPS},
+                    **{f"{setup} p99_ms": round(p99(figures[setup]), 2) for setup in SETUPS},
+                    "pg_x1_over_sqlite": round(one, 3),
+                    "pg_x2_over_sqlite": round(two, 3),
+                    "worst_pg_p99_ms": round(worst, 2),
+                }
+            print(f"{name:<26}{line}{one:>14.2f}{two:>14.2f}{flag}")
+        for label in ("sqlite x1", "pg"):
+            values = samples[f"(floor) fleet rollups SQL @ {label}"]
+            print(
+                f"(floor) fleet rollups SQL on {label}: "
+                f"{statistics.median(values):.2f} / {p99(values):.2f} ms"
+            )
+    print(
+        f"\ntarget: the median of stats, network?range=24h and load?range=24h under {TARGET_MS:g} ms at "
+        f"{largest:,} agents on PostgreSQL, with 1 and 2 replicas"
+    )
+    for label, cost in costs.items():
+        print(f"bytes on disk per row, {label}: " + ", ".join(f"{t} {b}" for t, b in cost.items()))
+    print(json.dumps({"target_ms": TARGET_MS, "agents": largest, "summary": summary, "bytes_per_row": costs}))
 
 
 if __name__ == "__main__":
