@@ -176,6 +176,12 @@ class FakeProgressRepository:
     async def set(self, name: str, position: int) -> None:
         self._table.put(name, position)
 
+    async def advance(self, name: str, expected: int | None, position: int) -> bool:
+        if self._table.get(name) != expected:
+            return False
+        self._table.put(name, position)
+        return True
+
 
 class FakeAutomation:
     """Automation's repositories for one unit of work."""

@@ -158,12 +158,16 @@ class RuleEngine:
         """Occurrences a rule's worker could not handle because of an unexpected error (a bug)."""
         self.following = asyncio.Event()
         """Set once the engine follows the journal (events committed from then on reach it)."""
+        self._closed = False
+        """Set when the engine stopped (this replica stopped leading): nothing more is queued."""
 
     # -- the journal ------------------------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Recover what a crash interrupted, then follow the journal until `stopping` is set; a lost
-        database is retried."""
+        database is retried. Each call starts from the store, not from what this process did before: with
+        several replicas, another one may have led (and handled events) since this one last did."""
+        self._forget()
         while not stopping.is_set():
             try:
                 if self._saved < 0:
@@ -174,6 +178,17 @@ class RuleEngine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._retry)
         await self.close()
+
+    def _forget(self) -> None:
+        """Drop what this process knew of its progress: the store says where to resume, and which events
+        were handled already (their runs)."""
+        self._closed = False
+        self._saved = -1
+        self._dispatched = 0
+        self._recheck_up_to = 0
+        self._pending.clear()
+        self._queued_deferred.clear()
+        self.following.clear()
 
     async def _consume(self, stopping: asyncio.Event) -> None:
         after = await self._position()
@@ -215,7 +230,9 @@ class RuleEngine:
             return
         self._pending[event.id] += len(rules)
         for rule in rules:
-            await self._queue(rule.id).put(_Item(occurrence))
+            queue = self._queue(rule.id)
+            if queue is not None:
+                await queue.put(_Item(occurrence))
 
     def cursor(self) -> int:
         """The id up to which every event was handled by every rule it went to."""
@@ -233,7 +250,11 @@ class RuleEngine:
             await tx.commit()
         self._saved = position
 
-    def _queue(self, rule_id: str) -> asyncio.Queue[_Item]:
+    def _queue(self, rule_id: str) -> asyncio.Queue[_Item] | None:
+        """The rule's queue (and worker), or None once the engine is closed: a periodic step that ends
+        after the engine stopped must not start workers that outlive it."""
+        if self._closed:
+            return None
         queue = self._queues.get(rule_id)
         if queue is None:
             queue = self._queues[rule_id] = asyncio.Queue(self._queue_size)
@@ -268,6 +289,7 @@ class RuleEngine:
     async def close(self) -> None:
         """Stop the workers; a plan being applied is left RUNNING, and recorded INTERRUPTED at the next
         start."""
+        self._closed = True
         workers = list(self._workers.values())
         for worker in workers:
             worker.cancel()
@@ -328,8 +350,11 @@ class RuleEngine:
                     await tx.targets.save(state)
                     await tx.commit()
                 continue
+            queue = self._queue(rule.id)
+            if queue is None:
+                break
             self._queued_deferred.add(key)
-            await self._queue(rule.id).put(_Item(occurrence, deferred=True))
+            await queue.put(_Item(occurrence, deferred=True))
             fired += 1
         return fired
 
@@ -352,11 +377,15 @@ class RuleEngine:
                 last = await tx.progress.get(name)
             since = rule.updated_at if last is None else datetime.fromtimestamp(last, tz=now.tzinfo)
             slot = self._cron.next_after(rule.schedule, max(since, rule.updated_at))
-            if slot > now:
+            if slot > now or self._closed:
                 continue
             async with self._uow() as tx:
-                await tx.progress.set(name, int(now.timestamp()))
+                # The slot is claimed in the store: of two engines that saw it due (a leader deposed
+                # while it looked, and the next), one fires it.
+                claimed = await tx.progress.advance(name, last, int(now.timestamp()))
                 await tx.commit()
+            if not claimed:
+                continue
             context: dict[str, JsonValue] = {
                 "event": {
                     "type": "SCHEDULE",
@@ -369,7 +398,10 @@ class RuleEngine:
             occurrence = Occurrence(
                 Trigger.SCHEDULE, None, slot, rule.target_service, "", None, "scheduled run", context
             )
-            await self._queue(rule.id).put(_Item(occurrence))
+            queue = self._queue(rule.id)
+            if queue is None:
+                break
+            await queue.put(_Item(occurrence))
             fired += 1
         return fired
 

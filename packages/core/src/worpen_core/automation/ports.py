@@ -96,6 +96,11 @@ class ProgressRepository(Protocol):
 
     async def set(self, name: str, position: int) -> None: ...
 
+    async def advance(self, name: str, expected: int | None, position: int) -> bool:
+        """Set the position to `position` only if it is still `expected` (None: not set yet), atomically:
+        whether this call moved it (of engines claiming one cron slot, one wins)."""
+        ...
+
 
 class AutomationUnitOfWork(UnitOfWork, Protocol):
     rules: RuleRepository

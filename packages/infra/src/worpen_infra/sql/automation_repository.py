@@ -242,3 +242,21 @@ class SqlAlchemyProgressRepository:
                 self._connection.dialect, automation_progress, ["name"], {"name": name, "position": position}
             )
         )
+
+    async def advance(self, name: str, expected: int | None, position: int) -> bool:
+        """One statement, so two replicas claiming the same slot cannot both succeed: an UPDATE that
+        matches only the expected position (the second waits for the first's row lock, then finds it
+        changed), or an INSERT that does nothing when the row exists."""
+        if expected is None:
+            inserted = await self._connection.execute(
+                upsert(self._connection.dialect, automation_progress)
+                .values(name=name, position=position)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            return bool(inserted.rowcount)
+        updated = await self._connection.execute(
+            update(automation_progress)
+            .where(automation_progress.c.name == name, automation_progress.c.position == expected)
+            .values(position=position)
+        )
+        return bool(updated.rowcount)
