@@ -18,10 +18,12 @@ from tests.fakes.containers import FakeRuntime
 from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.agents.model import DOCKER, AgentHello, StreamHolder
 from worpen_core.agents.ports import AgentLink, CommandStream
-from worpen_core.agents.service import MOVED, Agents, Replicas, dependency
+from worpen_core.agents.service import MOVED, SILENT, Agents, Replicas, dependency
 from worpen_core.audit.service import AuditTrail
 from worpen_core.containers.service import ContainerLimits, Containers
+from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.service import Fleet
 from worpen_core.shared.errors import NotFound, Unavailable
 
@@ -222,3 +224,24 @@ async def test_a_replica_that_stops_cleanly_leaves_no_row(
     await a.agents.leave()
 
     assert list(registry.rows) == ["bee-002"]
+
+
+async def test_a_stream_whose_agent_the_leader_marked_offline_is_closed_by_its_holder(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry, clock: FakeClock
+) -> None:
+    a = cluster["a"]
+    silent, back = FakeAgentLink("bee-001"), FakeAgentLink("bee-001")
+    await a.agents.attach(silent, "peer-1")
+    clock.advance(1)
+    await a.fleet.record_heartbeat(RecordHeartbeat("bee-001", Readings(10, 20)))
+    clock.advance(FleetPolicy().offline_after.total_seconds() + 1)
+    await a.fleet.sweep()  # as the leader's sweep, taken in by this replica's fleet: no event reaches it
+
+    await a.agents.refresh()
+
+    assert silent.close_reason == SILENT
+    assert a.agents.local_link("bee-001") is None
+    await a.agents.attach(back, "peer-2")  # the agent came back, before its first heartbeat
+    await a.agents.refresh()
+    assert back.open
+    assert registry.rows["bee-001"].connection.peer == "peer-2"

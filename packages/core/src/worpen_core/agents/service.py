@@ -24,6 +24,7 @@ from worpen_core.containers.service import Containers, SessionTarget, TerminalSe
 from worpen_core.events.model import Event
 from worpen_core.fleet.events import AgentWentOffline
 from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import Conflict, Forbidden, NotFound, Unavailable, WorpenError
 from worpen_core.shared.ports import Clock
 
@@ -173,6 +174,10 @@ class Agents:
         replicas = self._replicas
         if replicas is None:
             return
+        for agent_id, link in list(self._links.items()):
+            if self._went_silent(agent_id):
+                self.detach(link)
+                await link.close(SILENT)
         while self._released:
             await replicas.registry.forget(self._released[0])
             self._released.pop(0)
@@ -195,6 +200,21 @@ class Agents:
         for agent_id, holder in elsewhere.items():
             if agent_id not in self._remote:
                 self._adopt(replicas, holder)
+
+    def _went_silent(self, agent_id: str) -> bool:
+        """Whether the fleet shows the agent OFFLINE since a heartbeat it sent after this stream opened:
+        the sweep ran on another replica (the leader), whose AgentWentOffline this one's `observe` does not
+        receive. A stream opened since (the agent came back) is not its."""
+        connection = self._connections.get(agent_id)
+        try:
+            agent = self._fleet.get(agent_id)
+        except NotFound:
+            return False
+        return (
+            connection is not None
+            and agent.status is AgentStatus.OFFLINE
+            and connection.connected_at <= agent.last_seen
+        )
 
     def _adopt(self, replicas: Replicas, holder: StreamHolder) -> AgentLink:
         """Reach an agent held by another replica through it; its engine becomes the node's runtime here."""
