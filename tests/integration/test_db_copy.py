@@ -14,7 +14,7 @@ import re
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Executable, func, select, update
 
 from tests.integration.support import (
     SECRET,
@@ -35,7 +35,7 @@ from tests.integration.support import (
 )
 from tests.postgres_support import create_database_sync
 from worpen_infra.sql.database import create_engine
-from worpen_infra.sql.tables import metadata
+from worpen_infra.sql.tables import agents, metadata
 
 pytestmark = pytest.mark.integration
 
@@ -87,17 +87,29 @@ class Installation:
         return self.directory / "worpen-secrets.key"
 
 
-def copy_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """`worpen db copy` with no WORPEN_* variable set, as an operator runs it beside the old database."""
-    return subprocess.run(
-        [*worpen_command(), "db", "copy", *args],
-        env=base_env(),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_DEADLINE,
-        check=False,
-    )
+def copy_commands(*invocations: Sequence[str], cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """`worpen db copy` with each of `invocations`' arguments, side by side, with no WORPEN_* variable set,
+    as an operator runs it beside the old database."""
+    processes = [
+        subprocess.Popen(
+            [*worpen_command(), "db", "copy", *args],
+            env=base_env(),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in invocations
+    ]
+    results = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=COMMAND_DEADLINE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return results
 
 
 def table_lines(output: str) -> dict[str, tuple[int, int, int]]:
@@ -235,15 +247,33 @@ class Copied:
     url: str
     first: subprocess.CompletedProcess[str]
     again: subprocess.CompletedProcess[str]
+    tampered_again: subprocess.CompletedProcess[str]
+    """A second run onto another copy, where an agent's name was changed in between."""
 
 
 @pytest.fixture(scope="module")
 def copied(installation: Installation) -> Copied:
-    """The installation copied to a fresh PostgreSQL database, then copied again."""
-    target = create_database_sync("copy")
-    first = copy_command("--from", installation.url, "--to", target, cwd=installation.directory)
-    again = copy_command("--from", installation.url, "--to", target, cwd=installation.directory)
-    return Copied(target, first, again)
+    """The installation copied to a fresh PostgreSQL database, then copied again; beside it, the same onto
+    a second database tampered with between the two runs."""
+    target, tampered = create_database_sync("copy"), create_database_sync("tampered")
+    arguments = [("--from", installation.url, "--to", url) for url in (target, tampered)]
+    first, tampered_first = copy_commands(*arguments, cwd=installation.directory)
+    assert tampered_first.returncode == 0, tampered_first.stdout + tampered_first.stderr
+    execute(tampered, update(agents).where(agents.c.id == "copy-bee-1").values(name="tampered"))
+    again, tampered_again = copy_commands(*arguments, cwd=installation.directory)
+    return Copied(target, first, again, tampered_again)
+
+
+def execute(url: str, statement: Executable) -> None:
+    async def run() -> None:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(statement)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 def every_row(url: str) -> dict[str, list[dict[str, Any]]]:
@@ -333,6 +363,14 @@ def test_the_copy_says_where_the_secrets_key_is_and_never_shows_it(
         assert key not in output
 
 
+def test_a_target_that_differs_from_the_source_fails_the_check(copied: Copied) -> None:
+    tampered = copied.tampered_again
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert "  agents: row copy-bee-1 differs on the target: name" in tampered.stdout
+    assert "NOT verified: agents differ from the source" in tampered.stdout
+    assert "Traceback" not in tampered.stderr
+
+
 def test_a_second_run_copies_nothing(installation: Installation, copied: Copied) -> None:
     again = copied.again
     assert again.returncode == 0, again.stdout + again.stderr
@@ -419,35 +457,49 @@ def test_new_rows_on_postgresql_take_ids_past_the_copied_ones(
         )
 
 
-def test_bad_invocations_fail_clearly(installation: Installation) -> None:
+def test_bad_invocations_fail_clearly(installation: Installation, tmp_path: Path) -> None:
     directory = installation.directory
-    unreachable = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nowhere"
-    onto_itself = copy_command("--from", installation.url, "--to", installation.url, cwd=directory)
-    no_database = copy_command("--from", installation.url, "--to", unreachable, cwd=directory)
-    not_a_url = copy_command("--from", installation.url, "--to", "not a url", cwd=directory)
-    no_source = copy_command(
-        "--from", f"sqlite+aiosqlite:///{directory}/none.db", "--to", unreachable, cwd=directory
-    )
-    help_text = subprocess.run(
-        [*worpen_command(), "db", "copy", "--help"],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_DEADLINE,
-        check=False,
+    old_schema = tmp_path / "old.db"
+    with (
+        closing(sqlite3.connect(installation.url.split("///", 1)[1])) as source,
+        closing(sqlite3.connect(old_schema)) as copy,
+    ):
+        source.backup(copy)
+        copy.execute("UPDATE alembic_version SET version_num = '0006'")
+        copy.commit()
+    newer = tmp_path / "newer.db"
+    with closing(sqlite3.connect(newer)) as made:
+        made.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        made.execute("INSERT INTO alembic_version VALUES ('9999')")
+        made.commit()
+    password = "hunter2-not-shown"
+    unreachable = f"postgresql+asyncpg://postgres:{password}@127.0.0.1:{free_port()}/nowhere"
+    onto_itself, no_database, not_a_url, no_source, old, newer_target, help_text = copy_commands(
+        ("--from", installation.url, "--to", installation.url),
+        ("--from", installation.url, "--to", unreachable),
+        ("--from", installation.url, "--to", "not a url"),
+        ("--from", f"sqlite+aiosqlite:///{directory}/none.db", "--to", unreachable),
+        ("--from", f"sqlite+aiosqlite:///{old_schema}", "--to", unreachable),
+        ("--from", installation.url, "--to", f"sqlite+aiosqlite:///{newer}"),
+        ("--help",),
+        cwd=directory,
     )
 
     refusals = [
         (onto_itself, "same database"),
-        (no_database, "the target database postgresql+asyncpg://postgres@127.0.0.1"),
+        (no_database, "the target database postgresql+asyncpg://postgres:***@127.0.0.1"),
         (no_database, "unavailable"),
         (not_a_url, "not a database URL"),
         (no_source, "does not exist"),
+        (old, "is at migration 0006, not at"),
+        (old, "`worpen migrate`"),
+        (newer_target, "cannot be migrated by this worpen"),
     ]
     for refused, words in refusals:
         assert refused.returncode != 0, refused.stdout
         assert words in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr, refused.stderr
+        assert password not in refused.stdout + refused.stderr
     assert not (directory / "none.db").exists()
     assert help_text.returncode == 0
     for words in ("--from URL", "--to URL", "secrets key", "example:"):

@@ -206,11 +206,15 @@ async def _apikey(args: argparse.Namespace, worpen: Worpen) -> None:
 
 
 async def _copy(args: argparse.Namespace, settings: Settings) -> bool:
+    """`worpen db copy`: a line per table as it is done (the header with the first, so that an error found
+    before any table is not printed under one); whether every table arrived."""
     source = args.source or settings.database_url
-    width = max(map(len, copied_table_names()))
-    print(f"{'TABLE':<{width}}  {'SOURCE':>10}  {'COPIED':>10}  {'ALREADY THERE':>13}", flush=True)
+    names = copied_table_names()
+    width = max(map(len, names))
 
     def done(table: TableCopy) -> None:
+        if table.name == names[0]:
+            print(f"{'TABLE':<{width}}  {'SOURCE':>10}  {'COPIED':>10}  {'ALREADY THERE':>13}", flush=True)
         print(
             f"{table.name:<{width}}  {table.source_rows:>10}  {table.copied:>10}  {table.already_there:>13}",
             flush=True,

@@ -18,6 +18,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import URL, Column, Connection, Insert, Table, func, make_url, select, text, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError, SQLAlchemyError
@@ -63,15 +64,15 @@ class CopyReport:
         return not any(table.problems for table in self.tables)
 
 
-def copied_table_names() -> list[str]:
-    """The tables a copy moves, in the order it moves them."""
-    return [table.name for table in _copied_tables()]
-
-
 LIVE_STATE = frozenset({"leases", "agent_streams"})
 """Tables of the source's running replicas, not of the installation: who leads them and which agent
 streams they hold. The target's replicas write their own as they start and as agents connect; copied,
 these rows would name replicas that do not serve the target."""
+
+
+def copied_table_names() -> list[str]:
+    """The tables a copy moves, in the order it moves them."""
+    return [table.name for table in _copied_tables()]
 
 
 def _copied_tables() -> list[Table]:
@@ -124,11 +125,12 @@ def _addresses(source_url: str, target_url: str) -> tuple[URL, URL]:
 
 
 def _parse(role: str, url: str) -> URL:
+    """The URL, which an error does not repeat: it may hold a password."""
     try:
         return make_url(url)
     except ArgumentError as exc:
         raise InvalidInput(
-            f"the {role} {url!r} is not a database URL (sqlite+aiosqlite:///path/worpen.db or "
+            f"the {role} is not a database URL (sqlite+aiosqlite:///path/worpen.db or "
             "postgresql+asyncpg://user:password@host:5432/database)"
         ) from exc
 
@@ -170,7 +172,7 @@ def _engine(role: str, address: URL) -> AsyncEngine:
 
 
 def _unavailable(role: str, address: URL, exc: BaseException) -> Unavailable:
-    reason = exc.detail if isinstance(exc, WorpenError) else str(getattr(exc, "orig", None) or exc)
+    reason = exc.reason if isinstance(exc, Unavailable) else str(getattr(exc, "orig", None) or exc)
     return Unavailable(f"the {role} database {_shown(address)}", reason or type(exc).__name__)
 
 
@@ -192,13 +194,14 @@ async def _snapshot(connection: AsyncConnection, address: URL) -> None:
 
     SQLite's driver begins a transaction only before a write, so each SELECT would see its own moment: an
     explicit BEGIN makes the first read pin the snapshot (WAL mode lets writers go on). PostgreSQL's
-    REPEATABLE READ takes it at the first statement too. That first read is the check that the source's
+    REPEATABLE READ takes it at the first statement too (read only: the copy never writes to its source).
+    That first read is the check that the source's
     schema is the newest."""
     try:
         if connection.dialect.name == "sqlite":
             await connection.exec_driver_sql("BEGIN")
         else:
-            await connection.execution_options(isolation_level="REPEATABLE READ")
+            await connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         await connection.run_sync(_check_at_head, _shown(address))
     except SQLAlchemyError as exc:
         raise _unavailable("source", address, exc) from exc
@@ -224,6 +227,8 @@ async def _migrate(role: str, address: URL, engine: AsyncEngine) -> None:
         pass
     try:
         await upgrade_database(engine)
+    except CommandError as exc:
+        raise InvalidInput(f"the {role} {_shown(address)} cannot be migrated by this worpen: {exc}") from exc
     except WorpenError as exc:
         raise _unavailable(role, address, exc) from exc
 
