@@ -315,7 +315,12 @@ def _args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--register-timeout", type=float, default=300, help="max seconds per registration")
-    p.add_argument("--register-connections", type=int, default=4, help="wrk connections while registering")
+    p.add_argument(
+        "--register-connections",
+        type=int,
+        default=16,
+        help="wrk connections while registering (default 16: a registration waits for its commit)",
+    )
     p.add_argument("--agent-ttl", type=int, default=3600, help="servers' WORPEN_AGENT_TTL (default 3600)")
     p.add_argument("--server", default=str(SERVER), help="server launcher (default bench/server.py)")
     p.add_argument("--proxy-workers", type=int, default=1, help="nginx worker processes (default 1)")
