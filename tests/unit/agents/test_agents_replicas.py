@@ -16,7 +16,7 @@ from tests.fakes.bus import FakeEventBus
 from tests.fakes.clock import FakeClock
 from tests.fakes.containers import FakeRuntime
 from tests.fakes.storage import FakeUnitOfWorkFactory
-from worpen_core.agents.model import DOCKER, AgentHello, StreamHolder
+from worpen_core.agents.model import DOCKER, AgentHello, Connection, StreamHolder
 from worpen_core.agents.ports import AgentLink, CommandStream
 from worpen_core.agents.service import MOVED, SILENT, Agents, Replicas, dependency
 from worpen_core.audit.service import AuditTrail
@@ -245,3 +245,23 @@ async def test_a_stream_whose_agent_the_leader_marked_offline_is_closed_by_its_h
     await a.agents.refresh()
     assert back.open
     assert registry.rows["bee-001"].connection.peer == "peer-2"
+
+
+async def test_the_row_of_an_agent_gone_offline_with_its_replica_is_forgotten_by_the_others(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry, clock: FakeClock
+) -> None:
+    b = cluster["b"]
+    greeting = AgentHello("bee-001", "1.0.0", 1, frozenset({DOCKER}), {})
+    dead = StreamHolder(Connection(greeting, "peer-1", clock.now()), "c", "c.internal:3001")
+    await registry.record(dead)  # replica c died (kill -9) holding the stream, and the agent with it
+    clock.advance(1)
+    await b.fleet.record_heartbeat(RecordHeartbeat("bee-001", Readings(10, 20)))
+    await b.agents.refresh()
+    assert b.agents.connection("bee-001") is not None
+
+    clock.advance(FleetPolicy().offline_after.total_seconds() + 1)
+    await b.fleet.sweep()
+    await b.agents.refresh()
+
+    assert b.agents.connection("bee-001") is None
+    assert registry.rows == {}

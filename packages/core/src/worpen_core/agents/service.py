@@ -175,7 +175,7 @@ class Agents:
         if replicas is None:
             return
         for agent_id, link in list(self._links.items()):
-            if self._went_silent(agent_id):
+            if self._went_silent(self._connections[agent_id]):
                 self.detach(link)
                 await link.close(SILENT)
         while self._released:
@@ -188,11 +188,14 @@ class Agents:
                     StreamHolder(connection, replicas.replica_id, replicas.address)
                 )
             self._unrecorded.discard(agent_id)
-        elsewhere = {
-            holder.agent_id: holder
-            for holder in await replicas.registry.holders()
-            if holder.replica_id != replicas.replica_id and holder.agent_id not in self._links
-        }
+        elsewhere: dict[str, StreamHolder] = {}
+        for holder in await replicas.registry.holders():
+            if holder.replica_id == replicas.replica_id or holder.agent_id in self._links:
+                continue
+            if self._went_silent(holder.connection):
+                await replicas.registry.forget(holder)  # its holder closes it, or died: no one else will
+                continue
+            elsewhere[holder.agent_id] = holder
         for agent_id, (holder, link) in list(self._remote.items()):
             if elsewhere.get(agent_id) != holder:
                 del self._remote[agent_id]
@@ -201,20 +204,16 @@ class Agents:
             if agent_id not in self._remote:
                 self._adopt(replicas, holder)
 
-    def _went_silent(self, agent_id: str) -> bool:
+    def _went_silent(self, connection: Connection) -> bool:
         """Whether the fleet shows the agent OFFLINE since a heartbeat it sent after this stream opened:
         the sweep ran on another replica (the leader), whose AgentWentOffline this one's `observe` does not
-        receive. A stream opened since (the agent came back) is not its."""
-        connection = self._connections.get(agent_id)
+        receive; or the stream's replica died with it. A stream opened since (the agent came back) is not
+        its."""
         try:
-            agent = self._fleet.get(agent_id)
+            agent = self._fleet.get(connection.hello.id)
         except NotFound:
             return False
-        return (
-            connection is not None
-            and agent.status is AgentStatus.OFFLINE
-            and connection.connected_at <= agent.last_seen
-        )
+        return agent.status is AgentStatus.OFFLINE and connection.connected_at <= agent.last_seen
 
     def _adopt(self, replicas: Replicas, holder: StreamHolder) -> AgentLink:
         """Reach an agent held by another replica through it; its engine becomes the node's runtime here."""
