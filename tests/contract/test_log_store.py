@@ -133,3 +133,16 @@ async def test_pruning_deletes_old_entries_then_the_oldest_beyond_the_size_budge
         assert await tx.logs.size() == lines[5].size
     assert await query(uow) == ["message 5"]
     assert await query(uow, text="message") == ["message 5"]  # the full-text index followed
+
+
+async def test_a_line_holding_nul_characters_is_stored_and_found(
+    uow: StorageFactory, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL cannot store U+0000 (text or JSONB): it keeps U+FFFD in its place rather than refusing
+    the line; the other backends keep it as written."""
+    kept = "\ufffd" if request.node.callspec.params["uow"] == "postgresql" else "\x00"
+    await append(uow, LogLine(T0, Level.INFO, "bee-001", "binary\x00output", {"raw": "a\x00b"}))
+
+    async with uow() as tx:
+        [entry] = await tx.logs.query(LogQuery(text="binary"))
+    assert (entry.message, entry.fields) == (f"binary{kept}output", {"raw": f"a{kept}b"})

@@ -474,6 +474,20 @@ async def test_running_stages_whose_lease_ended_are_found(uow: PipelinesUnitOfWo
         assert extended.stage("build").lease_expires_at == now + timedelta(seconds=60)
 
 
+async def test_stage_output_holding_nul_characters_is_stored(
+    uow: PipelinesUnitOfWorkFactory, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL cannot store U+0000: it keeps U+FFFD in its place rather than refusing the output."""
+    kept = "\ufffd" if request.node.callspec.params["uow"] == "postgresql" else "\x00"
+    await add_runs(uow, run("r1"))
+    async with uow() as tx:
+        await tx.stage_logs.append("r1", "build", [line(1, "binary\x00output")])
+        await tx.commit()
+
+    async with uow() as tx:
+        assert await tx.stage_logs.read("r1", "build", 0, 10) == [line(1, f"binary{kept}output")]
+
+
 async def test_stage_logs_are_appended_and_read_by_range(uow: PipelinesUnitOfWorkFactory) -> None:
     await add_runs(uow, run("r1"))
     async with uow() as tx:

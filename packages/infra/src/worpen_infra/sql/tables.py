@@ -68,8 +68,46 @@ class UtcDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-JsonDocument = JSON().with_variant(JSONB(), "postgresql")
+NUL = "\x00"
+"""The one character PostgreSQL's text and JSONB cannot hold; what a container writes may contain it."""
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(NUL, "\ufffd") if NUL in value else value
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_nul(item) for item in value]
+    return value
+
+
+class _PostgresqlText(TypeDecorator[str]):
+    """Text on PostgreSQL with U+0000 written as U+FFFD (the replacement character): PostgreSQL refuses
+    the whole statement otherwise, and a log line or a stage's output would never be stored."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else _without_nul(value)
+
+
+class _PostgresqlJson(TypeDecorator[Any]):
+    """JSONB with U+0000 in strings written as U+FFFD (see _PostgresqlText)."""
+
+    impl = JSONB
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return _without_nul(value)
+
+
+JsonDocument = JSON().with_variant(_PostgresqlJson(), "postgresql")
 """A JSON column: JSON text on SQLite, JSONB on PostgreSQL (parsed once on write, not on every read)."""
+OutputText = Text().with_variant(_PostgresqlText(), "postgresql")
+"""Text written by what Worpen watches (log lines, a stage's output): kept whole on SQLite; on
+PostgreSQL, U+0000 becomes U+FFFD (see _PostgresqlText)."""
 
 SerialId = BigInteger().with_variant(Integer(), "sqlite")
 """An id the database numbers, for tables that may outgrow 2^31 rows over their life (journals, logs,
@@ -176,7 +214,7 @@ logs = Table(
     Column("timestamp", UtcDateTime, nullable=False),
     Column("level", String(8), nullable=False),
     Column("source", String(300), nullable=False),
-    Column("message", Text, nullable=False),
+    Column("message", OutputText, nullable=False),
     Column("fields", JsonDocument, nullable=False),
     Column("size", Integer, nullable=False),
     Index("ix_logs_timestamp", "timestamp"),
@@ -495,7 +533,7 @@ pipeline_stage_logs = Table(
     Column("stage", String(64), primary_key=True),
     Column("number", Integer, primary_key=True),
     Column("stream", String(8), nullable=False),
-    Column("text", Text, nullable=False),
+    Column("text", OutputText, nullable=False),
     Column("at", UtcDateTime, nullable=False),
 )
 """Each stage's output, line by line with secrets already masked, written in batches as it comes."""
