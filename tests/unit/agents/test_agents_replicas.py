@@ -265,3 +265,18 @@ async def test_the_row_of_an_agent_gone_offline_with_its_replica_is_forgotten_by
 
     assert b.agents.connection("bee-001") is None
     assert registry.rows == {}
+
+
+async def test_a_holder_records_again_a_row_another_replica_forgot(
+    cluster: dict[str, Replica], registry: FakeAgentRegistry
+) -> None:
+    a, b = cluster["a"], cluster["b"]
+    await a.agents.attach(FakeAgentLink("bee-001"), "peer-1")
+    row = registry.rows["bee-001"]
+    await registry.forget(row)  # b could not reach a for a moment, and took a for dead
+
+    await a.agents.refresh()
+    await b.agents.refresh()
+
+    assert registry.rows["bee-001"] == row
+    assert b.agents.connection("bee-001") == row.connection

@@ -169,8 +169,9 @@ class Agents:
 
     async def refresh(self) -> None:
         """With replicas: forget the rows of streams that ended here, record those the database could not
-        take when they attached, and learn which agents the other replicas hold — their nodes join the
-        containers (relayed; their events are published by the holder) — and which they no longer do."""
+        take when they attached (or lost since), and learn which agents the other replicas hold — their
+        nodes join the containers (relayed; their events are published by the holder) — and which they
+        no longer do."""
         replicas = self._replicas
         if replicas is None:
             return
@@ -181,7 +182,10 @@ class Agents:
         while self._released:
             await replicas.registry.forget(self._released[0])
             self._released.pop(0)
-        for agent_id in list(self._unrecorded):
+        holders = await replicas.registry.holders()
+        # Recorded again: a stream the database could not take when it attached, and one whose row
+        # another replica forgot (it could not reach this one for a moment).
+        for agent_id in self._unrecorded | (self._connections.keys() - {h.agent_id for h in holders}):
             connection = self._connections.get(agent_id)
             if connection is not None:
                 await replicas.registry.record(
@@ -189,7 +193,7 @@ class Agents:
                 )
             self._unrecorded.discard(agent_id)
         elsewhere: dict[str, StreamHolder] = {}
-        for holder in await replicas.registry.holders():
+        for holder in holders:
             if holder.replica_id == replicas.replica_id or holder.agent_id in self._links:
                 continue
             if self._went_silent(holder.connection):
