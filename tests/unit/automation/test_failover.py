@@ -1,5 +1,6 @@
 """The rule engine across a change of leader: the engines of two replicas share one store; whichever leads
-resumes from the stored cursor, and a rule never fires twice for one event or one cron slot."""
+resumes from the stored cursor, a rule never fires twice for one event or one cron slot, and every replica
+takes in the rules changed through another."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
+import pytest
+
+from tests.fakes.automation import FakeRuleRepository
 from tests.fakes.bus import FakeEventBus
 from tests.fakes.clock import FakeClock
 from tests.fakes.storage import FakeUnitOfWorkFactory
@@ -16,7 +20,7 @@ from worpen_core.audit.service import AuditTrail
 from worpen_core.automation.channels import ChannelKind, DeliveryPolicy
 from worpen_core.automation.commands import RuleDraft
 from worpen_core.automation.engine import RuleEngine
-from worpen_core.automation.model import RunQuery, RunStatus, StormPolicy, Trigger
+from worpen_core.automation.model import AutomationRule, RunQuery, RunStatus, StormPolicy, Trigger
 from worpen_core.automation.notifications import Notifications
 from worpen_core.automation.plan import SandboxLimits
 from worpen_core.automation.service import Automation
@@ -176,4 +180,47 @@ async def test_a_stopped_engine_queues_nothing_more(uow: FakeUnitOfWorkFactory, 
 
     assert a.engine.queued() == 0
     assert await a.automation.runs(RunQuery(limit=100)) == []
+    await a.sandbox.close()
+
+
+async def test_every_replica_takes_in_the_rules_changed_through_another(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    a, b = replica(uow, clock), replica(uow, clock)
+    draft = RuleDraft("nightly", Trigger.SCHEDULE, "web", 'log.info("tick")', schedule="* * * * *")
+
+    rule = await b.automation.create(ADMIN, draft)
+    await a.automation.refresh()
+    assert [each.id for each in a.automation.active()] == [rule.id]
+
+    await a.automation.delete(ADMIN, rule.id)
+    await b.automation.refresh()
+    assert b.automation.active() == []
+    for each in (a, b):
+        await each.sandbox.close()
+
+
+async def test_a_refresh_overlapping_a_change_made_here_keeps_the_change(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = replica(uow, clock)
+    reading, go_on = asyncio.Event(), asyncio.Event()
+    list_all = FakeRuleRepository.list_all
+
+    async def slow_list_all(self: FakeRuleRepository) -> list[AutomationRule]:
+        rules = await list_all(self)
+        reading.set()
+        await go_on.wait()
+        return rules
+
+    monkeypatch.setattr(FakeRuleRepository, "list_all", slow_list_all)
+    refreshing = asyncio.create_task(a.automation.refresh())  # reads the store before the rule exists
+    await reading.wait()
+    monkeypatch.setattr(FakeRuleRepository, "list_all", list_all)
+    draft = RuleDraft("nightly", Trigger.SCHEDULE, "web", 'log.info("tick")', schedule="* * * * *")
+    rule = await a.automation.create(ADMIN, draft)
+    go_on.set()
+    await refreshing
+
+    assert [each.id for each in a.automation.active()] == [rule.id]
     await a.sandbox.close()

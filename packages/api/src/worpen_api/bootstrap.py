@@ -24,7 +24,7 @@ from worpen_core.audit.ports import AuditUnitOfWork
 from worpen_core.audit.service import AuditTrail
 from worpen_core.automation.channels import DeliveryPolicy
 from worpen_core.automation.engine import RuleEngine
-from worpen_core.automation.jobs import automation_jobs
+from worpen_core.automation.jobs import automation_jobs, rule_refresh_jobs
 from worpen_core.automation.notification_jobs import notification_jobs
 from worpen_core.automation.notifications import Notifications
 from worpen_core.automation.notify_ports import NotificationsUnitOfWork
@@ -322,6 +322,7 @@ def bootstrap(
             *notification_jobs(notifications),
             *incident_jobs(incidents, every=AUTO_RESOLVE_EVERY),
             *automation_jobs(rule_engine, tick=settings.automation_tick),
+            *(rule_refresh_jobs(automation, every=settings.automation_tick) if fleet.shared else []),
             *pipeline_jobs(pipelines, executor, tick=pipeline_settings.tick_seconds),
             *telemetry_jobs(
                 telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval

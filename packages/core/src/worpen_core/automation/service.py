@@ -58,6 +58,8 @@ class Automation:
         self._clock = clock
         self.limits = limits
         self._rules: dict[str, AutomationRule] = {}
+        self._changes = 0
+        """Changes made to the rules in memory by this process (see `refresh`)."""
 
     async def restore(self) -> int:
         """Load the rules; how many."""
@@ -65,6 +67,17 @@ class Automation:
             rules = await tx.rules.list_all()
         self._rules = {rule.id: rule for rule in rules}
         return len(rules)
+
+    async def refresh(self) -> None:
+        """Take in the rules other replicas created, changed or deleted (several replicas on one
+        database: every one lists the same rules, and the leader's engine fires them). A refresh that
+        overlaps a change made here is dropped: it may have read the store before that change, and the
+        next refresh reads it."""
+        changes = self._changes
+        async with self._uow() as tx:
+            rules = await tx.rules.list_all()
+        if changes == self._changes:
+            self._rules = {rule.id: rule for rule in rules}
 
     def active(self) -> list[AutomationRule]:
         return [rule for rule in self._rules.values() if rule.active]
@@ -76,6 +89,7 @@ class Automation:
         """Keep the cached rule's `last_run_at` in step with the store (the engine wrote both)."""
         rule = self._rules.get(rule_id)
         if rule is not None:
+            self._changes += 1
             self._rules[rule_id] = replace(rule, last_run_at=run.started_at)
 
     async def rules(self) -> list[AutomationRule]:
@@ -130,6 +144,7 @@ class Automation:
             async with self._uow() as tx:
                 await (tx.rules.add(rule) if new else tx.rules.update(rule))
                 await tx.commit()
+            self._changes += 1
             self._rules[rule.id] = rule
             return rule
 
@@ -144,6 +159,7 @@ class Automation:
                 await tx.rules.delete(rule.id)
                 await tx.targets.delete_rule(rule.id)
                 await tx.commit()
+            self._changes += 1
             self._rules.pop(rule.id, None)
 
         await self._audit.run(principal, "rule.delete", rule.name, None, remove)
