@@ -19,7 +19,20 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import URL, Column, Connection, Insert, Table, func, make_url, select, text, tuple_
+from sqlalchemy import (
+    URL,
+    Column,
+    Connection,
+    Dialect,
+    Insert,
+    Table,
+    TypeDecorator,
+    func,
+    make_url,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, IntegrityError, InvalidRequestError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -352,7 +365,7 @@ async def _sample(
 async def _compare(
     checker: AsyncConnection, table: Table, columns: Sequence[Column[Any]], sample: Rows
 ) -> tuple[str, ...]:
-    """The rows of `sample` that the target lacks or holds otherwise."""
+    """The rows of `sample` that the target lacks or holds otherwise than it would store them."""
     if not sample:
         return ()
     keys = list(table.primary_key.columns)
@@ -363,10 +376,27 @@ async def _compare(
         if key not in stored:
             problems.append(f"row {_describe(key)} is missing on the target")
         else:
-            differing = sorted(name for name, value in row.items() if stored[key][name] != value)
+            differing = sorted(
+                column.name
+                for column in columns
+                if stored[key][column.name] != _as_stored(column, row[column.name], checker.dialect)
+            )
             if differing:
                 problems.append(f"row {_describe(key)} differs on the target: {', '.join(differing)}")
     return tuple(problems)
+
+
+def _as_stored(column: Column[Any], value: Any, dialect: Dialect) -> Any:
+    """`value` as the target reads it back once written: through the conversions the column's type makes
+    on that database (on PostgreSQL, whose text holds no U+0000, the schema writes U+FFFD instead)."""
+    kind = column.type.dialect_impl(dialect)
+    if not isinstance(kind, TypeDecorator) or value is None:
+        return value
+    if type(kind).process_bind_param is not TypeDecorator.process_bind_param:
+        value = kind.process_bind_param(value, dialect)
+    if type(kind).process_result_value is not TypeDecorator.process_result_value:
+        value = kind.process_result_value(value, dialect)
+    return value
 
 
 def _key(row: dict[str, Any], keys: Sequence[Column[Any]]) -> tuple[Any, ...]:
