@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +57,19 @@ def stored(client: httpx.Client, after: int, agents: set[str]) -> list[dict[str,
     """The registrations of `agents` the store holds above `after`, in order."""
     events = client.get(EVENTS, params={"after": after, "limit": 1000, "types": "AgentRegistered"}).json()
     return [event for event in events if event["agentId"] in agents]
+
+
+def within(stream: Iterator[Message], count: int, seconds: float) -> list[Message]:
+    """The next `count` messages that are not pings, or those that came within `seconds` (the stream
+    pings when idle, so a missing one ends the wait rather than hang)."""
+    deadline = time.monotonic() + seconds
+    found: list[Message] = []
+    for message in stream:
+        if message is not PING:
+            found.append(message)
+        if len(found) == count or time.monotonic() > deadline:
+            break
+    return found
 
 
 def followed(response: httpx.Response, agents: set[str]) -> Iterator[Message]:
@@ -133,6 +148,39 @@ def test_a_log_follower_on_b_sees_lines_shipped_on_both_replicas_in_order(
 
     assert [m.data["message"] for m in seen] == ["one on a", "two on a", "three on b", "four on a"]
     assert [m.id for m in seen] == sorted({m.data["id"] for m in seen})  # in order, none twice
+
+
+def test_lines_shipped_at_once_on_both_replicas_reach_every_follower_in_the_stored_order(
+    clients: tuple[httpx.Client, httpx.Client],
+) -> None:
+    a, b = clients
+    source = f"bee-{secrets.token_hex(4)}"
+    start = newest_log_id(b)
+    batches = 20
+    headers = {"Last-Event-ID": str(start)}
+
+    def ship_from(client: httpx.Client, name: str) -> None:
+        for batch in range(batches):
+            ship(client, source, *(f"{name} {batch}.{n}" for n in range(5)))
+
+    with (
+        a.stream("GET", STREAM, params={"source": source}, headers=headers) as on_a,
+        b.stream("GET", STREAM, params={"source": source}, headers=headers) as on_b,
+    ):
+        shippers = [threading.Thread(target=ship_from, args=pair) for pair in ((a, "a"), (b, "b"))]
+        for shipper in shippers:
+            shipper.start()
+        for shipper in shippers:
+            shipper.join()
+        seen = [within(messages(response), 2 * batches * 5, 60) for response in (on_a, on_b)]
+
+    stored_ids = [
+        entry["id"]
+        for entry in reversed(a.get("/api/v1/logs", params={"source": source, "limit": 1000}).json())
+    ]
+    assert len(stored_ids) == 2 * batches * 5
+    assert [m.data["id"] for m in seen[0]] == stored_ids
+    assert [m.data["id"] for m in seen[1]] == stored_ids
 
 
 async def test_the_signal_wakes_the_other_replicas_and_outlives_its_connection_being_cut() -> None:
