@@ -96,7 +96,7 @@ def test_one_leader_fails_over_within_a_lease_and_jobs_run_once(tmp_path: Path) 
         _, took = within(LEASE + LEASE / 3 + SLACK, lambda: leading(b, key), "b leads after a was killed")
         assert took <= LEASE + LEASE / 3 + SLACK
 
-        c = launch_replica(tmp_path, a.database_url, "c", SETTINGS)
+        c = launch_replica(tmp_path, a.env["WORPEN_DATABASE_URL"], "c", SETTINGS)
         try:
             c.wait_until_healthy()
             assert leading(c, key) is False
