@@ -116,3 +116,27 @@ async def test_rows_written_before_migration_0007_read_the_same_after_it(
         "disk full on /var/log",
         {"path": "/var/log", "free": 0},
     )
+
+
+async def test_migrations_on_postgresql_are_not_cut_short_by_the_statement_timeout() -> None:
+    """A migration rewriting a large table may run longer than a request may; the upgrade lifts the
+    timeout for its own transaction only."""
+    url = await create_database("slow")
+    engine = create_engine(url, statement_timeout=0.05)
+    async with engine.begin() as connection:  # creating the agents table takes 0.3 s
+        await connection.execute(
+            text(
+                "CREATE FUNCTION slow_agents() RETURNS event_trigger AS $$ BEGIN "
+                "IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() "
+                "WHERE command_tag = 'CREATE TABLE' AND object_identity = 'public.agents') "
+                "THEN PERFORM pg_sleep(0.3); END IF; END $$ LANGUAGE plpgsql"
+            )
+        )
+        await connection.execute(
+            text("CREATE EVENT TRIGGER slow_agents ON ddl_command_end EXECUTE FUNCTION slow_agents()")
+        )
+    await upgrade_database(engine)
+
+    async with SqlAlchemyUnitOfWorkFactory(engine)() as tx:
+        assert await tx.agents.get("bee-001") is None
+    await engine.dispose()

@@ -74,13 +74,16 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 async def upgrade_database(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to the newest migration (or to `revision`); creates everything on an empty
-    database."""
+    database. On PostgreSQL without the statement timeout: a migration rewriting a large table may take
+    longer than any request should, and cancelled it would leave the replica unable to start."""
 
     def upgrade(connection: Connection) -> None:
         command.upgrade(_alembic_config(connection), revision)
 
     try:
         async with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                await connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             await connection.run_sync(upgrade)
     except (SQLAlchemyError, OSError) as exc:
         raise translate(exc) from exc
