@@ -350,7 +350,9 @@ class SqlAlchemyTelemetryStore:
         await connection.execute(_create_batch)
         # The transaction's first statement writes, so it holds the write lock from the start: no flush
         # commits between what it reads and what it writes (a SQLite transaction that read first could
-        # not write after another commit). The batch was fixed before: no sample can come below `upper`.
+        # not write after another commit). The batch was fixed before: no sample can come below `upper`
+        # (on PostgreSQL, samples commit in id order: dialects.serialize_appends). There, a replica rolling
+        # up the same batch waits on the progress row and then finds the watermark moved.
         moved = await connection.execute(_advance, {"since": since, "upper": upper})
         if moved.rowcount == 0:
             if since != 0:
