@@ -166,6 +166,16 @@ async def test_agents_are_found_by_id_and_by_when_they_last_changed(uow: Storage
     assert (profiled.id, profiled.name, profiled.revision) == ("bee-001", "edge", 2)
 
 
+async def test_thousands_of_agents_are_read_back_at_once(uow: StorageFactory) -> None:
+    ids = [f"bee-{number:05}" for number in range(2500)]
+    async with uow() as tx:
+        await tx.agents.save([agent(agent_id) for agent_id in ids])
+        await tx.commit()
+
+    async with uow() as tx:
+        assert sorted(found.id for found in await tx.agents.get_many(ids)) == ids
+
+
 async def test_the_alerts_raised_on_an_agent_are_stored_with_it(uow: StorageFactory) -> None:
     async with uow() as tx:
         await tx.agents.save([agent(alerts=frozenset({Metric.DISK, Metric.CPU})), agent("bee-002")])

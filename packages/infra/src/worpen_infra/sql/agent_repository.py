@@ -49,6 +49,10 @@ _update_profiles = BulkWrite(
 )
 
 
+_CHUNK = 1000
+"""Agents read back per statement."""
+
+
 def _to_row(agent: Agent) -> dict[str, Any]:
     return {
         "id": agent.id,
@@ -116,10 +120,13 @@ class SqlAlchemyAgentRepository:
         return None if row is None else _from_row(row)
 
     async def get_many(self, agent_ids: Sequence[str]) -> list[Agent]:
-        if not agent_ids:
-            return []
-        rows = await self._connection.execute(_caught_up.where(agents.c.id.in_(agent_ids)))
-        return [_from_row(row) for row in rows]
+        """In chunks: a sweep may read back thousands of agents, beyond a statement's bound parameters."""
+        found: list[Agent] = []
+        for start in range(0, len(agent_ids), _CHUNK):
+            chunk = agent_ids[start : start + _CHUNK]
+            rows = await self._connection.execute(_caught_up.where(agents.c.id.in_(chunk)))
+            found.extend(_from_row(row) for row in rows)
+        return found
 
     async def list_all(self) -> list[Agent]:
         rows = await self._connection.execute(_caught_up.order_by(agents.c.id))
