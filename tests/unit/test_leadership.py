@@ -32,6 +32,8 @@ class Replica:
         self.steps = 0
         self.elected = 0
         self.deposed = 0
+        self.stepped: list[tuple[float, int]] = []
+        """When each step ran, and in which term (how many times this replica had been elected)."""
         self.cut_off = False
         """Set to make this replica's calls fail as a database out of its reach would."""
         self._journal = journal
@@ -39,6 +41,7 @@ class Replica:
         async def step() -> None:
             self.steps += 1
             journal.append((time.monotonic(), name))
+            self.stepped.append((time.monotonic(), self.elected))
 
         async def elected() -> None:
             self.elected += 1
@@ -201,3 +204,17 @@ async def test_a_leader_that_renews_too_late_starts_a_new_term(leases: FakeLease
 
     assert leadership.token == 3
     assert terms == [1, 1]
+
+
+async def test_a_leader_paused_past_its_lease_runs_no_step_before_it_notices(
+    pair: tuple[Replica, Replica, list[tuple[float, str]]],
+) -> None:
+    a, _, _ = pair
+    await until(lambda: a.steps > 0, 1)
+
+    time.sleep(LEASE + 0.1)  # the whole process stops: timers of the job and of the loop all expire
+    woke = time.monotonic()
+    await until(lambda: a.deposed == 1, 1)
+    await asyncio.sleep(LEASE)
+
+    assert [term for at, term in a.stepped if at >= woke and term == 1] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -193,7 +194,24 @@ class Leadership:
         self.token = token
         log.info("leader.elected", replica=self._replica, token=token)
         self._stopping = asyncio.Event()
-        self._tasks = [asyncio.create_task(run(job, self._stopping), name=job.name) for job in self._jobs]
+        self._tasks = [
+            asyncio.create_task(run(self._guarded(job), self._stopping), name=job.name) for job in self._jobs
+        ]
+
+    def _guarded(self, job: Job) -> Job:
+        """`job`, whose periodic steps are skipped once the lease may have passed to another replica:
+        after a pause of this process (a stop signal, swapping) a step's timer may fire before the
+        leader loop notices that the lease ran out."""
+        if not isinstance(job, Periodic):
+            return job
+        step = job.step
+
+        async def guarded() -> object:
+            if time.monotonic() >= self._deadline():
+                return None
+            return await step()
+
+        return dataclasses.replace(job, step=guarded)
 
     async def _depose(self, reason: str, *, clean: bool = False) -> None:
         token, self.token = self.token, None
