@@ -191,7 +191,9 @@ async def fetch_values(url: str, queries: Sequence[str]) -> list[int]:
 class Proxy:
     """nginx as a plain process (not a service), with a generated configuration: for each named group of
     upstream ports, a listening port that spreads requests round robin over them, HTTP/1.1 and kept-alive
-    connections to the upstreams (what a load balancer in front of replicas does)."""
+    connections to the upstreams (what a load balancer in front of replicas does). An idle connection to a
+    replica is closed by nginx after 4 s, before uvicorn closes it (5 s): otherwise nginx may send a request
+    on a connection the replica is closing at that moment, and answer 502 (a POST is not retried)."""
 
     def __init__(self, workdir: Path, groups: Mapping[str, Sequence[int]], workers: int = 1) -> None:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -206,7 +208,7 @@ class Proxy:
         for name, upstreams in groups.items():
             servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
             blocks.append(
-                f"  upstream {name} {{\n{servers}    keepalive 128;\n  }}\n"
+                f"  upstream {name} {{\n{servers}    keepalive 128;\n    keepalive_timeout 4s;\n  }}\n"
                 f"  server {{\n    listen 127.0.0.1:{self.ports[name]} backlog=4096;\n"
                 f"    location / {{\n      proxy_pass http://{name};\n      proxy_http_version 1.1;\n"
                 '      proxy_set_header Connection "";\n      proxy_set_header Host $host;\n'

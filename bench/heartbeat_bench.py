@@ -101,7 +101,10 @@ def _args() -> argparse.Namespace:
     )
     p.add_argument("--grpc-concurrency", type=int, default=64, help="gRPC calls in flight (default 64)")
     p.add_argument(
-        "--register-timeout", type=float, default=240, help="max seconds to register every id (default 240)"
+        "--register-timeout",
+        type=float,
+        help="max seconds to register every id (default 240; 600 with --database postgresql, where a "
+        "registration's commit waits for the disk)",
     )
     p.add_argument(
         "--register-connections", type=int, default=4, help="wrk connections while registering (default 4)"
@@ -146,6 +149,8 @@ def _args() -> argparse.Namespace:
     args = p.parse_args()
     if args.quick:
         args.ids, args.rounds, args.duration, args.grpc_rounds = 1000, 2, 3, min(args.grpc_rounds, 1)
+    if args.register_timeout is None:
+        args.register_timeout = 600.0 if args.database == "postgresql" else 240.0
     return args
 
 
