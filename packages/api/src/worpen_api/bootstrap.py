@@ -122,7 +122,10 @@ def bootstrap(
     if uow is None:
         engine = create_engine(settings.database_url)
         uow = SqlAlchemyUnitOfWorkFactory(engine)
-        leases: Leases = SqlAlchemyLeases(engine, clock)
+        # One process owns an SQLite database: it leads at once (a lease left by a crash would delay it).
+        leases: Leases = (
+            SqlAlchemyLeases(engine, clock) if engine.dialect.name == "postgresql" else SoleReplica()
+        )
 
         async def migrate() -> None:
             await upgrade_database(engine)
