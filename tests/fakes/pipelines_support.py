@@ -28,6 +28,7 @@ from worpen_core.containers.model import (
     PullProgress,
 )
 from worpen_core.containers.service import ContainerLimits, Containers
+from worpen_core.events.ports import JournalSignal
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.fleet.service import Fleet
 from worpen_core.pipelines.commands import PipelineDraft, StageDraft
@@ -296,6 +297,7 @@ def pipeline_world(
     clock: FakeClock | None = None,
     uow: FakeUnitOfWorkFactory | None = None,
     engine: Callable[[str], StageRuntime] = StageRuntime,
+    feed_signal: JournalSignal | None = None,
 ) -> PipelineWorld:
     uow = uow or FakeUnitOfWorkFactory()
     clock = clock or FakeClock()
@@ -306,7 +308,7 @@ def pipeline_world(
     fleet = Fleet(uow, bus, clock, FleetPolicy())
     fetcher = FakeSourceFetcher()
     cipher = FakeSecretCipher()
-    feed = StageFeed(feed_capacity)
+    feed = StageFeed(feed_capacity, feed_signal, poll=0.05)
     executor = PipelineExecutor(
         uow,
         containers,

@@ -61,7 +61,7 @@ from worpen_core.telemetry.service import Telemetry
 from worpen_infra.agent.relayed import RelayedContainerRuntime
 from worpen_infra.agent.runtime import AgentContainerRuntime
 from worpen_infra.bus.in_process import InProcessEventBus
-from worpen_infra.bus.postgres_signal import PostgresJournalSignal
+from worpen_infra.bus.postgres_signal import STAGES_CHANNEL, PostgresJournalSignal
 from worpen_infra.clock import SystemClock
 from worpen_infra.crypto.cipher import FernetSecretCipher
 from worpen_infra.docker.runtime import DockerContainerRuntime, EngineAddress
@@ -214,7 +214,9 @@ def bootstrap(
     )
     cipher = FernetSecretCipher(secrets_key)
     fetcher = GitSourceFetcher(pipeline_settings.local_repos, pipeline_settings.max_source_bytes)
-    stage_feed = StageFeed(settings.stream_buffer)
+    # Other replicas may run the stages: their writers wake this one's followers, on the signal's connection.
+    stage_signal = signal.channel(STAGES_CHANNEL) if signal is not None else None
+    stage_feed = StageFeed(settings.stream_buffer, stage_signal)
     executor = PipelineExecutor(
         uow,
         containers,
@@ -326,7 +328,7 @@ def bootstrap(
             *incident_jobs(incidents, every=AUTO_RESOLVE_EVERY),
             *automation_jobs(rule_engine, tick=settings.automation_tick),
             *(rule_refresh_jobs(automation, every=settings.automation_tick) if fleet.shared else []),
-            *pipeline_jobs(pipelines, executor, tick=pipeline_settings.tick_seconds),
+            *pipeline_jobs(pipelines, executor, tick=pipeline_settings.tick_seconds, feed=stage_feed),
             *telemetry_jobs(
                 telemetry, rollup_every=settings.rollup_interval, retention_every=settings.retention_interval
             ),

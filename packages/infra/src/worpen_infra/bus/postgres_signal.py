@@ -1,6 +1,7 @@
 """JournalSignal on PostgreSQL's LISTEN/NOTIFY: every replica listens on one channel and notifies it
-after committing events or log entries. The tables stay the truth: a notification only wakes the tails,
-so one lost while a connection was down costs a poll's delay, never an entry."""
+after committing events or log entries (and on a second channel of the same connection, after storing
+stages' log lines). The tables stay the truth: a notification only wakes the tails, so one lost while a
+connection was down costs a poll's delay, never an entry."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import structlog
 log = structlog.get_logger("worpen.events")
 
 CHANNEL = "worpen_journal"
+STAGES_CHANNEL = "worpen_stages"
 FIRST_RETRY = 0.5
 """Seconds before the first reconnection; each failure doubles it, up to MAX_RETRY."""
 MAX_RETRY = 10.0
@@ -21,6 +23,26 @@ KEEPALIVE = 5.0
 
 _LOST = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 """What a lost or refused connection raises."""
+
+
+class PostgresSignalChannel:
+    """One channel of a PostgresJournalSignal's connection, a JournalSignal of its own."""
+
+    def __init__(self, name: str, sending: asyncio.Event) -> None:
+        self.name = name
+        self._sending = sending
+        self.heard = asyncio.Event()
+        self.pending = False
+
+    def announce(self) -> None:
+        self.heard.set()  # this replica's own waiter need not wait for the round trip
+        self.pending = True
+        self._sending.set()
+
+    async def wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.heard.wait(), seconds)
+        self.heard.clear()
 
 
 class PostgresJournalSignal:
@@ -32,8 +54,9 @@ class PostgresJournalSignal:
     def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
         self._dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._connect_timeout = connect_timeout
-        self._heard = asyncio.Event()
         self._to_send = asyncio.Event()
+        self._journal = PostgresSignalChannel(CHANNEL, self._to_send)
+        self._channels = {CHANNEL: self._journal}
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         """Set while the connection listens (for tests and diagnostics)."""
@@ -48,14 +71,17 @@ class PostgresJournalSignal:
                 await self._task
             self._task = None
 
+    def channel(self, name: str) -> PostgresSignalChannel:
+        """Another channel on the same connection (one waiter each); asked for before `start`."""
+        if name not in self._channels:
+            self._channels[name] = PostgresSignalChannel(name, self._to_send)
+        return self._channels[name]
+
     def announce(self) -> None:
-        self._heard.set()  # this replica's own tail need not wait for the round trip
-        self._to_send.set()
+        self._journal.announce()
 
     async def wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._heard.wait(), seconds)
-        self._heard.clear()
+        await self._journal.wait(seconds)
 
     async def _keep_listening(self) -> None:
         retry = FIRST_RETRY
@@ -71,13 +97,15 @@ class PostgresJournalSignal:
                 retry = min(retry * 2, MAX_RETRY)
                 continue
             try:
-                await connection.add_listener(CHANNEL, self._notified)
+                for name in self._channels:
+                    await connection.add_listener(name, self._notified)
                 if lost:
                     log.info("journal_signal.reconnected")
                 lost = False
                 retry = FIRST_RETRY
                 self.listening.set()
-                self._heard.set()  # what other replicas announced while no one listened
+                for channel in self._channels.values():
+                    channel.heard.set()  # what other replicas announced while no one listened
                 await self._serve(connection)
             except _LOST as exc:
                 log.warning(
@@ -106,9 +134,16 @@ class PostgresJournalSignal:
                 raise ConnectionError("the database closed the connection")
             if self._to_send.is_set():
                 self._to_send.clear()
-                await connection.execute("SELECT pg_notify($1, '')", CHANNEL, timeout=self._connect_timeout)
+                for channel in self._channels.values():
+                    if channel.pending:
+                        channel.pending = False
+                        await connection.execute(
+                            "SELECT pg_notify($1, '')", channel.name, timeout=self._connect_timeout
+                        )
             else:
                 await connection.execute("SELECT 1", timeout=self._connect_timeout)
 
-    def _notified(self, *_: object) -> None:
-        self._heard.set()
+    def _notified(self, _connection: object, _pid: object, channel: str, _payload: object) -> None:
+        listener = self._channels.get(channel)
+        if listener is not None:
+            listener.heard.set()
