@@ -30,6 +30,8 @@ SETTINGS = {
 TRANSITIONS = {"AgentRegistered", "AgentBecameCritical", "AgentRecovered", "AgentWentOffline", "AgentHealing"}
 CONVERGED = 3.0
 """Seconds within which both replicas show the same status (refresh every sweep interval, 0.2 s)."""
+READINGS_CONVERGED = 15.0
+"""Seconds within which both replicas show the same readings (read back every 5 s: READINGS_EVERY)."""
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,18 @@ def status(client: httpx.Client, agent_id: str) -> str | None:
 def listed(client: httpx.Client, agent_id: str) -> dict[str, Any] | None:
     agents = client.get("/api/v1/agents", params={"limit": 1000}).json()
     return next((agent for agent in agents if agent["id"] == agent_id), None)
+
+
+def shown_of(agent: dict[str, Any] | None) -> tuple[object, ...]:
+    """What a listing shows of an agent's heartbeats: its readings, its status, what it said of itself."""
+    assert agent is not None
+    return (
+        agent["cpuLoad"],
+        agent["memoryLoad"],
+        agent["status"],
+        agent["name"],
+        agent["ip"],
+    )
 
 
 def fleet_figures(client: httpx.Client) -> tuple[object, object]:
@@ -86,12 +100,14 @@ def test_an_agent_heartbeating_to_one_replica_is_listed_the_same_on_the_other(
     shown = wait_for(lambda: listed(b, agent_id), "the agent registered on A listed on B", CONVERGED)
     assert (shown["name"], shown["ip"], shown["status"]) == ("edge one", "10.0.0.7", "ONLINE")
 
-    beat(a, agent_id, cpu=33.5, ram=44.5)
-    seen_on_a = listed(a, agent_id)
-    assert seen_on_a is not None
-    wait_for(
-        lambda: listed(b, agent_id) == seen_on_a, "B to show the readings A received, as A does", CONVERGED
-    )
+    registered_at = shown["lastSeen"]
+
+    def beating_to_a_shown_alike() -> bool:  # beating all along: the agent stays ONLINE past the TTL
+        beat(a, agent_id, cpu=33.5, ram=44.5)
+        on_a, on_b = listed(a, agent_id), listed(b, agent_id)
+        return shown_of(on_a) == shown_of(on_b) and on_b is not None and on_b["lastSeen"] > registered_at
+
+    wait_for(beating_to_a_shown_alike, "B to show the readings A received, as A does", READINGS_CONVERGED)
 
     assert beat(a, agent_id, status="CRITICAL") == "CRITICAL"
     wait_for(lambda: status(b, agent_id) == "CRITICAL", "B to show the agent CRITICAL", CONVERGED)

@@ -46,6 +46,12 @@ ATTEMPTS = 5
 """Times a change is applied to a fresh copy of its agent before it fails with Conflict: each attempt
 lost to another replica's write to the same agent, a contention two replicas cannot keep up for long."""
 
+READINGS_EVERY = timedelta(seconds=5)
+"""How often a refresh also reads the telemetry samples other replicas flushed (for readings and when each
+agent was last seen, which only the listings show: the sweeper and a heartbeat read an agent that seems
+gone again themselves). Every replica reads every sample back: at the heartbeats' pace that doubled what
+PostgreSQL does per heartbeat with two replicas; an agent heartbeating every 10 s is read back half as
+often this way, one heartbeating every second a fifth."""
 REFRESH_OVERLAP = timedelta(seconds=10)
 """How far before its last look a refresh looks again: a change stamped by another replica's clock (a
 little behind this one's) or committed after the last look (stamped before it) is still taken in."""
@@ -99,6 +105,7 @@ class Fleet:
         """When `restore` or the last `refresh` read the store."""
         self._samples_seen: int | None = None
         """The number of the newest telemetry sample `refresh` has seen (None: it has not looked yet)."""
+        self._samples_read_at: datetime | None = None
 
     async def restore(self) -> int:
         """Load the fleet as it was persisted; returns how many agents were restored."""
@@ -112,14 +119,18 @@ class Fleet:
 
     async def refresh(self) -> int:
         """Take in what other replicas stored since the last look (registrations, transitions, profiles,
-        and the readings of the heartbeats they received), so that every replica lists the same agents
-        with the same statuses and readings; returns how many agents' stored state changed here (readings
-        aside). A row this replica already holds at its revision changes nothing."""
+        and every `READINGS_EVERY` the readings of the heartbeats they received), so that every replica
+        lists the same agents with the same statuses and readings; returns how many agents' stored state
+        changed here (readings aside). A row this replica already holds at its revision changes nothing."""
         looked_at = self._clock.now()
         since = looked_at if self._looked_at is None else self._looked_at
+        read_samples = self._samples_read_at is None or looked_at - self._samples_read_at >= READINGS_EVERY
+        samples: list[TelemetrySample] = []
         async with self._uow() as uow:
             stored = await uow.agents.changed_since(since - REFRESH_OVERLAP)
-            samples, self._samples_seen = await uow.agents.newest_samples(self._samples_seen)
+            if read_samples:
+                samples, self._samples_seen = await uow.agents.newest_samples(self._samples_seen)
+                self._samples_read_at = looked_at
         for sample in samples:  # heartbeats other replicas received: readings and when last seen
             local = self._agents.get(sample.agent_id)
             if local is not None:
