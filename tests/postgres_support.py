@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import asyncpg
 import pytest
 
 ADMIN_URL_VARIABLE = "WORPEN_TEST_POSTGRES_URL"
+BIN_VARIABLE = "WORPEN_TEST_POSTGRES_BIN"
 
 _numbers = itertools.count(1)
 
@@ -32,9 +38,9 @@ def _driver_url(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-async def create_database(prefix: str = "worpen") -> str:
-    """A new empty database on the cluster; its SQLAlchemy URL."""
-    admin = admin_url()
+async def create_database(prefix: str = "worpen", admin: str | None = None) -> str:
+    """A new empty database on the cluster (or on the one whose admin URL is `admin`); its SQLAlchemy URL."""
+    admin = admin or admin_url()
     name = f"{prefix}_{os.getpid()}_{next(_numbers)}_{uuid.uuid4().hex[:6]}".lower()
     connection = await asyncpg.connect(_driver_url(admin))
     try:
@@ -44,15 +50,15 @@ async def create_database(prefix: str = "worpen") -> str:
     return f"{admin.rsplit('/', 1)[0]}/{name}"
 
 
-def create_database_sync(prefix: str = "worpen") -> str:
+def create_database_sync(prefix: str = "worpen", admin: str | None = None) -> str:
     """`create_database` from synchronous code, even while an event loop runs in this thread."""
-    admin_url()
+    admin = admin or admin_url()
     created: list[str] = []
     failed: list[BaseException] = []
 
     def run() -> None:
         try:
-            created.append(asyncio.run(create_database(prefix)))
+            created.append(asyncio.run(create_database(prefix, admin)))
         except BaseException as exc:  # re-raised in the caller's thread
             failed.append(exc)
 
@@ -62,3 +68,138 @@ def create_database_sync(prefix: str = "worpen") -> str:
     if failed:
         raise failed[0]
     return created[0]
+
+
+@contextmanager
+def writes_blocked(url: str) -> Iterator[None]:
+    """Every table of the database at `url` locked against writes until the block ends (reads go on), as a
+    stuck transaction or a long migration would: writers wait until their statement timeout."""
+    held = threading.Event()
+    release = threading.Event()
+    failed: list[BaseException] = []
+
+    async def hold() -> None:
+        connection = await asyncpg.connect(_driver_url(url))
+        try:
+            await connection.execute("BEGIN")
+            tables = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+            await connection.execute(f"LOCK TABLE {names} IN EXCLUSIVE MODE")
+            held.set()
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            await connection.execute("ROLLBACK")
+        finally:
+            await connection.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failed.append(exc)
+        finally:
+            held.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    held.wait()
+    try:
+        if failed:
+            raise failed[0]
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+class Cluster:
+    """A PostgreSQL cluster of a test's own, to stop and start again (the shared one must never be): its
+    own data directory, a port chosen once so that clients find it again after a restart, trust
+    authentication on loopback, no fsync (it holds nothing but test data). As root, it runs as the
+    `postgres` user, as scripts/postgres-server.sh does (initdb refuses root)."""
+
+    def __init__(self, port: int) -> None:
+        """`port`: a free loopback port outside the ephemeral range (tests.integration.support.free_port),
+        so that no outgoing connection takes it while the cluster is stopped."""
+        admin_url()  # skips (or fails in CI) where scripts/postgres-server.sh has not run
+        self._bin = os.environ[BIN_VARIABLE]
+        self._directory = tempfile.mkdtemp(prefix="worpen-cluster-")
+        self._as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self._directory, "postgres")
+            self._as_postgres = ["runuser", "-u", "postgres", "--"]
+        self.port = port
+        self._run(
+            "initdb",
+            "--pgdata",
+            self._data,
+            "--username",
+            "postgres",
+            "--auth",
+            "trust",
+            "--encoding",
+            "UTF8",
+            "--no-sync",
+        )
+
+    @property
+    def _data(self) -> str:
+        return os.path.join(self._directory, "data")
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        result = subprocess.run(
+            [*self._as_postgres, os.path.join(self._bin, program), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self._directory} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = os.path.join(self._directory, "server.log")
+        self._run(
+            "pg_ctl",
+            "--pgdata",
+            self._data,
+            "--log",
+            log,
+            "--wait",
+            "--timeout",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
+
+    def stop(self) -> None:
+        """Stop as an operator's restart does: sessions are ended, new connections refused."""
+        self._run("pg_ctl", "--pgdata", self._data, "--mode", "fast", "--wait", "stop")
+
+    def create_database(self, prefix: str = "worpen") -> str:
+        return create_database_sync(prefix, self.admin_url)
+
+    def close(self) -> None:
+        """Stop it if it runs and remove its files."""
+        subprocess.run(
+            [
+                *self._as_postgres,
+                os.path.join(self._bin, "pg_ctl"),
+                "--pgdata",
+                self._data,
+                "--mode",
+                "immediate",
+                "stop",
+            ],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(self._directory, ignore_errors=True)

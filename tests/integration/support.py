@@ -1,28 +1,38 @@
 """Helpers of the integration tests: real `worpen` processes (serve and the key commands) on loopback,
-each server on its own SQLite file. Nothing is faked.
+each server on its own SQLite file, or with WORPEN_TEST_DATABASE=postgresql on its own PostgreSQL database
+(tests/postgres_support.py). Nothing is faked.
 
 Waits are bounded polls with generous deadlines: they bound a hang, they are not performance thresholds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from sqlalchemy import text
 
+from tests import postgres_support
 from tests.integration.docker_support import ENGINE_URL
+from tests.postgres_support import create_database_sync
+from worpen_infra.sql.database import create_engine
 
 DEADLINE_SECONDS = 60.0
 """Upper bound for a process to start, answer or stop; never reached when things work."""
@@ -83,14 +93,95 @@ def base_env() -> dict[str, str]:
     return env
 
 
+TEST_DATABASE_VARIABLE = "WORPEN_TEST_DATABASE"
+"""`sqlite` (the default) or `postgresql`: the database of every server the tests launch."""
+
+
+def on_postgresql() -> bool:
+    """Whether this run puts the servers' stores on PostgreSQL (WORPEN_TEST_DATABASE=postgresql)."""
+    backend = os.environ.get(TEST_DATABASE_VARIABLE, "sqlite")
+    if backend not in {"sqlite", "postgresql"}:
+        raise RuntimeError(f"{TEST_DATABASE_VARIABLE} must be sqlite or postgresql, got {backend!r}")
+    return backend == "postgresql"
+
+
+_POSTGRES_STORES: dict[Path, str] = {}
+"""The PostgreSQL database made for each store path, so that a server restarted on a path finds its data."""
+
+
+def database_url(database: Path) -> str:
+    """The URL of the store at `database`: that SQLite file, or in PostgreSQL mode a fresh PostgreSQL
+    database made for the path on first use (and the same one afterwards)."""
+    if not on_postgresql():
+        return f"sqlite+aiosqlite:///{database}"
+    if database not in _POSTGRES_STORES:
+        _POSTGRES_STORES[database] = create_database_sync("it")
+    return _POSTGRES_STORES[database]
+
+
 def worpen_env(database: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a `worpen` process on `database`: `base_env()`, the database, JSON logs and
-    `settings`."""
+    """The environment of a `worpen` process on `database`: `base_env()`, the database (see
+    `database_url`, unless `settings` name one), JSON logs and `settings`.
+
+    On PostgreSQL the secrets' key file is named beside `database`, where SQLite keeps it, so that a
+    command run from elsewhere (the CLI) finds the server's key rather than making one where it runs."""
     env = base_env()
-    env["WORPEN_DATABASE_URL"] = f"sqlite+aiosqlite:///{database}"
+    settings = settings or {}
+    if "WORPEN_DATABASE_URL" not in settings:
+        env["WORPEN_DATABASE_URL"] = database_url(database)
+        if on_postgresql():
+            env["WORPEN_SECRETS_KEY_FILE"] = str(database.parent / "worpen-secrets.key")
     env["WORPEN_LOG_FORMAT"] = "json"
-    env.update(settings or {})
+    env.update(settings)
     return env
+
+
+@contextmanager
+def writes_blocked(url: str) -> Iterator[None]:
+    """The database at `url` cannot be written until the block ends, whichever its backend: an exclusive
+    transaction on SQLite, every table locked on PostgreSQL (writers wait for their busy or statement
+    timeout, then fail)."""
+    if not url.startswith("sqlite"):
+        with postgres_support.writes_blocked(url):
+            yield
+        return
+    holder = sqlite3.connect(url.split("///", 1)[1], isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def query(url: str, sql: str, **parameters: object) -> list[tuple[Any, ...]]:
+    """The rows of `sql` (`:name` placeholders; committed if it writes) on the database at `url`, SQLite or
+    PostgreSQL, from synchronous code, as a second client of a server's store would."""
+    found: list[list[tuple[Any, ...]]] = []
+    failed: list[BaseException] = []
+
+    async def read() -> list[tuple[Any, ...]]:
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(text(sql), parameters)
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    def run() -> None:
+        try:
+            found.append(asyncio.run(read()))
+        except BaseException as exc:  # re-raised in the caller's thread
+            failed.append(exc)
+
+    # In a thread of its own: the caller may be a test with an event loop running.
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return found[0]
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -111,6 +202,11 @@ class WorpenServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def database_url(self) -> str:
+        """Where its store is: an SQLite file or a PostgreSQL database (see `database_url`)."""
+        return self.env["WORPEN_DATABASE_URL"]
 
     @property
     def grpc_target(self) -> str:

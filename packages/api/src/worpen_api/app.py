@@ -109,6 +109,7 @@ def create_app(worpen: Worpen) -> Litestar:
             "api_keys": _constant(worpen.api_keys),
             "authenticator": _constant(worpen.authenticator),
             "metrics": _constant(metrics),
+            "readiness": _constant(worpen.readiness),
         },
         middleware=[DefineMiddleware(ApiKeyAuthMiddleware, worpen=worpen)],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -124,7 +125,7 @@ def create_app(worpen: Worpen) -> Litestar:
             title="Worpen",
             version="0.1.0",
             description="Fleet-operations control plane. "
-            "Every route but /health and the pipelines' webhook (signed instead) needs "
+            "Every route but /health, /ready and the pipelines' webhook (signed instead) needs "
             "`Authorization: Bearer <key>`.",
             openapi_router=Router(
                 "/schema", route_handlers=[], opt=requires(Permission.READ), include_in_schema=False

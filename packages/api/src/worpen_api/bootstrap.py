@@ -13,7 +13,7 @@ from worpen_api.grpc.agents import AgentChannelServicer, fed_runtimes
 from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer, ServerTls
 from worpen_api.grpc.relay import AgentRelayServicer, RelayClient, relay_token
 from worpen_api.lifecycle import SoleReplica, TelemetryDrops
-from worpen_api.runtime import Hook, Worpen
+from worpen_api.runtime import Hook, Readiness, Worpen
 from worpen_api.settings import DockerHost, Settings
 from worpen_core.access.ports import AccessUnitOfWork
 from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
@@ -74,6 +74,7 @@ from worpen_infra.sql.copy import TableCopy as TableCopy  # `worpen db copy` rea
 from worpen_infra.sql.copy import copied_table_names as copied_table_names
 from worpen_infra.sql.copy import copy_database as copy_database
 from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.readiness import DatabaseReadiness
 from worpen_infra.sql.lease_repository import SqlAlchemyLeases
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
@@ -120,7 +121,12 @@ def bootstrap(
     on_stop: list[Hook] = []
 
     if uow is None:
-        engine = create_engine(settings.database_url)
+        engine = create_engine(
+            settings.database_url,
+            pool_size=settings.database.pool_size,
+            statement_timeout=settings.database.statement_timeout,
+            connect_timeout=settings.database.connect_timeout,
+        )
         uow = SqlAlchemyUnitOfWorkFactory(engine)
         # One process owns an SQLite database: it leads at once (a lease left by a crash would delay it).
         leases: Leases = (
@@ -131,6 +137,7 @@ def bootstrap(
             await upgrade_database(engine)
 
         close_database: Hook | None = engine.dispose
+        readiness: Readiness | None = DatabaseReadiness(engine, settings.database.connect_timeout)
         # Several replicas may share a PostgreSQL database: each records the agents' streams it holds.
         registry = SqlAlchemyAgentRegistry(engine) if engine.dialect.name == "postgresql" else None
         if engine.dialect.name == "postgresql":
@@ -146,6 +153,7 @@ def bootstrap(
             return None
 
         close_database = None
+        readiness = None
         leases = SoleReplica()
         registry = None
         signal = None
@@ -363,6 +371,8 @@ def bootstrap(
     worpen.stop_intake.append(executor.close)
     if close_database is not None:
         on_stop.append(close_database)
+    if readiness is not None:
+        worpen.readiness = readiness
     return worpen
 
 

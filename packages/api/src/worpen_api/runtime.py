@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -32,7 +32,13 @@ from worpen_core.shared.ports import Leases
 from worpen_core.telemetry.service import Telemetry
 
 Hook = Callable[[], Awaitable[None]]
+Readiness = Callable[[], Awaitable[Mapping[str, str]]]
 log = structlog.get_logger("worpen")
+
+
+async def _nothing_to_check() -> Mapping[str, str]:
+    """The readiness of a Worpen on stores a test handed in: nothing of its own to check."""
+    return {}
 
 
 @dataclass(slots=True)
@@ -59,6 +65,9 @@ class Worpen:
     agents: Agents
     event_queue_depth: Callable[[], int]
     migrate: Callable[[], Awaitable[None]]
+    readiness: Readiness = field(default=_nothing_to_check)
+    """Whether the database answers at the schema this server needs (/ready): what it found, else
+    Unavailable naming what is wrong."""
     agent_commands: Counter[tuple[str, str]] = field(default_factory=Counter)
     """Commands sent to agents over their streams, by (kind, outcome)."""
     jobs: list[Job] = field(default_factory=list)

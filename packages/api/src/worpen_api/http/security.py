@@ -22,8 +22,9 @@ from worpen_api.runtime import Worpen
 from worpen_core.access.model import ANONYMOUS_ADMIN, Permission, Principal
 from worpen_core.shared.errors import Forbidden, Unauthenticated, WorpenError
 
-PUBLIC_PATHS = frozenset({"/health", "/api/v1/pipelines/webhook"})
-"""Routes without an API key: the health check, and the pipelines' push webhook (signed by HMAC instead)."""
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/api/v1/pipelines/webhook"})
+"""Routes without an API key: the health and readiness checks, and the pipelines' push webhook (signed by
+HMAC instead)."""
 PERMISSION = "permission"
 KEY_IN_QUERY = "key_in_query"
 BEARER_SUBPROTOCOL = "worpen.bearer."
