@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tests.fakes.clock import FakeClock
+from tests.fakes.shared_limits import FakeFailedAuthLog
 from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.access.commands import CreateApiKey
 from worpen_core.access.model import ANONYMOUS_ADMIN, KEY_PREFIX, Permission, Principal, Role, hash_secret
@@ -176,3 +177,45 @@ async def test_admit_takes_a_bearer_value_and_throttles_only_failed_attempts(
     with pytest.raises(RateLimited):
         await authenticator.admit("Bearer wpn_nope3", "10.0.0.9")
     assert (await authenticator.admit(f"Bearer {issued.secret}", "10.0.0.1")).name == "ci"
+
+
+async def test_replicas_sharing_a_failure_log_throttle_a_client_spread_over_them(
+    keys: ApiKeys, uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    log = FakeFailedAuthLog()
+    a, b = (
+        Authenticator(
+            uow, clock, timedelta(seconds=5), FailedAuthThrottle(clock, 3, timedelta(minutes=1), log)
+        )
+        for _ in range(2)
+    )
+    issued = await keys.issue(CreateApiKey("ci", Role.VIEWER))
+
+    # Alternating replicas: three failures in all spend the limit; the replica that did not see the
+    # third learns of it from its own next failure (limit + replicas - 1 attempts at most).
+    outcomes = []
+    for attempt in range(6):
+        clock.advance(1)
+        try:
+            await (a if attempt % 2 == 0 else b).admit("Bearer wpn_nope", "10.0.0.9")
+        except (Unauthenticated, RateLimited) as exc:
+            outcomes.append(type(exc).__name__)
+    assert outcomes == ["Unauthenticated"] * 4 + ["RateLimited"] * 2
+    calls = log.calls
+    assert (await a.admit(f"Bearer {issued.secret}", "10.0.0.9")).name == "ci"
+    assert (await b.admit(f"Bearer {issued.secret}", "10.0.0.9")).name == "ci"
+    assert log.calls == calls == 4  # a success and a refusal never reach the database
+
+    # A learnt its block from the failures at seconds 1, 2 and 3: until the one at second 1 leaves the
+    # window (61), when one more attempt tells it of B's failure at second 4.
+    with pytest.raises(RateLimited) as caught:
+        await a.admit("Bearer wpn_nope", "10.0.0.9")
+    assert caught.value.retry_after == 56
+    with pytest.raises(Unauthenticated):
+        await a.admit("Bearer wpn_nope", "10.0.0.2")  # another client is not throttled
+    clock.advance(55)
+    with pytest.raises(Unauthenticated):
+        await a.admit("Bearer wpn_nope", "10.0.0.9")
+    with pytest.raises(RateLimited) as caught:
+        await a.admit("Bearer wpn_nope", "10.0.0.9")
+    assert caught.value.retry_after == 3  # until the failure at second 3 leaves the window

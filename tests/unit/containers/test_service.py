@@ -12,6 +12,7 @@ import pytest
 from tests.fakes.bus import FakeEventBus
 from tests.fakes.clock import FakeClock
 from tests.fakes.containers import FakeRuntime
+from tests.fakes.shared_limits import FakeSessionSlots
 from tests.fakes.storage import FakeUnitOfWorkFactory
 from worpen_core.access.model import Principal, Role
 from worpen_core.audit.model import AuditQuery, Outcome
@@ -30,7 +31,7 @@ from worpen_core.containers.model import (
     ContainerState,
     EngineEvent,
 )
-from worpen_core.containers.service import ContainerLimits, Containers
+from worpen_core.containers.service import SLOT_RENEW_SECONDS, ContainerLimits, Containers
 from worpen_core.shared.errors import (
     Ambiguous,
     Conflict,
@@ -280,3 +281,80 @@ async def test_a_pull_that_stops_making_progress_is_abandoned_and_audited_as_fai
     [entry] = await AuditTrail(uow, clock, bus).query(AuditQuery(action="image.pull"))
     assert entry.outcome is Outcome.FAILED
     assert entry.error == "the pull of 'img:1' on node a stalled: no progress for 0.05 s"
+
+
+async def test_terminal_caps_hold_across_replicas_sharing_the_session_slots(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    slots = FakeSessionSlots()
+    limits = ContainerLimits(terminals_per_key=1, terminals=2)
+    a, b = (
+        Containers(
+            [FakeRuntime("a", [container("a")])],
+            AuditTrail(uow, clock, bus),
+            clock,
+            bus,
+            limits,
+            slots=slots,
+            replica_id=replica,
+        )
+        for replica in ("a", "b")
+    )
+    other, third = Principal("key-2", "ci", Role.OPERATOR), Principal("key-3", "ci", Role.OPERATOR)
+
+    first = await a.open_terminal(OPERATOR, "web", None, ["/bin/sh"])
+    with pytest.raises(RateLimited) as per_key:
+        await b.open_terminal(OPERATOR, "web", None, ["/bin/sh"])
+    assert per_key.value.detail == (
+        "terminal sessions of this key: 1 open, the most it may have; close one first"
+    )
+    with pytest.raises(NotFound):  # a session that fails to open holds no place
+        await b.open_terminal(other, "nothing", None, ["/bin/sh"])
+    second = await b.open_terminal(other, "web", None, ["/bin/sh"])
+    with pytest.raises(RateLimited, match="terminal sessions: 2 open, the most this server allows"):
+        await a.open_terminal(third, "web", None, ["/bin/sh"])
+
+    await a.close_terminal(first)
+    assert (await b.open_terminal(OPERATOR, "web", None, ["/bin/sh"])).key_id == "key-1"
+    assert first.id not in slots.slots
+    assert second.id in slots.slots
+
+
+async def test_a_replica_that_stops_renewing_its_slots_holds_them_no_more(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    slots = FakeSessionSlots()
+    limits = ContainerLimits(terminals_per_key=1, terminals=8)
+    a, b = (
+        Containers(
+            [FakeRuntime("a", [container("a")])],
+            AuditTrail(uow, clock, bus),
+            clock,
+            bus,
+            limits,
+            slots=slots,
+            replica_id=replica,
+        )
+        for replica in ("a", "b")
+    )
+    await a.open_terminal(OPERATOR, "web", None, ["/bin/sh"])
+    kept = await b.open_terminal(Principal("key-2", "ci", Role.OPERATOR), "web", None, ["/bin/sh"])
+
+    # B renews its slots every few seconds; A died and renews nothing: past the staleness its slot is free.
+    for _ in range(7):
+        clock.advance(SLOT_RENEW_SECONDS)
+        await b.renew_slots()
+    with pytest.raises(RateLimited):
+        await b.open_terminal(Principal("key-2", "ci", Role.OPERATOR), "web", None, ["/bin/sh"])
+    assert (await b.open_terminal(OPERATOR, "web", None, ["/bin/sh"])).key_id == "key-1"
+
+    # A slot the database could not take back goes at the next renewal; a clean stop drops the rest.
+    slots.broken = True
+    await b.close_terminal(kept)
+    slots.broken = False
+    assert kept.id in slots.slots
+    clock.advance(SLOT_RENEW_SECONDS)
+    await b.renew_slots()
+    assert kept.id not in slots.slots
+    await b.forget_slots()
+    assert slots.slots == {}

@@ -15,7 +15,7 @@ from worpen_api.grpc.relay import AgentRelayServicer, RelayClient, relay_token
 from worpen_api.lifecycle import SoleReplica, TelemetryDrops
 from worpen_api.runtime import Hook, Readiness, Worpen
 from worpen_api.settings import DockerHost, Settings
-from worpen_core.access.ports import AccessUnitOfWork
+from worpen_core.access.ports import AccessUnitOfWork, FailedAuthLog
 from worpen_core.access.service import ApiKeys, Authenticator, FailedAuthThrottle
 from worpen_core.agents.jobs import agent_jobs
 from worpen_core.agents.service import Agents, Replicas
@@ -30,8 +30,8 @@ from worpen_core.automation.notifications import Notifications
 from worpen_core.automation.notify_ports import NotificationsUnitOfWork
 from worpen_core.automation.ports import AutomationUnitOfWork
 from worpen_core.automation.service import Automation
-from worpen_core.containers.jobs import container_jobs
-from worpen_core.containers.ports import ContainerRuntime
+from worpen_core.containers.jobs import container_jobs, session_slot_jobs
+from worpen_core.containers.ports import ContainerRuntime, SessionSlots
 from worpen_core.containers.service import Containers
 from worpen_core.dashboard.jobs import dashboard_jobs
 from worpen_core.dashboard.service import Dashboard
@@ -70,12 +70,14 @@ from worpen_infra.notify.webhook import HttpWebhookSender
 from worpen_infra.sandbox.mini_racer import MiniRacerSandbox
 from worpen_infra.schedule.cron import CronSimCronSchedule
 from worpen_infra.sql.agent_stream_repository import SqlAlchemyAgentRegistry
+from worpen_infra.sql.auth_failure_repository import SqlAlchemyFailedAuthLog
 from worpen_infra.sql.copy import TableCopy as TableCopy  # `worpen db copy` reaches the adapter here
 from worpen_infra.sql.copy import copied_table_names as copied_table_names
 from worpen_infra.sql.copy import copy_database as copy_database
 from worpen_infra.sql.database import create_engine, upgrade_database
-from worpen_infra.sql.readiness import DatabaseReadiness
 from worpen_infra.sql.lease_repository import SqlAlchemyLeases
+from worpen_infra.sql.readiness import DatabaseReadiness
+from worpen_infra.sql.session_slot_repository import SqlAlchemySessionSlots
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 FIRST_ENGINE_RETRY = 0.5
@@ -140,6 +142,11 @@ def bootstrap(
         readiness: Readiness | None = DatabaseReadiness(engine, settings.database.connect_timeout)
         # Several replicas may share a PostgreSQL database: each records the agents' streams it holds.
         registry = SqlAlchemyAgentRegistry(engine) if engine.dialect.name == "postgresql" else None
+        # ... and the limits users would see broken if each replica kept its own: failed authentications
+        # and open terminal sessions (one process on SQLite keeps them in memory).
+        shares_limits = engine.dialect.name == "postgresql"
+        failure_log: FailedAuthLog | None = SqlAlchemyFailedAuthLog(engine) if shares_limits else None
+        session_slots: SessionSlots | None = SqlAlchemySessionSlots(engine) if shares_limits else None
         if engine.dialect.name == "postgresql":
             # Other replicas may write the journal and the log: followers get them through the tail.
             signal: PostgresJournalSignal | None = PostgresJournalSignal(
@@ -156,6 +163,8 @@ def bootstrap(
         readiness = None
         leases = SoleReplica()
         registry = None
+        failure_log = None
+        session_slots = None
         signal = None
 
     policy = settings.log_policy
@@ -183,14 +192,25 @@ def bootstrap(
     # Replicas on one PostgreSQL database each hold the fleet: transitions saved against the agent's
     # revision, overdue agents read again before the sweep, and a refresh of the others' changes.
     fleet = Fleet(uow, bus, clock, settings.policy, shared=settings.database_url.startswith("postgresql"))
-    throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1))
+    throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1), failure_log)
     authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds), throttle)
     if runtimes is None:
         dockers = [_docker(host, settings) for host in settings.docker_hosts]
         on_stop.extend(runtime.close for runtime in dockers)
         runtimes = dockers
     audit = AuditTrail(uow, clock, bus)
-    containers = Containers(runtimes, audit, clock, bus, settings.container_limits)
+    containers = Containers(
+        runtimes,
+        audit,
+        clock,
+        bus,
+        settings.container_limits,
+        slots=session_slots,
+        replica_id=settings.replicas.replica_id,
+    )
+    if session_slots is not None:
+        on_start.append(containers.forget_slots)
+        on_stop.append(containers.forget_slots)
     incidents = Incidents(uow, clock, bus, fleet, containers, audit, settings.incidents)
     sender = HttpWebhookSender(
         allow_private=settings.allow_private_webhooks, timeout=settings.webhook_timeout
@@ -331,6 +351,7 @@ def bootstrap(
             *event_jobs(journal, prune_every=policy.prune_every),
             *log_jobs(central_log, flush_every=settings.flush_interval),
             *container_jobs(containers, first_retry=FIRST_ENGINE_RETRY, max_retry=settings.docker_retry_max),
+            *(session_slot_jobs(containers) if session_slots is not None else []),
             *dashboard_jobs(throughput, services, sample_every=settings.service_sample_interval),
             *notification_jobs(notifications),
             *incident_jobs(incidents, every=AUTO_RESOLVE_EVERY),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 from worpen_core.access.model import ApiKey
@@ -21,6 +22,16 @@ class ApiKeyRepository(Protocol):
     async def update(self, key: ApiKey) -> None: ...
 
     async def count(self) -> int: ...
+
+
+class FailedAuthLog(Protocol):
+    """Failed authentications as every replica of one database sees them, so that a client spread over
+    the replicas by a load balancer gets the throttle's limit in all, not per replica."""
+
+    async def record(self, client: str, at: datetime, since: datetime, most: int) -> list[datetime]:
+        """Record a failure of `client` at `at` (and forget every client's failures before `since`); the
+        client's failures since `since`, this one included, newest first, at most `most`."""
+        ...
 
 
 class AccessUnitOfWork(UnitOfWork, Protocol):

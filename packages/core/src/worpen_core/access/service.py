@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from worpen_core.access.commands import CreateApiKey
 from worpen_core.access.model import ApiKey, Principal, Role, hash_secret, new_secret
-from worpen_core.access.ports import AccessUnitOfWorkFactory
+from worpen_core.access.ports import AccessUnitOfWorkFactory, FailedAuthLog
 from worpen_core.shared.errors import NotFound, RateLimited, Unauthenticated
 from worpen_core.shared.ports import Clock
 
@@ -99,8 +99,7 @@ class Authenticator:
                 raise Unauthenticated(f"unsupported scheme {scheme[:16]!r}: {MISSING_CREDENTIAL}")
             return await self.authenticate(secret)
         except Unauthenticated:
-            self._throttle.check(client)
-            self._throttle.record_failure(client)
+            await self._throttle.failed(client)
             raise
 
     async def authenticate(self, secret: str) -> Principal:
@@ -130,32 +129,62 @@ class Authenticator:
 
 class FailedAuthThrottle:
     """At most `limit` failed authentications per client within `window`; past that, 429. It also
-    counts every client's failures per minute over the last hour, for the dashboard's security score."""
+    counts every client's failures per minute over the last hour, for the dashboard's security score.
 
-    def __init__(self, clock: Clock, limit: int, window: timedelta) -> None:
+    With a shared `log` (several replicas on one database), a failure is recorded there and answers how
+    many the client made on every replica; the client is then refused here until enough of them leave the
+    window. Only a failure touches the database, never a success; the replicas learn of a client's block
+    from its next failure each, so it gets at most `limit` + (replicas - 1) attempts a window. The
+    dashboard's count stays per replica: the failures this replica saw."""
+
+    def __init__(self, clock: Clock, limit: int, window: timedelta, log: FailedAuthLog | None = None) -> None:
         self._clock = clock
         self._limit = limit
         self._window = window
+        self._log = log
         self._failures: dict[str, deque[datetime]] = {}
+        self._blocked: dict[str, datetime] = {}
+        """With a shared log: until when each client is refused, as its last failure here learnt."""
         self._per_minute: deque[tuple[datetime, int]] = deque(maxlen=60)
         """(minute, failures in it), oldest first."""
 
+    async def failed(self, client: str) -> None:
+        """A failed attempt of `client`: RateLimited if it spent its attempts, else counted."""
+        self.check(client)
+        self.record_failure(client)
+        if self._log is None:
+            return
+        now = self._clock.now()
+        recent = await self._log.record(client, now, now - self._window, self._limit)
+        if len(recent) >= self._limit:
+            self._blocked[client] = recent[self._limit - 1] + self._window
+
     def check(self, client: str) -> None:
+        now = self._clock.now()
+        if self._log is not None:
+            until = self._blocked.get(client)
+            if until is None:
+                return
+            if now >= until:
+                del self._blocked[client]
+                return
+            raise RateLimited("too many failed authentications from this client", _seconds(until - now))
         failures = self._failures.get(client)
         if not failures:
             return
-        now = self._clock.now()
         while failures and now - failures[0] >= self._window:
             failures.popleft()
         if not failures:
             del self._failures[client]
         elif len(failures) >= self._limit:
-            retry_after = max(1, int((failures[0] + self._window - now).total_seconds()) + 1)
-            raise RateLimited("too many failed authentications from this client", retry_after)
+            raise RateLimited(
+                "too many failed authentications from this client", _seconds(failures[0] + self._window - now)
+            )
 
     def record_failure(self, client: str) -> None:
         now = self._clock.now()
-        self._failures.setdefault(client, deque(maxlen=self._limit)).append(now)
+        if self._log is None:
+            self._failures.setdefault(client, deque(maxlen=self._limit)).append(now)
         minute = now.replace(second=0, microsecond=0)
         if self._per_minute and self._per_minute[-1][0] == minute:
             self._per_minute[-1] = (minute, self._per_minute[-1][1] + 1)
@@ -166,3 +195,8 @@ class FailedAuthThrottle:
         """Failed authentications of every client in the last hour (counted by the minute)."""
         since = self._clock.now().replace(second=0, microsecond=0) - HOUR
         return sum(count for minute, count in self._per_minute if minute > since)
+
+
+def _seconds(left: timedelta) -> int:
+    """Retry-After for a wait of `left`: whole seconds, never short of it."""
+    return max(1, int(left.total_seconds()) + 1)

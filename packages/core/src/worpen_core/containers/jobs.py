@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from worpen_core.containers.service import Containers
-from worpen_core.shared.jobs import Continuous, Job
+from worpen_core.containers.service import SLOT_RENEW_SECONDS, Containers
+from worpen_core.shared.jobs import Continuous, Job, Periodic
 
 
 def container_jobs(containers: Containers, *, first_retry: float, max_retry: float) -> list[Job]:
@@ -22,3 +22,8 @@ def container_jobs(containers: Containers, *, first_retry: float, max_retry: flo
         Continuous("engines.watch", watch),
         Continuous("engines.publish", containers.publish, singleton=True),
     ]
+
+
+def session_slot_jobs(containers: Containers) -> list[Job]:
+    """With several replicas on one database, every replica renews the terminal session slots it holds."""
+    return [Periodic("terminals.slots", SLOT_RENEW_SECONDS, containers.renew_slots)]

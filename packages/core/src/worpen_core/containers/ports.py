@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -122,4 +123,48 @@ class Inventoried(Protocol):
 
     def inventory_taken_at(self) -> datetime | None:
         """When the inventory it lists from was taken; None before the first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSlot:
+    """A terminal session open (or being opened) on a replica, counted against its key's cap and the
+    total one."""
+
+    id: str
+    key_id: str
+    replica_id: str
+    renewed_at: datetime
+    """When it was taken, then when its replica last renewed it."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsInUse:
+    """Sessions open when a slot was refused: the key's, and all of them."""
+
+    key: int
+    total: int
+
+
+class SessionSlots(Protocol):
+    """Terminal sessions open on every replica of one database, so that the caps hold across them. A
+    replica renews its slots every few seconds; a slot not renewed since `fresh_since` (its replica died)
+    counts no more."""
+
+    async def take(
+        self, slot: SessionSlot, *, per_key: int, total: int, fresh_since: datetime
+    ) -> SlotsInUse | None:
+        """Take `slot` unless its key holds `per_key` slots or all hold `total`, counted in one
+        transaction that no other take can interleave with: None when taken, else what was in use."""
+        ...
+
+    async def give_back(self, slot_id: str) -> None: ...
+
+    async def renew(self, replica_id: str, held: Collection[str], at: datetime) -> None:
+        """Mark `held` (the replica's slots) fresh at `at`, and drop the replica's other slots from before
+        `at` (those it could not give back; not one taken since `held` was read)."""
+        ...
+
+    async def forget_replica(self, replica_id: str) -> None:
+        """Drop every slot of the replica: at its start (left by an earlier run that died) and clean stop."""
         ...

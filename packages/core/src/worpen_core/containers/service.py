@@ -4,12 +4,13 @@ terminals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from worpen_core.access.model import Principal
@@ -34,7 +35,13 @@ from worpen_core.containers.model import (
     PruneRequest,
     PullProgress,
 )
-from worpen_core.containers.ports import ContainerRuntime, Inventoried, TerminalChannel
+from worpen_core.containers.ports import (
+    ContainerRuntime,
+    Inventoried,
+    SessionSlot,
+    SessionSlots,
+    TerminalChannel,
+)
 from worpen_core.events.model import Event
 from worpen_core.events.ports import EventBus
 from worpen_core.shared.errors import (
@@ -61,6 +68,11 @@ IMAGE_PATTERN = r"^[a-z0-9]+(?:[._/:@-][A-Za-z0-9_.+-]+)*$"
 _reference = re.compile(REFERENCE_PATTERN)
 _image = re.compile(IMAGE_PATTERN)
 _hex = re.compile(r"^[0-9a-f]+$")
+SLOT_RENEW_SECONDS = 5.0
+"""With several replicas, how often each renews the session slots it holds in the database."""
+SLOT_STALE = timedelta(seconds=30)
+"""A slot not renewed for this long belongs to a replica that died: it counts no more. (The replicas'
+clocks must agree to within a few seconds.)"""
 
 
 def check_reference(ref: str) -> str:
@@ -132,6 +144,9 @@ class Containers:
         clock: Clock,
         bus: EventBus,
         limits: ContainerLimits,
+        *,
+        slots: SessionSlots | None = None,
+        replica_id: str = "",
     ) -> None:
         self._runtimes = {runtime.node: runtime for runtime in runtimes}
         self._direct = frozenset(self._runtimes)
@@ -143,7 +158,12 @@ class Containers:
         self._status = {runtime.node: EngineStatus(runtime.node) for runtime in runtimes}
         self._terminals: dict[str, TerminalSession] = {}
         self._terminal_slots: Counter[str] = Counter()
-        """Terminal sessions open or being opened, by API key id."""
+        """Terminal sessions open or being opened, by API key id (one replica alone)."""
+        self._slots = slots
+        """With several replicas on one database: the sessions open on every one, which the caps count."""
+        self._replica_id = replica_id
+        self._held: set[str] = set()
+        """The ids of this replica's sessions open or being opened, whose slots it renews."""
         self._watch: _Watch | None = None
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._publishing = False
@@ -372,25 +392,16 @@ class Containers:
         says where (node, target id, target name, how the audit trail names it) and how to open it; the
         opening is audited as `action`."""
         key = principal.key_id
-        if self._terminal_slots[key] >= self._limits.terminals_per_key:
-            raise RateLimited(
-                f"terminal sessions of this key: {self._terminal_slots[key]} open, the most it may have; "
-                "close one first"
-            )
-        if self._terminal_slots.total() >= self._limits.terminals:
-            raise RateLimited(
-                f"terminal sessions: {self._terminal_slots.total()} open, the most this server allows; "
-                "try again when one closes"
-            )
-        self._terminal_slots[key] += 1  # held while the session opens, so concurrent opens count too
+        session_id = secrets.token_hex(8)
+        await self._take_slot(key, session_id)  # held while the session opens, so concurrent opens count too
         try:
             node, target_id, target_name, what, opener = await target()
             channel = await self._audit.run(principal, action, what, node, opener)
         except BaseException:
-            self._release_terminal(key)
+            await self._release_slot(key, session_id)
             raise
         session = TerminalSession(
-            id=secrets.token_hex(8),
+            id=session_id,
             node=node,
             container_id=target_id,
             container_name=target_name,
@@ -404,14 +415,67 @@ class Containers:
         return session
 
     async def close_terminal(self, session: TerminalSession) -> None:
-        if self._terminals.pop(session.id, None) is not None:
-            self._release_terminal(session.key_id)
-        await session.channel.close()
+        opened = self._terminals.pop(session.id, None) is not None
+        try:
+            await session.channel.close()
+        finally:
+            if opened:
+                await self._release_slot(session.key_id, session.id)
 
-    def _release_terminal(self, key: str) -> None:
-        self._terminal_slots[key] -= 1
-        if not self._terminal_slots[key]:
-            del self._terminal_slots[key]
+    async def _take_slot(self, key: str, session_id: str) -> None:
+        """A slot for a session of `key`, or RateLimited: counted here with one replica, in the database
+        (across the replicas) with several."""
+        if self._slots is None:
+            self._refuse_beyond(self._terminal_slots[key], self._terminal_slots.total())
+            self._terminal_slots[key] += 1
+            return
+        now = self._clock.now()
+        self._held.add(session_id)  # renewed from now on, should the take outlast a renewal
+        try:
+            in_use = await self._slots.take(
+                SessionSlot(session_id, key, self._replica_id, now),
+                per_key=self._limits.terminals_per_key,
+                total=self._limits.terminals,
+                fresh_since=now - SLOT_STALE,
+            )
+        except BaseException:
+            self._held.discard(session_id)
+            raise
+        if in_use is not None:
+            self._held.discard(session_id)
+            self._refuse_beyond(in_use.key, in_use.total)
+
+    def _refuse_beyond(self, of_key: int, total: int) -> None:
+        if of_key >= self._limits.terminals_per_key:
+            raise RateLimited(
+                f"terminal sessions of this key: {of_key} open, the most it may have; close one first"
+            )
+        if total >= self._limits.terminals:
+            raise RateLimited(
+                f"terminal sessions: {total} open, the most this server allows; try again when one closes"
+            )
+
+    async def _release_slot(self, key: str, session_id: str) -> None:
+        if self._slots is None:
+            self._terminal_slots[key] -= 1
+            if not self._terminal_slots[key]:
+                del self._terminal_slots[key]
+            return
+        self._held.discard(session_id)
+        # Out of `_held`, a slot the database could not take back now goes at this replica's next renewal.
+        with contextlib.suppress(Unavailable):
+            await self._slots.give_back(session_id)
+
+    async def renew_slots(self) -> None:
+        """With several replicas: keep this replica's slots counted, and drop those it could not give back."""
+        if self._slots is not None:
+            await self._slots.renew(self._replica_id, set(self._held), self._clock.now())
+
+    async def forget_slots(self) -> None:
+        """With several replicas: drop every slot under this replica's id, at its start (left by an
+        earlier run that died) and at a clean stop (its sessions end with it)."""
+        if self._slots is not None:
+            await self._slots.forget_replica(self._replica_id)
 
     def terminals(self) -> list[TerminalSession]:
         return sorted(self._terminals.values(), key=lambda s: s.opened_at)

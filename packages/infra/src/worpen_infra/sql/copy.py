@@ -77,10 +77,11 @@ class CopyReport:
         return not any(table.problems for table in self.tables)
 
 
-LIVE_STATE = frozenset({"leases", "agent_streams"})
-"""Tables of the source's running replicas, not of the installation: who leads them and which agent
-streams they hold. The target's replicas write their own as they start and as agents connect; copied,
-these rows would name replicas that do not serve the target."""
+LIVE_STATE = frozenset({"leases", "agent_streams", "auth_failures", "session_slots"})
+"""Tables of the source's running replicas, not of the installation: who leads them, which agent streams
+they hold, the failed authentications they throttle and the terminal sessions they have open. The
+target's replicas write their own as they start, as agents connect and as clients come; copied, these rows
+would name replicas that do not serve the target."""
 
 
 def copied_table_names() -> list[str]:

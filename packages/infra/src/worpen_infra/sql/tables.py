@@ -573,3 +573,30 @@ agent_streams = Table(
 """Which replica holds each connected agent's stream and where the others reach it (its gRPC address),
 with the agent's Hello as JSON (version, protocol, capabilities, labels), for the other replicas to show
 and relay commands to it. Only several replicas on one database use it."""
+
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column("id", SerialId, primary_key=True, autoincrement=True),
+    Column("client", String(300), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_auth_failures_client_at", "client", "at"),
+    Index("ix_auth_failures_at", "at"),
+)
+"""Failed authentications within the throttle's window, by client address, so that its limit holds across
+the replicas of one database; each failure forgets those older than the window. Only several replicas on
+one database use it."""
+
+session_slots = Table(
+    "session_slots",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(64), nullable=False),
+    Column("replica_id", String(200), nullable=False),
+    Column("renewed_at", UtcDateTime, nullable=False),
+    Index("ix_session_slots_key_id", "key_id"),
+    Index("ix_session_slots_replica_id", "replica_id"),
+)
+"""Terminal sessions open on each replica, counted against the caps per API key and in all; a replica
+renews its rows every few seconds, and rows it stopped renewing (it died) count no more. Only several
+replicas on one database use it."""
