@@ -1,5 +1,5 @@
 """Fixtures of the integration tests: real `worpen` processes on loopback, each server on its own SQLite
-file (see support.py).
+file, or its own PostgreSQL database with WORPEN_TEST_DATABASE=postgresql (see support.py).
 
 `fleet_server` is one `worpen serve` for the whole session, shared by the modules that only need a
 running Worpen; tests on it use their own agent ids so they do not depend on each other's agents.

@@ -23,7 +23,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.integration.receiver import Receiver
-from tests.integration.support import Keys, WorpenServer, bearer
+from tests.integration.support import Keys, WorpenServer, bearer, database_url
 from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
 from worpen_api.runtime import Worpen
@@ -240,7 +240,7 @@ async def started(database: Path, **settings: Any) -> AsyncIterator[Running]:
     worpen = bootstrap(
         Settings(
             grpc_port=0,
-            database_url=f"sqlite+aiosqlite:///{database}",
+            database_url=database_url(database),
             allow_private_webhooks=True,
             docker_hosts=(),
             **settings,

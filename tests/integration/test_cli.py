@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.support import Invocation, Keys, WorpenServer, base_env, run_worpen
+from tests.integration.support import Invocation, Keys, WorpenServer, base_env, query, run_worpen
 
 pytestmark = pytest.mark.integration
 
@@ -93,11 +93,10 @@ def test_apikey_revoke_marks_the_key_revoked_and_the_running_server_refuses_it(
     assert commands.revoke.returncode == 0, commands.revoke.stderr
     assert keys.to_revoke_with_cli.id in commands.revoke.stdout
 
-    with closing(sqlite3.connect(fleet_server.database)) as db:
-        revoked_at, viewer_revoked_at = (
-            db.execute("SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)).fetchone()[0]
-            for key_id in (keys.to_revoke_with_cli.id, keys.viewer.id)
-        )
+    revoked_at, viewer_revoked_at = (
+        query(fleet_server.database_url, "SELECT revoked_at FROM api_keys WHERE id = :id", id=key_id)[0][0]
+        for key_id in (keys.to_revoke_with_cli.id, keys.viewer.id)
+    )
     assert revoked_at is not None
     assert viewer_revoked_at is None
     # The server never saw this key before, so nothing cached lets it through.

@@ -1,14 +1,15 @@
-"""A database that cannot be written (locked by another process) answers 503 naming it, and nothing
-acknowledged is lost: the heartbeat is refused, not half-accepted."""
+"""A database that cannot be written (locked by another process: a writer on SQLite, a transaction holding
+the tables on PostgreSQL) answers 503 naming it, and nothing acknowledged is lost: the heartbeat is
+refused, not half-accepted."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.integration.support import database_url, writes_blocked
 from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
 from worpen_api.settings import Settings
@@ -19,21 +20,19 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_locked_database_answers_503_naming_it_and_recovers(tmp_path: Path) -> None:
-    path = tmp_path / "worpen.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}", busy_timeout_ms=50)
+    url = database_url(tmp_path / "worpen.db")
+    engine = create_engine(url, busy_timeout_ms=50, statement_timeout=0.5)
     await upgrade_database(engine)
-    settings = Settings(auth=False, grpc_port=0, database_url=f"sqlite+aiosqlite:///{path}")
+    # The app serves from the test client's own event loop: asyncpg's connections belong to the loop that
+    # opened them, so none opened here may be pooled for it.
+    await engine.dispose()
+    settings = Settings(auth=False, grpc_port=0, database_url=url)
     app = create_app(bootstrap(settings, uow=SqlAlchemyUnitOfWorkFactory(engine)))
     beat = {"id": "bee-locked", "cpu": 1, "ram": 2}
 
     async with AsyncTestClient(app) as client:
-        holder = sqlite3.connect(path, isolation_level=None)
-        holder.execute("BEGIN EXCLUSIVE")
-        try:
+        with writes_blocked(url):
             refused = await client.post("/api/v1/internal/heartbeat", json=beat)
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
 
         assert refused.status_code == 503
         assert refused.json()["detail"].startswith("database unavailable")

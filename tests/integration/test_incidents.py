@@ -1,9 +1,9 @@
-"""Incidents over HTTP against a real server and its SQLite file: the list the cockpit reads (filtered,
+"""Incidents over HTTP against a real server and its database: the list the cockpit reads (filtered,
 newest first), one incident with its timeline, resolution by hand (audited, in the central log, 409 the
 second time), 404 for an unknown id, and viewers who read but cannot resolve.
 
 The rule engine that opens incidents is another feature; these tests open them with the core service
-itself, on the server's own database file while it serves, as a second writer would."""
+itself, on the server's own database while it serves, as a second writer would."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def seed(server: WorpenServer, reports: Sequence[IncidentReport], fail: int | No
     `fail`-th incident reported, if given."""
 
     async def run() -> list[Incident]:
-        engine = create_engine(f"sqlite+aiosqlite:///{server.database}")
+        engine = create_engine(server.database_url)
         try:
             uow = SqlAlchemyUnitOfWorkFactory(engine)
             clock, bus = SystemClock(), FakeEventBus()
