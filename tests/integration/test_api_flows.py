@@ -377,6 +377,7 @@ def test_the_openapi_schema_lists_every_route(fleet_server: WorpenServer, keys: 
     routes = {path: set(operations) for path, operations in response.json()["paths"].items()}
     assert routes == {
         "/health": {"get"},
+        "/ready": {"get"},
         "/metrics": {"get"},
         "/metrics/fleet": {"get"},
         "/api/v1/dashboard/stats": {"get"},
