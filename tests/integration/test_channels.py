@@ -23,7 +23,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from tests.integration.receiver import Receiver
-from tests.integration.support import Keys, WorpenServer, bearer, database_url
+from tests.integration.support import Keys, WorpenServer, bearer
 from worpen_api.app import create_app
 from worpen_api.bootstrap import bootstrap
 from worpen_api.runtime import Worpen
@@ -240,7 +240,9 @@ async def started(database: Path, **settings: Any) -> AsyncIterator[Running]:
     worpen = bootstrap(
         Settings(
             grpc_port=0,
-            database_url=database_url(database),
+            # SQLite on either run: the test's loop and the client's share the engine, and asyncpg's
+            # connections belong to the loop that opened them; delivery is the subject here, not storage.
+            database_url=f"sqlite+aiosqlite:///{database}",
             allow_private_webhooks=True,
             docker_hosts=(),
             **settings,
