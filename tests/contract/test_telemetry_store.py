@@ -107,6 +107,8 @@ async def test_buckets_are_the_stored_ones_merged_into_display_steps(uow: Storag
     assert first.aggregate("cpu") == Aggregate(10, 21, sum(10.0 + n for n in range(12)), 12)
     assert second.aggregate("cpu") == Aggregate(22, 27, sum(10.0 + n for n in range(12, 18)), 6)
     assert (first.increases, second.increases) == ((11_000, 0), (6000, 0))
+    # integers, as stored: a Decimal (PostgreSQL's sum of integers) would reach the API as a string
+    assert all(type(increase) is int for increase in (*first.increases, *second.increases))
     assert shown[3] is None
 
 

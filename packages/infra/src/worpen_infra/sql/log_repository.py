@@ -142,6 +142,8 @@ class _TsQuery:
         if piece.startswith('"'):
             if len(piece) < 2 or not piece.endswith('"'):
                 self._refuse("unterminated string")
+        elif piece.startswith("*"):
+            self._refuse(f"{piece!r}: a prefix needs a word before its '*'")
         elif piece.endswith("*"):
             prefix = True
         words = [f"'{word}'" for word in _WORD.findall(piece)]

@@ -292,7 +292,11 @@ def _regrouped(name: str) -> ColumnElement[Any]:
         return func.min(_rollup[name])
     if part == "max":
         return func.max(_rollup[name])
-    return func.sum(_rollup[name])
+    column = _rollup[name]
+    total = func.sum(column)
+    # PostgreSQL sums integers as numeric, which asyncpg returns as Decimal: a counter would reach the API
+    # as a string. Cast back to the column's own type (SQLite sums integers as integers already).
+    return cast(total, column.type) if isinstance(column.type, Integer) else total
 
 
 _slot = (_rollup.start - bindparam("origin", type_=BigInteger)) // bindparam("step", type_=BigInteger)
