@@ -5,6 +5,7 @@ exactly one wins."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,7 +15,7 @@ import pytest
 
 from tests.fakes.clock import FakeClock
 from tests.fakes.leases import FakeLeases
-from tests.postgres_support import create_database
+from tests.postgres_support import admin_url, create_database
 from worpen_core.shared.errors import Unavailable
 from worpen_core.shared.ports import Leases
 from worpen_infra.clock import SystemClock
@@ -136,8 +137,14 @@ async def test_of_many_replicas_racing_for_an_expired_lease_exactly_one_wins(bac
     assert [token for token in tokens if token is not None] == [first + 1]
 
 
-async def test_an_unreachable_database_is_unavailable(tmp_path: Path) -> None:
-    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'leases.db'}")
+async def test_an_unreachable_database_is_unavailable() -> None:
+    # PostgreSQL on a port nothing listens on: a SQLite file that cannot be opened leaves aiosqlite's
+    # thread to report its failure after the test's event loop closed, an error in whichever test runs next.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    admin_url()
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/worpen", connect_timeout=2)
     leases = SqlAlchemyLeases(engine, SystemClock())
 
     with pytest.raises(Unavailable) as raised:
