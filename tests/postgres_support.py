@@ -11,11 +11,14 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+
+T = TypeVar("T")
 
 ADMIN_URL_VARIABLE = "WORPEN_TEST_POSTGRES_URL"
 BIN_VARIABLE = "WORPEN_TEST_POSTGRES_BIN"
@@ -50,15 +53,15 @@ async def create_database(prefix: str = "worpen", admin: str | None = None) -> s
     return f"{admin.rsplit('/', 1)[0]}/{name}"
 
 
-def create_database_sync(prefix: str = "worpen", admin: str | None = None) -> str:
-    """`create_database` from synchronous code, even while an event loop runs in this thread."""
-    admin = admin or admin_url()
-    created: list[str] = []
+def run_sync(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`work()` run to its end on an event loop of its own, in a thread of its own: callable from
+    synchronous code even while an event loop runs in this thread (a test's). Raises what it raised."""
+    done: list[T] = []
     failed: list[BaseException] = []
 
     def run() -> None:
         try:
-            created.append(asyncio.run(create_database(prefix, admin)))
+            done.append(asyncio.run(work()))
         except BaseException as exc:  # re-raised in the caller's thread
             failed.append(exc)
 
@@ -67,7 +70,13 @@ def create_database_sync(prefix: str = "worpen", admin: str | None = None) -> st
     thread.join()
     if failed:
         raise failed[0]
-    return created[0]
+    return done[0]
+
+
+def create_database_sync(prefix: str = "worpen", admin: str | None = None) -> str:
+    """`create_database` from synchronous code, even while an event loop runs in this thread."""
+    chosen = admin or admin_url()
+    return run_sync(lambda: create_database(prefix, chosen))
 
 
 @contextmanager

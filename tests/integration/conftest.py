@@ -26,9 +26,11 @@ from tests.integration.support import (
     Keys,
     Servers,
     WorpenServer,
+    free_port,
     issued_key,
     run_worpen,
 )
+from tests.postgres_support import Cluster
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,6 +49,17 @@ def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         yield pool
     finally:
         pool.stop_all()
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of the test's own, which it may stop and start (the shared one must stay up)."""
+    own = Cluster(free_port())
+    own.start()
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+import httpx
 
 from tests.integration.support import WorpenServer, launch_server
 from tests.postgres_support import create_database_sync
@@ -60,3 +62,11 @@ def replicas(
         for server in started:
             if server.stop() not in (0, -signal.SIGKILL):
                 print(server.log())
+
+
+@contextmanager
+def admin_clients(servers: list[WorpenServer]) -> Iterator[list[httpx.Client]]:
+    """A client of each replica with the admin key the first one printed."""
+    key = servers[0].initial_admin_key()
+    with ExitStack() as stack:
+        yield [stack.enter_context(server.client(key)) for server in servers]

@@ -7,7 +7,6 @@ Waits are bounded polls with generous deadlines: they bound a hang, they are not
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -18,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,7 +29,7 @@ from sqlalchemy import text
 
 from tests import postgres_support
 from tests.integration.docker_support import ENGINE_URL
-from tests.postgres_support import create_database_sync
+from tests.postgres_support import create_database_sync, run_sync
 from worpen_infra.sql.database import create_engine
 
 DEADLINE_SECONDS = 60.0
@@ -157,8 +155,6 @@ def writes_blocked(url: str) -> Iterator[None]:
 def query(url: str, sql: str, **parameters: object) -> list[tuple[Any, ...]]:
     """The rows of `sql` (`:name` placeholders; committed if it writes) on the database at `url`, SQLite or
     PostgreSQL, from synchronous code, as a second client of a server's store would."""
-    found: list[list[tuple[Any, ...]]] = []
-    failed: list[BaseException] = []
 
     async def read() -> list[tuple[Any, ...]]:
         engine = create_engine(url)
@@ -169,19 +165,7 @@ def query(url: str, sql: str, **parameters: object) -> list[tuple[Any, ...]]:
         finally:
             await engine.dispose()
 
-    def run() -> None:
-        try:
-            found.append(asyncio.run(read()))
-        except BaseException as exc:  # re-raised in the caller's thread
-            failed.append(exc)
-
-    # In a thread of its own: the caller may be a test with an event loop running.
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return found[0]
+    return run_sync(read)
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.docker_support import wait_for
-from tests.integration.support import WorpenServer, free_port, heartbeat, start_server
+from tests.integration.support import WorpenServer, heartbeat, start_server
 from tests.postgres_support import Cluster
 
 pytestmark = pytest.mark.integration
@@ -106,16 +106,6 @@ class Load:
     def succeeded(self, kind: str, since: float) -> bool:
         with self._lock:
             return any(a.kind == kind and a.status < 300 and a.at > since for a in self.answers)
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    own = Cluster(free_port())
-    own.start()
-    try:
-        yield own
-    finally:
-        own.close()
 
 
 def test_postgresql_down_under_load_is_503_and_nothing_acknowledged_is_lost(

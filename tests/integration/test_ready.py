@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 from tests.integration.docker_support import wait_for
-from tests.integration.support import WorpenServer, free_port, query, start_server
+from tests.integration.support import WorpenServer, query, start_server
 from tests.postgres_support import Cluster, create_database_sync
 
 pytestmark = pytest.mark.integration
@@ -86,16 +86,6 @@ def test_a_schema_behind_or_ahead_of_the_server_is_not_ready_and_says_which(serv
     )
     assert again.status_code == 200, again.text
     assert health.status_code == 200
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    own = Cluster(free_port())
-    own.start()
-    try:
-        yield own
-    finally:
-        own.close()
 
 
 def test_postgresql_stopped_is_503_naming_it_in_bounded_time_and_ready_again_once_it_is_back(

@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 from tests.integration.agent_support import AgentProcess, agent_key, agent_view, launch_agent
 from tests.integration.docker_support import Containers, sse_events, wait_for
-from tests.integration.replica_support import replicas
+from tests.integration.replica_support import admin_clients, replicas
 from tests.integration.support import WorpenServer
 from worpen_proto.v1 import relay_pb2, relay_pb2_grpc
 
@@ -42,8 +42,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorpenServer
 
 @pytest.fixture(scope="module")
 def clients(pair: list[WorpenServer]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    key = pair[0].initial_admin_key()
-    with pair[0].client(key) as a, pair[1].client(key) as b:
+    with admin_clients(pair) as (a, b):
         yield a, b
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.docker_support import wait_for
-from tests.integration.replica_support import replicas
+from tests.integration.replica_support import admin_clients, replicas
 from tests.integration.support import WorpenServer, heartbeat
 from tests.integration.test_event_stream import PING, Message, messages, ship, taken
 from tests.postgres_support import admin_url, create_database
@@ -38,8 +38,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[WorpenServer
 
 @pytest.fixture(scope="module")
 def clients(pair: list[WorpenServer]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    key = pair[0].initial_admin_key()
-    with pair[0].client(key) as a, pair[1].client(key) as b:
+    with admin_clients(pair) as (a, b):
         yield a, b
 
 
