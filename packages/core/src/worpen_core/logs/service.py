@@ -18,6 +18,7 @@ from worpen_core.logs.render import render
 from worpen_core.shared.broadcast import Broadcast, resume
 from worpen_core.shared.errors import WorpenError
 from worpen_core.shared.ports import Clock
+from worpen_core.shared.streams import wait_or_stop
 
 BATCH_LINES = 5000
 """Lines (events included) written per transaction at most."""
@@ -166,13 +167,7 @@ class CentralLog:
             # The store unreachable, it is read again at the next signal or poll.
             with contextlib.suppress(WorpenError):
                 await self._catch_up()
-            waiting = asyncio.ensure_future(signal.wait(self._poll))
-            stop = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait((waiting, stop), return_when=asyncio.FIRST_COMPLETED)
-            for pending in (waiting, stop):
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pending
+            await wait_or_stop(signal.wait(self._poll), stopping)
 
     async def _newest(self) -> tuple[int, int]:
         async with self._uow() as tx:

@@ -5,13 +5,13 @@ also announces on the signal, and the followers elsewhere, woken, read the store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from worpen_core.events.ports import JournalSignal
 from worpen_core.pipelines.model import StageLogLine, StageStatus
+from worpen_core.shared.streams import wait_or_stop
 
 FEED_POLL = 2.0
 """Seconds the followers of stages run elsewhere wait for a signal before they read the store anyway (a
@@ -134,13 +134,7 @@ class StageFeed:
         if signal is None:
             return
         while not stopping.is_set():
-            waiting = asyncio.ensure_future(signal.wait(self._poll))
-            stop = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait((waiting, stop), return_when=asyncio.FIRST_COMPLETED)
-            for pending in (waiting, stop):
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pending
+            await wait_or_stop(signal.wait(self._poll), stopping)
             for followers in list(self._followers.values()):
                 for follower in followers:
                     follower.wake()

@@ -1,9 +1,9 @@
-"""Async iterators that end with the server or stall deadlines."""
+"""Async iterators that end with the server or stall deadlines, and waits that end with the server."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 from worpen_core.shared.errors import TimedOut
@@ -56,3 +56,15 @@ async def close_stream(stream: AsyncIterator[T]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+async def wait_or_stop(wake: Awaitable[object], stopping: asyncio.Event) -> None:
+    """Wait until `wake` is done or `stopping` is set, whichever comes first; the other is cancelled."""
+    waiting = asyncio.ensure_future(wake)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait((waiting, stop), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (waiting, stop):
+            pending.cancel()
+        await asyncio.gather(waiting, stop, return_exceptions=True)
