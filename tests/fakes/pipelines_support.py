@@ -35,6 +35,7 @@ from worpen_core.pipelines.commands import PipelineDraft, StageDraft
 from worpen_core.pipelines.executor import LABEL_STAGE, ExecutorSettings, PipelineExecutor
 from worpen_core.pipelines.feed import StageFeed
 from worpen_core.pipelines.model import PipelineRun, Source
+from worpen_core.pipelines.ports import PipelineRequests
 from worpen_core.pipelines.service import Pipelines
 from worpen_core.shared.errors import InvalidInput, WorpenError
 
@@ -298,6 +299,7 @@ def pipeline_world(
     uow: FakeUnitOfWorkFactory | None = None,
     engine: Callable[[str], StageRuntime] = StageRuntime,
     feed_signal: JournalSignal | None = None,
+    requests: PipelineRequests | None = None,
 ) -> PipelineWorld:
     uow = uow or FakeUnitOfWorkFactory()
     clock = clock or FakeClock()
@@ -319,6 +321,7 @@ def pipeline_world(
         clock,
         feed,
         settings or ExecutorSettings(tick_seconds=0.05),
+        requests,
     )
     pipelines = Pipelines(uow, executor, fetcher, cipher, EveryMinute(), audit, clock, feed)
     return PipelineWorld(uow, clock, bus, runtimes, fetcher, cipher, feed, executor, pipelines)

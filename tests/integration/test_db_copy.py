@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 
 COMMAND_DEADLINE = 300.0
 """Upper bound for one `worpen db copy` (its imports alone take seconds on a busy machine)."""
-LIVE_STATE = {"leases", "agent_streams", "auth_failures", "session_slots"}
+LIVE_STATE = {"leases", "agent_streams", "auth_failures", "session_slots", "pipeline_requests"}
 """Tables of running replicas, which a copy leaves out (see worpen_infra.sql.copy)."""
 COPIED = sorted(table.name for table in metadata.sorted_tables if table.name not in LIVE_STATE)
 SETTINGS = {

@@ -1,5 +1,6 @@
 """Pipelines on two replicas of one PostgreSQL database: the leader runs the stages, any replica serves
-their logs live (a follower on the other replica gets each line as it is stored, and the end), and a leader
+their logs live (a follower on the other replica gets each line as it is stored, and the end), cancels and
+approvals asked of the replica that does not lead reach the leader and answer as it would, and a leader
 killed mid-stage leaves nothing RUNNING: the replica that takes over adopts the stage and follows it to its
 end, or marks it ERROR once its lease ran out when its container is gone."""
 
@@ -19,6 +20,7 @@ from tests.integration.docker_support import ENGINE_URL, sse_events, wait_for
 from tests.integration.replica_support import replicas
 from tests.integration.support import WorpenServer
 from tests.integration.test_pipelines import (
+    GATED,
     RUN_LABEL,
     RUNS,
     Repository,
@@ -180,5 +182,53 @@ def test_a_stage_under_way_when_the_leader_is_killed_is_adopted_or_ends_in_error
                 assert follower.error is None
                 assert follower.texts() == ["before", "after"]
                 assert follower.ended() == {"status": "SUCCESS"}
+        finally:
+            remove_leftovers(docker_client)
+
+
+def test_a_run_is_cancelled_and_a_stage_approved_through_the_replica_that_does_not_lead(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    repo = repository(tmp_path, "asked")
+    with replicas(tmp_path, 2, settings(tmp_path / "repos")) as (a, b):
+        key = a.initial_admin_key()
+        leader, other = roles(a, b, key)
+        try:
+            with other.client(key) as client, leader.client(key) as at_leader:
+                define(client, repo, "long", stage("wait", "sleep 300"), stage("after", "echo never"))
+                define(client, repo, "gated", *GATED)
+                long, gated = trigger(client, "long"), trigger(client, "gated")
+                in_stage(client, long, "wait", "RUNNING")
+                wait_for(lambda: run_of(client, gated)["status"] == "BLOCKED", "the gated run to block")
+
+                answer = client.post(f"{RUNS}/{long}/cancel")
+                assert answer.status_code == 200, answer.text
+                cancelled = answer.json()
+                assert cancelled["status"] == "CANCELLED", cancelled
+                assert stage_of(cancelled, "wait")["status"] == "CANCELLED"
+                assert stage_of(cancelled, "after")["status"] == "CANCELLED"
+                assert cancelled["cancelledBy"]
+                wait_for(
+                    lambda: (
+                        not docker_client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={long}"})
+                    ),
+                    "the cancelled run's containers to be removed",
+                )
+                again = client.post(f"{RUNS}/{long}/cancel")
+                assert again.status_code == 409
+                assert again.json() == at_leader.post(f"{RUNS}/{long}/cancel").json()
+
+                # Not waiting: the leader's own answer, word for word.
+                refused = client.post(f"{RUNS}/{gated}/stages/notify/approve")
+                assert refused.status_code == 409
+                assert refused.json() == at_leader.post(f"{RUNS}/{gated}/stages/notify/approve").json()
+                answer = client.post(f"{RUNS}/{gated}/stages/deploy/approve")
+                assert answer.status_code == 200, answer.text
+                assert stage_of(answer.json(), "deploy")["decidedBy"]
+                run = finished(client, gated)
+                assert run["status"] == "SUCCESS", run
+                assert "deploying" in log_lines(client, gated, "deploy")
+                assert leading(leader, key)
+                assert leading(other, key) is False
         finally:
             remove_leftovers(docker_client)

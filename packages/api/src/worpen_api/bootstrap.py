@@ -52,7 +52,7 @@ from worpen_core.logs.service import CentralLog
 from worpen_core.pipelines.executor import ExecutorSettings, PipelineExecutor
 from worpen_core.pipelines.feed import StageFeed
 from worpen_core.pipelines.jobs import pipeline_jobs
-from worpen_core.pipelines.ports import PipelinesUnitOfWork
+from worpen_core.pipelines.ports import PipelineRequests, PipelinesUnitOfWork
 from worpen_core.pipelines.service import Pipelines
 from worpen_core.shared.ports import Clock, Leases
 from worpen_core.telemetry.jobs import telemetry_jobs
@@ -76,6 +76,7 @@ from worpen_infra.sql.copy import copied_table_names as copied_table_names
 from worpen_infra.sql.copy import copy_database as copy_database
 from worpen_infra.sql.database import create_engine, upgrade_database
 from worpen_infra.sql.lease_repository import SqlAlchemyLeases
+from worpen_infra.sql.pipeline_request_repository import SqlAlchemyPipelineRequests
 from worpen_infra.sql.readiness import DatabaseReadiness
 from worpen_infra.sql.session_slot_repository import SqlAlchemySessionSlots
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -147,6 +148,10 @@ def bootstrap(
         shares_limits = engine.dialect.name == "postgresql"
         failure_log: FailedAuthLog | None = SqlAlchemyFailedAuthLog(engine) if shares_limits else None
         session_slots: SessionSlots | None = SqlAlchemySessionSlots(engine) if shares_limits else None
+        # ... and another replica may drive a pipeline run: cancels and approvals reach it through the store.
+        pipeline_requests: PipelineRequests | None = (
+            SqlAlchemyPipelineRequests(engine) if shares_limits else None
+        )
         if engine.dialect.name == "postgresql":
             # Other replicas may write the journal and the log: followers get them through the tail.
             signal: PostgresJournalSignal | None = PostgresJournalSignal(
@@ -165,6 +170,7 @@ def bootstrap(
         registry = None
         failure_log = None
         session_slots = None
+        pipeline_requests = None
         signal = None
 
     policy = settings.log_policy
@@ -260,6 +266,7 @@ def bootstrap(
             node_labels=pipeline_settings.node_labels,
             tick_seconds=pipeline_settings.tick_seconds,
         ),
+        pipeline_requests,
     )
     pipelines = Pipelines(
         uow,

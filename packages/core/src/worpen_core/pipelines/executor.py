@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shlex
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,15 @@ from worpen_core.pipelines.model import (
     StageRun,
     StageStatus,
 )
-from worpen_core.pipelines.ports import PipelinesUnitOfWorkFactory, SecretCipher, SourceFetcher
+from worpen_core.pipelines.ports import (
+    PipelineRequest,
+    PipelineRequests,
+    PipelinesUnitOfWorkFactory,
+    RequestAction,
+    RequestOutcome,
+    SecretCipher,
+    SourceFetcher,
+)
 from worpen_core.shared.errors import Conflict, InvalidInput, NotFound, Unavailable, WorpenError
 from worpen_core.shared.ports import Clock
 from worpen_core.shared.streams import close_stream
@@ -38,6 +47,9 @@ from worpen_core.shared.streams import close_stream
 LABEL_PIPELINE = "worpen.pipeline"
 LABEL_RUN = "worpen.pipeline.run"
 LABEL_STAGE = "worpen.pipeline.stage"
+
+REQUEST_POLL = 0.2
+"""Seconds between two looks at the outcome of a request handed to the replica driving a run."""
 
 
 class _Stuck(Exception):
@@ -59,6 +71,9 @@ class ExecutorSettings:
     """Labels of each node, which stages' selectors match (every node also has `node=<name>`)."""
     tick_seconds: float = 2.0
     """How often queued runs and leases are looked at when nothing wakes the scheduler sooner."""
+    relay_seconds: float = 10.0
+    """How long, beyond the stop grace, a replica waits for the one driving a run to take a cancel or a
+    decision asked of it, and then to carry it out."""
 
 
 _Unwritten = tuple[PipelineRun, StageRun, list[StageLogLine], "asyncio.Future[None]"]
@@ -89,8 +104,12 @@ class PipelineExecutor:
         clock: Clock,
         feed: StageFeed,
         settings: ExecutorSettings,
+        requests: PipelineRequests | None = None,
     ) -> None:
         self._uow = uow
+        self._requests = requests
+        """Cancels and decisions between replicas (several replicas on one database), else None."""
+        self._applying: set[asyncio.Task[None]] = set()
         self._containers = containers
         self._fleet = fleet
         self._fetcher = fetcher
@@ -141,6 +160,7 @@ class PipelineExecutor:
             try:
                 await self._sweep()
                 await self._place()
+                await self._take_requests()
             except Unavailable:
                 pass  # the database is away: the queue waits for it
             except Exception:
@@ -152,6 +172,7 @@ class PipelineExecutor:
         """Stop watching (runs stay as they are; the next start adopts them)."""
         tasks = [driver.task for driver in self._drivers.values() if driver.task is not None]
         tasks += [task for driver in self._drivers.values() for task in driver.stages.values()]
+        tasks += self._applying
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -186,6 +207,81 @@ class PipelineExecutor:
         await asyncio.gather(*stops)
         driver.changed.set()
         return True
+
+    def drives(self, run_id: str) -> bool:
+        return run_id in self._drivers
+
+    @property
+    def relays(self) -> bool:
+        """Whether another replica may drive a run, and take requests for it."""
+        return self._requests is not None
+
+    async def relay(self, run_id: str, action: RequestAction, stage: str | None, by: str) -> None:
+        """Hand a cancel or a decision to the replica driving the run and wait for it to be carried out:
+        Conflict with that replica's message, Unavailable when no replica took it in time."""
+        assert self._requests is not None, "only with several replicas (see relays)"
+        request = PipelineRequest("req_" + secrets.token_hex(8), run_id, action, stage, by, self._clock.now())
+        await self._requests.add(request)
+        bound = self.settings.stop_grace_seconds + self.settings.relay_seconds
+        try:
+            outcome = await self._outcome(request.id, bound)
+            if outcome is None and not await self._requests.withdraw(request.id):
+                outcome = await self._outcome(request.id, bound)  # taken meanwhile: it is being carried out
+        finally:
+            await self._requests.remove(request.id)
+        if outcome is None:
+            raise Unavailable("pipeline executor", f"no replica took the {action} of run {run_id} in time")
+        if outcome.conflict is not None:
+            raise Conflict(outcome.conflict)
+
+    async def _outcome(self, request_id: str, seconds: float) -> RequestOutcome | None:
+        assert self._requests is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            outcome = await self._requests.outcome(request_id)
+            if outcome is not None or loop.time() >= deadline:
+                return outcome
+            await asyncio.sleep(REQUEST_POLL)
+
+    async def _take_requests(self) -> None:
+        """Take the requests other replicas left for the runs this one drives; each is carried out in a
+        task of its own (a cancel waits for containers to stop) while the scheduler goes on."""
+        if self._requests is None or not self._drivers:
+            return
+        for request in await self._requests.open_for(list(self._drivers)):
+            if await self._requests.take(request.id):
+                task = asyncio.create_task(self._apply(request), name=f"pipeline request {request.id}")
+                self._applying.add(task)
+                task.add_done_callback(self._applying.discard)
+
+    async def _apply(self, request: PipelineRequest) -> None:
+        assert self._requests is not None
+        conflict: str | None = None
+        try:
+            try:
+                if request.action == "cancel":
+                    conflict = await self._cancel_requested(request)
+                else:
+                    approve = request.action == "approve"
+                    await self.decide(request.run_id, request.stage or "", approve=approve, by=request.by)
+            except Conflict as exc:
+                conflict = exc.detail
+            await self._requests.answer(request.id, RequestOutcome(conflict))
+        except Unavailable:
+            pass  # the database is away: the asker answers 503 when its wait ends
+        except Exception:
+            self.failures += 1
+
+    async def _cancel_requested(self, request: PipelineRequest) -> str | None:
+        """Cancel as the service does on the replica driving the run; the Conflict message, if any."""
+        if await self.cancel(request.run_id, request.by):
+            await self.wait_finished(request.run_id, self.settings.stop_grace_seconds + 10)
+            return None
+        async with self._uow() as tx:  # it ended between the request and now
+            run = await tx.pipeline_runs.get(request.run_id)
+        status = run.status.value if run is not None else "gone"
+        return f"run {request.run_id} already finished ({status})"
 
     async def cancelled_while_queued(self, run: PipelineRun) -> None:
         """Tell followers and the event history that a run cancelled before it got a node has ended."""

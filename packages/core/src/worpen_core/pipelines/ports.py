@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from worpen_core.pipelines.model import (
     Pipeline,
@@ -144,3 +145,52 @@ class SourceFetcher(Protocol):
         Raises InvalidInput when the repository is not allowed, NotFound for an unknown branch or commit,
         Unavailable when it cannot be reached, TooLarge beyond the size limit."""
         ...
+
+
+RequestAction = Literal["cancel", "approve", "decline"]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineRequest:
+    """A cancel or an approval decision asked on a replica that does not drive the run, for the one that
+    does (several replicas on one database)."""
+
+    id: str
+    run_id: str
+    action: RequestAction
+    stage: str | None
+    by: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    conflict: str | None
+    """The driver's Conflict message, or None when the request was carried out."""
+
+
+class PipelineRequests(Protocol):
+    """Requests between replicas: the asker adds one and waits for its outcome, the replica driving the
+    run takes it, applies it and answers."""
+
+    async def add(self, request: PipelineRequest) -> None: ...
+
+    async def open_for(self, run_ids: Collection[str]) -> list[PipelineRequest]:
+        """Requests no replica took yet for these runs, oldest first."""
+        ...
+
+    async def take(self, request_id: str) -> bool:
+        """Claim an open request; False when another replica took it or its asker withdrew it."""
+        ...
+
+    async def answer(self, request_id: str, outcome: RequestOutcome) -> None: ...
+
+    async def outcome(self, request_id: str) -> RequestOutcome | None:
+        """None while the request is unanswered (or gone)."""
+        ...
+
+    async def withdraw(self, request_id: str) -> bool:
+        """Delete the request unless a replica took it: True when none did (and now none will)."""
+        ...
+
+    async def remove(self, request_id: str) -> None: ...

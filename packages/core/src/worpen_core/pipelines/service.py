@@ -28,7 +28,12 @@ from worpen_core.pipelines.model import (
     TriggerKind,
     check_name,
 )
-from worpen_core.pipelines.ports import PipelinesUnitOfWorkFactory, SecretCipher, SourceFetcher
+from worpen_core.pipelines.ports import (
+    PipelinesUnitOfWorkFactory,
+    RequestAction,
+    SecretCipher,
+    SourceFetcher,
+)
 from worpen_core.shared.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from worpen_core.shared.ports import Clock, CronSchedule
 
@@ -328,6 +333,10 @@ class Pipelines:
                     run = await self.run(run_id)
                     await self._executor.cancelled_while_queued(run)
                     return run
+            if not self._executor.drives(run_id) and self._executor.relays:
+                # Another replica drives it: that one stops its containers and answers.
+                await self._executor.relay(run_id, "cancel", None, principal.name)
+                return await self.run(run_id)
             if not await self._executor.cancel(run_id, principal.name):
                 raise Conflict(f"run {run_id} is being placed on a node; try again in a moment")
             await self._executor.wait_finished(run_id, self._executor.settings.stop_grace_seconds + 10)
@@ -379,7 +388,14 @@ class Pipelines:
         action = "pipeline.approve" if approve else "pipeline.decline"
 
         async def decide() -> PipelineRun:
-            await self._executor.decide(run_id, stage, approve=approve, by=principal.name)
+            if not self._executor.drives(run_id) and self._executor.relays:
+                current = await self.run(run_id)
+                if current.status.finished or current.status is RunStatus.PENDING:  # no replica drives it
+                    raise Conflict(f"run {run_id} is not waiting for an approval")
+                asked: RequestAction = "approve" if approve else "decline"
+                await self._executor.relay(run_id, asked, stage, principal.name)
+            else:
+                await self._executor.decide(run_id, stage, approve=approve, by=principal.name)
             return await self.run(run_id)
 
         return await self._audit.run(principal, action, f"{run_id}/{stage}", run.node, decide)

@@ -77,9 +77,10 @@ class CopyReport:
         return not any(table.problems for table in self.tables)
 
 
-LIVE_STATE = frozenset({"leases", "agent_streams", "auth_failures", "session_slots"})
+LIVE_STATE = frozenset({"leases", "agent_streams", "auth_failures", "session_slots", "pipeline_requests"})
 """Tables of the source's running replicas, not of the installation: who leads them, which agent streams
-they hold, the failed authentications they throttle and the terminal sessions they have open. The
+they hold, the failed authentications they throttle, the terminal sessions they have open and the
+pipeline requests they are answering. The
 target's replicas write their own as they start, as agents connect and as clients come; copied, these rows
 would name replicas that do not serve the target."""
 

@@ -600,3 +600,21 @@ session_slots = Table(
 """Terminal sessions open on each replica, counted against the caps per API key and in all; a replica
 renews its rows every few seconds, and rows it stopped renewing (it died) count no more. Only several
 replicas on one database use it."""
+
+pipeline_requests = Table(
+    "pipeline_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("stage", String(200), nullable=True),
+    Column("by", String(200), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("taken", Boolean, nullable=False, default=False),
+    Column("answered", Boolean, nullable=False, default=False),
+    Column("conflict", Text, nullable=True),
+    Index("ix_pipeline_requests_run_id", "run_id"),
+)
+"""Cancels and approval decisions asked on a replica for the run another drives: that one takes the row,
+carries it out and writes the outcome back for the asker, which removes the row. Only several replicas on
+one database use it."""
