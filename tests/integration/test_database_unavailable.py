@@ -27,7 +27,12 @@ async def test_a_locked_database_answers_503_naming_it_and_recovers(tmp_path: Pa
     # opened them, so none opened here may be pooled for it.
     await engine.dispose()
     settings = Settings(auth=False, grpc_port=0, database_url=url)
-    app = create_app(bootstrap(settings, uow=SqlAlchemyUnitOfWorkFactory(engine)))
+    worpen = bootstrap(settings, uow=SqlAlchemyUnitOfWorkFactory(engine))
+    # ...and the pool is emptied on the app's loop as it stops, where its connections were opened: closed
+    # from the test's loop, asyncpg's sockets would be left for the garbage collector (a ResourceWarning
+    # in whichever test runs next).
+    worpen.on_stop.append(engine.dispose)
+    app = create_app(worpen)
     beat = {"id": "bee-locked", "cpu": 1, "ram": 2}
 
     async with AsyncTestClient(app) as client:
@@ -41,4 +46,3 @@ async def test_a_locked_database_answers_503_naming_it_and_recovers(tmp_path: Pa
         accepted = await client.post("/api/v1/internal/heartbeat", json=beat)
         assert accepted.status_code == 202
         assert (await client.get("/api/v1/agents/bee-locked")).json()["status"] == "ONLINE"
-    await engine.dispose()
