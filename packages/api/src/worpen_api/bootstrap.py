@@ -131,28 +131,25 @@ def bootstrap(
             connect_timeout=settings.database.connect_timeout,
         )
         uow = SqlAlchemyUnitOfWorkFactory(engine)
-        # One process owns an SQLite database: it leads at once (a lease left by a crash would delay it).
-        leases: Leases = (
-            SqlAlchemyLeases(engine, clock) if engine.dialect.name == "postgresql" else SoleReplica()
-        )
+        # Several replicas may share a PostgreSQL database; one process owns an SQLite one.
+        shared = engine.dialect.name == "postgresql"
+        # One process leads at once (a lease left by a crash would delay it).
+        leases: Leases = SqlAlchemyLeases(engine, clock) if shared else SoleReplica()
 
         async def migrate() -> None:
             await upgrade_database(engine)
 
         close_database: Hook | None = engine.dispose
         readiness: Readiness | None = DatabaseReadiness(engine, settings.database.connect_timeout)
-        # Several replicas may share a PostgreSQL database: each records the agents' streams it holds.
-        registry = SqlAlchemyAgentRegistry(engine) if engine.dialect.name == "postgresql" else None
+        # Each replica records the agents' streams it holds.
+        registry = SqlAlchemyAgentRegistry(engine) if shared else None
         # ... and the limits users would see broken if each replica kept its own: failed authentications
         # and open terminal sessions (one process on SQLite keeps them in memory).
-        shares_limits = engine.dialect.name == "postgresql"
-        failure_log: FailedAuthLog | None = SqlAlchemyFailedAuthLog(engine) if shares_limits else None
-        session_slots: SessionSlots | None = SqlAlchemySessionSlots(engine) if shares_limits else None
+        failure_log: FailedAuthLog | None = SqlAlchemyFailedAuthLog(engine) if shared else None
+        session_slots: SessionSlots | None = SqlAlchemySessionSlots(engine) if shared else None
         # ... and another replica may drive a pipeline run: cancels and approvals reach it through the store.
-        pipeline_requests: PipelineRequests | None = (
-            SqlAlchemyPipelineRequests(engine) if shares_limits else None
-        )
-        if engine.dialect.name == "postgresql":
+        pipeline_requests: PipelineRequests | None = SqlAlchemyPipelineRequests(engine) if shared else None
+        if shared:
             # Other replicas may write the journal and the log: followers get them through the tail.
             signal: PostgresJournalSignal | None = PostgresJournalSignal(
                 settings.database_url, connect_timeout=settings.database.connect_timeout
@@ -165,6 +162,7 @@ def bootstrap(
             return None
 
         close_database = None
+        shared = settings.database_url.startswith("postgresql")
         readiness = None
         leases = SoleReplica()
         registry = None
@@ -197,7 +195,7 @@ def bootstrap(
     on_stop.append(central_log.flush)  # after the bus delivered what it had queued
     # Replicas on one PostgreSQL database each hold the fleet: transitions saved against the agent's
     # revision, overdue agents read again before the sweep, and a refresh of the others' changes.
-    fleet = Fleet(uow, bus, clock, settings.policy, shared=settings.database_url.startswith("postgresql"))
+    fleet = Fleet(uow, bus, clock, settings.policy, shared=shared)
     throttle = FailedAuthThrottle(clock, settings.auth_failures_per_minute, timedelta(minutes=1), failure_log)
     authenticator = Authenticator(uow, clock, timedelta(seconds=settings.key_cache_seconds), throttle)
     if runtimes is None:
