@@ -112,10 +112,10 @@ class PostgresJournalSignal:
                     "journal_signal.lost", detail=str(exc) or type(exc).__name__, retry_in=FIRST_RETRY
                 )
                 lost = True
-                await asyncio.sleep(FIRST_RETRY)
             finally:
                 self.listening.clear()
                 connection.terminate()
+            await asyncio.sleep(FIRST_RETRY)
 
     async def _serve(self, connection: asyncpg.Connection) -> None:
         """Send the announcements, and check the connection when there is none to send; raises once
