@@ -146,11 +146,13 @@ agents = Table(
     Column("alerts", String(64), nullable=False, server_default=""),
     Column("revision", Integer, nullable=False, server_default=text("1")),
     Column("changed_at", UtcDateTime),
+    Column("healing", JsonDocument),
     Index("ix_agents_changed_at", "changed_at"),
 )
 """`alerts`: the metrics currently high, comma-separated; `revision`: the optimistic version replicas save
 against (Agent.revision); `changed_at`: when the row last changed, for replicas taking in each other's
-changes (NULL for rows written before migration 0009)."""
+changes (NULL for rows written before migration 0009); `healing`: the remediations running on the node
+and the status its heartbeats give it meanwhile (Agent.healing; NULL when none runs)."""
 
 agent_samples = Table(
     "agent_samples",
