@@ -22,6 +22,7 @@ from worpen_infra.sql.session_slot_repository import SqlAlchemySessionSlots
 
 T0 = datetime(2026, 12, 1, 8, 0, 0, 123456, tzinfo=UTC)
 WINDOW = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ def at(seconds: float) -> datetime:
 
 async def fail(limits: Limits, client: str, seconds: float, most: int = 3) -> list[datetime]:
     now = at(seconds)
-    return await limits.failures.record(client, now, now - WINDOW, most)
+    return await limits.failures.record(client, now, now - WINDOW, most, keep_since=now - HOUR)
 
 
 async def test_failures_come_back_per_client_newest_first_within_the_window(limits: Limits) -> None:
@@ -63,11 +64,20 @@ async def test_failures_come_back_per_client_newest_first_within_the_window(limi
     assert await fail(limits, "10.0.0.1", 61, most=10) == [at(61), at(4), at(3), at(2)]
 
 
-async def test_failures_past_the_window_are_forgotten_by_any_clients_failure(limits: Limits) -> None:
+async def test_failures_past_what_is_kept_are_forgotten_by_any_clients_failure(limits: Limits) -> None:
     await fail(limits, "10.0.0.1", 0)
-    await fail(limits, "10.0.0.2", 120)
-    wide = await limits.failures.record("10.0.0.1", at(121), at(-3600), 10)
-    assert wide == [at(121)]
+    await fail(limits, "10.0.0.1", 120)
+    await fail(limits, "10.0.0.2", 3700)  # keeps the last hour: the failure at 0 goes, the one at 120 stays
+    wide = await limits.failures.record("10.0.0.1", at(3701), at(-3600), 10, keep_since=at(-3600))
+    assert wide == [at(3701), at(120)]
+
+
+async def test_the_failures_of_every_client_are_counted_since_a_time(limits: Limits) -> None:
+    for seconds, client in [(0, "10.0.0.1"), (10, "10.0.0.2"), (20, "10.0.0.1"), (30, "10.0.0.3")]:
+        await fail(limits, client, seconds)
+    assert await limits.failures.count_since(at(5)) == 3
+    assert await limits.failures.count_since(at(-1)) == 4
+    assert await limits.failures.count_since(at(30)) == 0
 
 
 def slot(id_: str, key: str = "key-1", replica: str = "a", seconds: float = 0) -> SessionSlot:

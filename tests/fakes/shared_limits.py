@@ -15,11 +15,17 @@ class FakeFailedAuthLog:
         self.failures: list[tuple[str, datetime]] = []
         self.calls = 0
 
-    async def record(self, client: str, at: datetime, since: datetime, most: int) -> list[datetime]:
+    async def record(
+        self, client: str, at: datetime, since: datetime, most: int, *, keep_since: datetime
+    ) -> list[datetime]:
         self.calls += 1
-        self.failures = [(who, when) for who, when in self.failures if when > since]
+        self.failures = [(who, when) for who, when in self.failures if when > keep_since]
         self.failures.append((client, at))
-        return sorted((when for who, when in self.failures if who == client), reverse=True)[:most]
+        recent = (when for who, when in self.failures if who == client and when > since)
+        return sorted(recent, reverse=True)[:most]
+
+    async def count_since(self, since: datetime) -> int:
+        return sum(1 for _, when in self.failures if when > since)
 
 
 class FakeSessionSlots:

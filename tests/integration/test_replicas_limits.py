@@ -1,7 +1,8 @@
 """Limits that hold across replicas: two `worpen serve` replicas on one PostgreSQL database behind no
 proxy, a client alternating between them as a round-robin load balancer would send it. Failed
 authentications are throttled after the limit in all (one more at most, while the other replica learns of
-it), not the limit on each; a key's terminal session open on one replica counts on the other."""
+it), not the limit on each, and every replica's dashboard counts them all; a key's terminal session open on
+one replica counts on the other."""
 
 from __future__ import annotations
 
@@ -52,10 +53,13 @@ def test_failed_authentications_alternating_between_replicas_are_throttled_after
     for refused in (refused_a, refused_b):
         assert refused.status_code == 429
         assert 1 <= int(refused.headers["Retry-After"]) <= 61
-    # A valid key from the throttled client still passes on both.
+    # A valid key from the throttled client still passes on both, and both dashboards count the failed
+    # authentications of both replicas.
     for server in pair:
         with server.client() as anyone:
             assert anyone.get("/api/v1/agents", headers=bearer(admin)).status_code == 200
+            stats = anyone.get("/api/v1/dashboard/stats", headers=bearer(admin)).json()
+            assert stats["detail"]["failedAuthentications"]["count"] == unauthorized
 
 
 def test_a_keys_terminal_open_on_one_replica_counts_on_the_other(

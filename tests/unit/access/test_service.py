@@ -219,3 +219,17 @@ async def test_replicas_sharing_a_failure_log_throttle_a_client_spread_over_them
     with pytest.raises(RateLimited) as caught:
         await a.admit("Bearer wpn_nope", "10.0.0.9")
     assert caught.value.retry_after == 3  # until the failure at second 3 leaves the window
+
+
+async def test_replicas_sharing_a_failure_log_count_every_replicas_failures_for_the_dashboard(
+    clock: FakeClock,
+) -> None:
+    log = FakeFailedAuthLog()
+    a, b = (FailedAuthThrottle(clock, 100, timedelta(minutes=1), log) for _ in range(2))
+    await a.failed("10.0.0.1")
+    clock.advance(1800)
+    await b.failed("10.0.0.2")
+    await b.failed("10.0.0.3")
+    assert await a.failures_in_last_hour() == await b.failures_in_last_hour() == 3
+    clock.advance(1801)  # the first failure is more than an hour old
+    assert await a.failures_in_last_hour() == await b.failures_in_last_hour() == 2

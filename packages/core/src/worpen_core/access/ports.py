@@ -28,9 +28,15 @@ class FailedAuthLog(Protocol):
     """Failed authentications as every replica of one database sees them, so that a client spread over
     the replicas by a load balancer gets the throttle's limit in all, not per replica."""
 
-    async def record(self, client: str, at: datetime, since: datetime, most: int) -> list[datetime]:
-        """Record a failure of `client` at `at` (and forget every client's failures before `since`); the
-        client's failures since `since`, this one included, newest first, at most `most`."""
+    async def record(
+        self, client: str, at: datetime, since: datetime, most: int, *, keep_since: datetime
+    ) -> list[datetime]:
+        """Record a failure of `client` at `at` (and forget every client's failures before `keep_since`);
+        the client's failures since `since`, this one included, newest first, at most `most`."""
+        ...
+
+    async def count_since(self, since: datetime) -> int:
+        """Every client's failures since `since`, on every replica (the dashboard's count)."""
         ...
 
 

@@ -134,8 +134,8 @@ class FailedAuthThrottle:
     With a shared `log` (several replicas on one database), a failure is recorded there and answers how
     many the client made on every replica; the client is then refused here until enough of them leave the
     window. Only a failure touches the database, never a success; the replicas learn of a client's block
-    from its next failure each, so it gets at most `limit` + (replicas - 1) attempts a window. The
-    dashboard's count stays per replica: the failures this replica saw."""
+    from its next failure each, so it gets at most `limit` + (replicas - 1) attempts a window. The log
+    keeps an hour of failures, so that the dashboard counts those of every replica, whichever answers."""
 
     def __init__(self, clock: Clock, limit: int, window: timedelta, log: FailedAuthLog | None = None) -> None:
         self._clock = clock
@@ -155,7 +155,9 @@ class FailedAuthThrottle:
         if self._log is None:
             return
         now = self._clock.now()
-        recent = await self._log.record(client, now, now - self._window, self._limit)
+        recent = await self._log.record(
+            client, now, now - self._window, self._limit, keep_since=now - max(self._window, HOUR)
+        )
         if len(recent) >= self._limit:
             self._blocked[client] = recent[self._limit - 1] + self._window
 
@@ -183,16 +185,20 @@ class FailedAuthThrottle:
 
     def record_failure(self, client: str) -> None:
         now = self._clock.now()
-        if self._log is None:
-            self._failures.setdefault(client, deque(maxlen=self._limit)).append(now)
+        if self._log is not None:
+            return  # counted in the shared log by `failed`
+        self._failures.setdefault(client, deque(maxlen=self._limit)).append(now)
         minute = now.replace(second=0, microsecond=0)
         if self._per_minute and self._per_minute[-1][0] == minute:
             self._per_minute[-1] = (minute, self._per_minute[-1][1] + 1)
         else:
             self._per_minute.append((minute, 1))
 
-    def failures_in_last_hour(self) -> int:
-        """Failed authentications of every client in the last hour (counted by the minute)."""
+    async def failures_in_last_hour(self) -> int:
+        """Failed authentications of every client in the last hour: on every replica with a shared log,
+        else those this server saw (counted by the minute)."""
+        if self._log is not None:
+            return await self._log.count_since(self._clock.now() - HOUR)
         since = self._clock.now().replace(second=0, microsecond=0) - HOUR
         return sum(count for minute, count in self._per_minute if minute > since)
 

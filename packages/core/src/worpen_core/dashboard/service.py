@@ -77,7 +77,7 @@ class Dashboard:
             security=security_score(
                 agents,
                 keys,
-                self._throttle.failures_in_last_hour(),
+                await self._throttle.failures_in_last_hour(),
                 self._auth_enabled,
                 now,
                 await self._critical_incidents(),

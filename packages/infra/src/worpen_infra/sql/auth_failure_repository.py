@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,12 +18,14 @@ class SqlAlchemyFailedAuthLog:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def record(self, client: str, at: datetime, since: datetime, most: int) -> list[datetime]:
+    async def record(
+        self, client: str, at: datetime, since: datetime, most: int, *, keep_since: datetime
+    ) -> list[datetime]:
         # Rows another replica is deleting are skipped (SKIP LOCKED on PostgreSQL): they go either way,
         # and two failures never wait on each other's cleanup.
         past = (
             select(auth_failures.c.id)
-            .where(auth_failures.c.at <= since)
+            .where(auth_failures.c.at <= keep_since)
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
@@ -41,4 +43,14 @@ class SqlAlchemyFailedAuthLog:
         except SQLAlchemyError as exc:
             raise translate(exc) from exc
         except OSError as exc:  # a connection the driver lost before SQLAlchemy could wrap the error
+            raise Unavailable("database", str(exc) or type(exc).__name__) from exc
+
+    async def count_since(self, since: datetime) -> int:
+        try:
+            async with self._engine.connect() as connection:
+                counted = select(func.count()).select_from(auth_failures).where(auth_failures.c.at > since)
+                return int((await connection.execute(counted)).scalar_one())
+        except SQLAlchemyError as exc:
+            raise translate(exc) from exc
+        except OSError as exc:
             raise Unavailable("database", str(exc) or type(exc).__name__) from exc
