@@ -75,7 +75,7 @@ from worpen_infra.sql.copy import TableCopy as TableCopy  # `worpen db copy` rea
 from worpen_infra.sql.copy import copied_table_names as copied_table_names
 from worpen_infra.sql.copy import copy_database as copy_database
 from worpen_infra.sql.database import create_engine, upgrade_database
-from worpen_infra.sql.lease_repository import SqlAlchemyLeases
+from worpen_infra.sql.lease_repository import SqlAlchemyLeases, dedicated_engine
 from worpen_infra.sql.pipeline_request_repository import SqlAlchemyPipelineRequests
 from worpen_infra.sql.readiness import DatabaseReadiness
 from worpen_infra.sql.session_slot_repository import SqlAlchemySessionSlots
@@ -133,13 +133,28 @@ def bootstrap(
         uow = SqlAlchemyUnitOfWorkFactory(engine)
         # Several replicas may share a PostgreSQL database; one process owns an SQLite one.
         shared = engine.dialect.name == "postgresql"
-        # One process leads at once (a lease left by a crash would delay it).
-        leases: Leases = SqlAlchemyLeases(engine, clock) if shared else SoleReplica()
+        # One process leads at once (a lease left by a crash would delay it); on PostgreSQL the lease has
+        # a connection of its own, so that renewals never wait behind requests.
+        lease_engine = (
+            dedicated_engine(
+                settings.database_url,
+                lease_seconds=settings.replicas.lease_seconds,
+                connect_timeout=settings.database.connect_timeout,
+            )
+            if shared
+            else None
+        )
+        leases: Leases = SqlAlchemyLeases(lease_engine, clock) if lease_engine is not None else SoleReplica()
 
         async def migrate() -> None:
             await upgrade_database(engine)
 
-        close_database: Hook | None = engine.dispose
+        async def close_engines() -> None:
+            await engine.dispose()
+            if lease_engine is not None:
+                await lease_engine.dispose()
+
+        close_database: Hook | None = close_engines
         readiness: Readiness | None = DatabaseReadiness(engine, settings.database.connect_timeout)
         # Each replica records the agents' streams it holds.
         registry = SqlAlchemyAgentRegistry(engine) if shared else None

@@ -3,7 +3,10 @@ racing for a free or expired lease never both win (PostgreSQL locks the row for 
 re-checks the condition on the newest version; SQLite has a single writer).
 
 Expiry is judged by the database's clock on PostgreSQL (replicas' clocks differ), by the process clock on
-SQLite (one machine)."""
+SQLite (one machine).
+
+On PostgreSQL the leader's lease has a connection of its own (`dedicated_engine`): a renewal waiting behind
+requests for a pooled connection would lose the lease for nothing under heavy load."""
 
 from __future__ import annotations
 
@@ -13,12 +16,30 @@ from typing import Any
 from sqlalchemy import ColumnElement, Interval, bindparam, case, func, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from worpen_core.shared.errors import Unavailable
 from worpen_core.shared.ports import Clock
 from worpen_infra.sql.tables import leases
 from worpen_infra.sql.unit_of_work import translate
+
+
+def dedicated_engine(url: str, *, lease_seconds: float, connect_timeout: float) -> AsyncEngine:
+    """A PostgreSQL engine with one connection, no overflow, for the lease alone: a renewal never waits
+    behind requests. Its statements, and its wait to connect, give up after a third of a lease, so a
+    renewal blocked in the database fails while the next bid can still renew in time."""
+    limit = lease_seconds / 3
+    return create_async_engine(
+        url,
+        pool_size=1,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=limit,
+        connect_args={
+            "timeout": min(connect_timeout, limit),
+            "server_settings": {"statement_timeout": str(max(1, round(limit * 1000)))},
+        },
+    )
 
 
 class SqlAlchemyLeases:
