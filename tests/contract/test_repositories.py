@@ -12,7 +12,7 @@ import pytest
 from worpen_api.bootstrap import StorageFactory
 from worpen_core.access.model import ApiKey, Role
 from worpen_core.fleet.events import Metric
-from worpen_core.fleet.model import Agent, TelemetrySample
+from worpen_core.fleet.model import Agent, Healing, TelemetrySample
 from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import Conflict, Unavailable
@@ -184,6 +184,29 @@ async def test_the_alerts_raised_on_an_agent_are_stored_with_it(uow: StorageFact
     async with uow() as tx:
         stored = {found.id: found.alerts for found in await tx.agents.list_all()}
     assert stored == {"bee-001": {Metric.CPU, Metric.DISK}, "bee-002": frozenset()}
+
+
+async def test_the_remediations_running_on_an_agent_are_stored_with_it(uow: StorageFactory) -> None:
+    """Every replica keeps an agent HEALING while a remediation runs on its node: the reasons (oldest
+    first) and the status underneath come back as saved, and none once the last one ended."""
+    healing = Healing(("rule oom: restart web-1", "rule disk: prune images"), AgentStatus.CRITICAL)
+    async with uow() as tx:
+        await tx.agents.save([agent(status=AgentStatus.HEALING, healing=healing), agent("bee-002")])
+        await tx.commit()
+
+    async with uow() as tx:
+        stored = {found.id: found.healing for found in await tx.agents.list_all()}
+        assert stored == {"bee-001": healing, "bee-002": None}
+        ended = agent(status=AgentStatus.CRITICAL, revision=1)
+        reboot = Healing(("reboot",), AgentStatus.ONLINE)
+        begun = agent("bee-002", status=AgentStatus.HEALING, healing=reboot, revision=1)
+        assert await tx.agents.save([ended, begun]) == []
+        await tx.commit()
+
+    async with uow() as tx:
+        read = {found.id: found for found in await tx.agents.get_many(["bee-001", "bee-002"])}
+    assert (read["bee-001"].status, read["bee-001"].healing) == (AgentStatus.CRITICAL, None)
+    assert read["bee-002"].healing == reboot
 
 
 async def test_the_newest_sample_of_each_agent_written_since_a_number_is_found(uow: StorageFactory) -> None:

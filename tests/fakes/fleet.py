@@ -11,8 +11,7 @@ from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
 
 
 def _as_stored(agent: Agent) -> Agent:
-    """The agent as the SQL store gives it back: what lives in memory only (the streaks, the remediations
-    running) starts afresh."""
+    """The agent as the SQL store gives it back: what lives in memory only (the streaks) starts afresh."""
     return Agent(
         agent.id,
         agent.name,
@@ -26,6 +25,7 @@ def _as_stored(agent: Agent) -> Agent:
         agent.version,
         agent.peers,
         alerts=agent.alerts,
+        healing=agent.healing,
         revision=agent.revision,
         changed_at=agent.changed_at,
     )

@@ -3,6 +3,7 @@ one ends it returns to what its heartbeats say."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -19,7 +20,7 @@ from worpen_core.fleet.events import (
     AgentRegistered,
     AgentWentOffline,
 )
-from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.model import FleetPolicy, Healing
 from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
@@ -34,8 +35,8 @@ def fleet(uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock) -> Fl
     return Fleet(uow, bus, clock, POLICY)
 
 
-def beat(cpu: float = 10, status: AgentStatus = AgentStatus.ONLINE) -> RecordHeartbeat:
-    return RecordHeartbeat(AGENT, Readings(cpu, 20), status)
+def beat(cpu: float = 10, status: AgentStatus = AgentStatus.ONLINE, agent_id: str = AGENT) -> RecordHeartbeat:
+    return RecordHeartbeat(agent_id, Readings(cpu, 20), status)
 
 
 async def test_a_remediation_makes_the_agent_healing_then_returns_it_online(
@@ -191,12 +192,82 @@ async def test_a_begin_that_cannot_be_persisted_changes_nothing(
     assert [type(event) for event in bus.published] == [AgentRegistered]
 
 
-async def test_an_agent_left_healing_by_a_restart_returns_at_its_next_heartbeat(
+async def test_the_remediations_running_and_the_status_underneath_are_stored_with_the_agent(
+    fleet: Fleet, uow: FakeUnitOfWorkFactory
+) -> None:
+    """Every change reaches the store, though none makes an event: another replica reads it back."""
+    await fleet.record_heartbeat(beat())
+    await fleet.begin_healing(AGENT, "restart web-1")
+    await fleet.begin_healing(AGENT, "prune images")
+    assert uow.store.agents[AGENT].healing == Healing(("restart web-1", "prune images"), AgentStatus.ONLINE)
+
+    await fleet.record_heartbeat(beat(status=AgentStatus.CRITICAL))
+    assert uow.store.agents[AGENT].healing == Healing(("restart web-1", "prune images"), AgentStatus.CRITICAL)
+
+    await fleet.end_healing(AGENT)
+    assert uow.store.agents[AGENT].healing == Healing(("prune images",), AgentStatus.CRITICAL)
+    assert uow.store.agents[AGENT].status is AgentStatus.HEALING
+
+    await fleet.end_healing(AGENT)
+    assert (uow.store.agents[AGENT].status, uow.store.agents[AGENT].healing) == (AgentStatus.CRITICAL, None)
+
+
+async def test_an_agent_left_healing_by_a_restart_stays_healing_until_the_leftovers_are_ended(
     fleet: Fleet, uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock
 ) -> None:
-    """The remediation that was running when the server stopped is gone: nothing would end it."""
+    """The restarted server's heartbeats keep the stored remediations; its rule engine, starting, ends
+    them (those that ran are gone), and the agent returns to what its heartbeats say, once."""
+    await fleet.record_heartbeat(beat())
+    await fleet.begin_healing(AGENT, "restart web-1")
+    await fleet.begin_healing(AGENT, "prune images")
+    restarted = Fleet(uow, bus, clock, POLICY)
+    await restarted.restore()
+
+    ack = await restarted.record_heartbeat(beat())
+    assert ack.status is AgentStatus.HEALING
+
+    assert await restarted.end_leftover_healing() == 1
+    assert restarted.get(AGENT).status is AgentStatus.ONLINE
+    assert (uow.store.agents[AGENT].status, uow.store.agents[AGENT].healing) == (AgentStatus.ONLINE, None)
+    assert bus.published[-1] == AgentRecovered(AGENT, clock.now(), AgentStatus.HEALING)
+    assert await restarted.end_leftover_healing() == 0
+    assert [type(event) for event in bus.published] == [AgentRegistered, AgentHealing, AgentRecovered]
+
+
+async def test_leftovers_return_a_node_to_critical_or_offline_as_its_heartbeats_say(
+    fleet: Fleet, bus: FakeEventBus, clock: FakeClock
+) -> None:
+    await fleet.record_heartbeat(beat(agent_id="bee-001"))
+    await fleet.record_heartbeat(beat(agent_id="bee-002"))
+    await fleet.record_heartbeat(beat(agent_id="bee-003"))
+    for agent_id in ("bee-001", "bee-002"):
+        await fleet.begin_healing(agent_id, "restart")
+    await fleet.record_heartbeat(beat(agent_id="bee-001", status=AgentStatus.CRITICAL))
+    clock.advance(20)
+    await fleet.record_heartbeat(beat(agent_id="bee-001", status=AgentStatus.CRITICAL))
+    await fleet.record_heartbeat(beat(agent_id="bee-003"))
+    clock.advance(11)  # bee-002 fell silent
+
+    assert await fleet.end_leftover_healing() == 2
+
+    statuses = {agent.id: agent.status for agent in fleet.agents()}
+    assert statuses == {
+        "bee-001": AgentStatus.CRITICAL,
+        "bee-002": AgentStatus.OFFLINE,
+        "bee-003": AgentStatus.ONLINE,
+    }
+    assert isinstance(bus.published[-2], AgentBecameCritical)
+    assert bus.published[-1] == AgentWentOffline("bee-002", clock.now(), clock.now() - timedelta(seconds=31))
+
+
+async def test_an_agent_stored_healing_before_remediations_were_stored_returns_at_its_next_heartbeat(
+    fleet: Fleet, uow: FakeUnitOfWorkFactory, bus: FakeEventBus, clock: FakeClock
+) -> None:
+    """A row a server wrote HEALING before the remediations were stored with it (migration 0013): nothing
+    would end what ran then."""
     await fleet.record_heartbeat(beat())
     await fleet.begin_healing(AGENT, "restart")
+    uow.store.agents[AGENT] = dataclasses.replace(uow.store.agents[AGENT], healing=None)
     restarted = Fleet(uow, bus, clock, POLICY)
     await restarted.restore()
     assert restarted.get(AGENT).status is AgentStatus.HEALING

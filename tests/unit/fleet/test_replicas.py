@@ -18,13 +18,14 @@ from worpen_core.events.model import Event
 from worpen_core.fleet.events import (
     AgentBecameCritical,
     AgentEvent,
+    AgentHealing,
     AgentMetricCleared,
     AgentMetricHigh,
     AgentRecovered,
     AgentRegistered,
     AgentWentOffline,
 )
-from worpen_core.fleet.model import FleetPolicy
+from worpen_core.fleet.model import FleetPolicy, Healing
 from worpen_core.fleet.service import Fleet
 from worpen_core.fleet.status import AgentStatus
 
@@ -232,3 +233,84 @@ async def test_a_refresh_takes_in_the_readings_of_heartbeats_the_other_replica_r
 
     agent = b.fleet.get("bee-001")
     assert (agent.readings.cpu, agent.readings.disk, agent.last_seen) == (42, 70, clock.now())
+
+
+async def test_heartbeats_to_the_other_replica_keep_an_agent_healing_until_the_remediation_ends(
+    a: Replica, b: Replica, uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    """A remediation runs on A (which leads); the agent's heartbeats go to B, which holds it HEALING,
+    moving only the status underneath; A's end, on a copy B's writes made stale, returns it once."""
+    await a.fleet.record_heartbeat(beat())
+    await b.fleet.restore()
+    clock.advance(1)
+    await a.fleet.begin_healing("bee-001", "rule oom: restart web-1")
+    clock.advance(1)
+    await b.fleet.refresh()
+
+    acks = []
+    for status in (AgentStatus.ONLINE, AgentStatus.CRITICAL, AgentStatus.CRITICAL):
+        clock.advance(1)
+        acks.append(await b.fleet.record_heartbeat(beat(status=status)))
+
+    assert [ack.status for ack in acks] == [AgentStatus.HEALING] * 3
+    assert uow.store.agents["bee-001"].healing == Healing(("rule oom: restart web-1",), AgentStatus.CRITICAL)
+    await a.fleet.end_healing("bee-001")
+
+    assert transitions(a, b) == [AgentRegistered, AgentHealing, AgentBecameCritical]
+    assert uow.store.agents["bee-001"].status is AgentStatus.CRITICAL
+    clock.advance(1)
+    await b.fleet.refresh()
+    assert b.fleet.get("bee-001").status is AgentStatus.CRITICAL
+
+
+async def test_a_replica_that_has_not_seen_the_remediation_yet_keeps_it_when_its_save_finds_it(
+    a: Replica, b: Replica, uow: FakeUnitOfWorkFactory
+) -> None:
+    """B's copy predates the remediation: its transition is stale, read again, and applied beneath it."""
+    await a.fleet.record_heartbeat(beat())
+    await b.fleet.restore()
+    await a.fleet.begin_healing("bee-001", "restart")
+
+    ack = await b.fleet.record_heartbeat(beat(status=AgentStatus.CRITICAL))
+
+    assert ack.status is AgentStatus.HEALING
+    assert uow.store.agents["bee-001"].healing == Healing(("restart",), AgentStatus.CRITICAL)
+    assert transitions(a, b) == [AgentRegistered, AgentHealing]
+
+
+async def test_either_replica_may_end_a_remediation_and_the_last_one_ended_returns_the_agent(
+    a: Replica, b: Replica
+) -> None:
+    await a.fleet.record_heartbeat(beat())
+    await a.fleet.begin_healing("bee-001", "restart web-1")
+    await b.fleet.restore()
+    await a.fleet.begin_healing("bee-001", "prune images")
+
+    await b.fleet.end_healing("bee-001")  # its copy knows only the first: the stored pair is ended from
+    assert a.fleet.get("bee-001").status is AgentStatus.HEALING
+    await a.fleet.end_healing("bee-001")
+
+    assert a.fleet.get("bee-001").status is AgentStatus.ONLINE
+    assert transitions(a, b) == [AgentRegistered, AgentHealing, AgentRecovered]
+
+
+async def test_a_new_leader_ends_the_remediations_a_dead_leader_left_behind(
+    a: Replica, b: Replica, uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    """B restored before A began them, and has not refreshed since: it looks at the store first."""
+    await a.fleet.record_heartbeat(beat("bee-001"))
+    await a.fleet.record_heartbeat(beat("bee-002"))
+    await b.fleet.restore()
+    clock.advance(1)
+    await a.fleet.begin_healing("bee-001", "restart web-1")
+    await a.fleet.begin_healing("bee-001", "prune images")
+    clock.advance(1)  # A dies here
+
+    assert await b.fleet.end_leftover_healing() == 1
+
+    assert b.fleet.get("bee-001").status is AgentStatus.ONLINE
+    assert (uow.store.agents["bee-001"].status, uow.store.agents["bee-001"].healing) == (
+        AgentStatus.ONLINE,
+        None,
+    )
+    assert transitions(a, b) == [AgentRegistered, AgentRegistered, AgentHealing, AgentRecovered]

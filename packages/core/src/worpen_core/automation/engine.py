@@ -308,8 +308,9 @@ class RuleEngine:
     # -- recovery, deferred plans, schedules --------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Record as INTERRUPTED the runs a crash left RUNNING, and give their nodes back to their
-        heartbeats; how many."""
+        """Record as INTERRUPTED the runs a crash left RUNNING, and give every node a remediation was left
+        on back to its heartbeats (see Fleet.end_leftover_healing: this starts a term, no plan of this
+        engine is being applied); how many runs."""
         async with self._uow() as tx:
             running = await tx.runs.running()
         now = self._clock.now()
@@ -323,8 +324,7 @@ class RuleEngine:
                 await tx.runs.update(interrupted)
                 await tx.commit()
             await self._bus.publish([RuleRan.of(interrupted)])
-        for node in sorted({run.node for run in running if run.node and _acts(run.plan)}):
-            await self._fleet.end_healing(node)
+        await self._fleet.end_leftover_healing()
         async with self._uow() as tx:
             self._recheck_up_to = await tx.runs.newest_event_id() or 0
         if self._saved < 0:

@@ -77,11 +77,11 @@ class Healing:
 
 @dataclass(slots=True)
 class Agent:
-    """A node as its heartbeats describe it. `alerts` (the metrics currently high) are stored with its
-    status, so that replicas sharing the database raise and clear each alert once. The streaks and
-    `healing` live in memory only: after a restart heartbeats count their streaks afresh, and an agent
-    stored as HEALING returns to what its heartbeats say at its next heartbeat, or when a remediation ends
-    (the one that was running is gone)."""
+    """A node as its heartbeats describe it. `alerts` (the metrics currently high) and `healing` (the
+    remediations running on the node) are stored with its status, so that replicas sharing the database
+    raise and clear each alert once, and every replica keeps the agent HEALING until the last remediation
+    ends, whichever replica its heartbeats reach. The streaks live in memory only: after a restart, or on
+    another replica, heartbeats count them afresh."""
 
     id: str
     name: str
@@ -136,16 +136,16 @@ class Agent:
 
     def adopt(self, stored: Agent) -> Agent:
         """This agent as `stored` (read back from the database, perhaps written by another replica) says it
-        is now: its status and profile if the row is newer than what this copy was read from, its readings
-        if they are newer; what lives in memory only (the streaks, the remediations running on this replica)
-        stays this copy's."""
+        is now: its status, alerts, remediations and profile if the row is newer than what this copy was
+        read from, its readings if they are newer; the streaks, which live in memory only, stay this
+        copy's."""
         merged = stored.copy() if stored.revision > self.revision else self.copy()
         if stored.last_seen > self.last_seen:
             merged.last_seen, merged.readings = stored.last_seen, stored.readings
         else:
             merged.last_seen, merged.readings = self.last_seen, self.readings
         merged.pressure_streak, merged.calm_streak = self.pressure_streak, self.calm_streak
-        merged.streaks, merged.healing = self.streaks, self.healing
+        merged.streaks = self.streaks
         return merged
 
     def profile(self) -> tuple[object, ...]:
@@ -210,7 +210,7 @@ class Agent:
             self.healing = Healing((*self.healing.reasons, reason), self.healing.underneath)
             return events
         underneath = self.status
-        if underneath is AgentStatus.HEALING:  # stored so by a server that stopped during a remediation
+        if underneath is AgentStatus.HEALING:  # stored so before remediations were stored
             underneath = self._status_after_beat(self.reported_status, underneath, policy)[0]
         self.healing = Healing((reason,), underneath)
         if self.status is AgentStatus.OFFLINE or self.status is AgentStatus.HEALING:
@@ -222,11 +222,17 @@ class Agent:
     def end_healing(self, at: datetime, policy: FleetPolicy) -> list[AgentEvent]:
         """A remediation ended (the oldest running). When none is left, the agent returns to what its
         heartbeats say: ONLINE or CRITICAL, or OFFLINE if they stopped. An agent HEALING with no
-        remediation known (the server stopped during one) returns too."""
+        remediation known (stored so before remediations were stored) returns too."""
         healing = self.healing
         if healing is not None and len(healing.reasons) > 1:
             self.healing = Healing(healing.reasons[1:], healing.underneath)
             return []
+        return self.end_all_healing(at, policy)
+
+    def end_all_healing(self, at: datetime, policy: FleetPolicy) -> list[AgentEvent]:
+        """Every remediation on the node ended at once (those a stopped rule engine left behind): the agent
+        returns to what its heartbeats say, as after the last one."""
+        healing = self.healing
         self.healing = None
         events = self.expire(at, policy)
         if self.status is not AgentStatus.HEALING:

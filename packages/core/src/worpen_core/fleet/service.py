@@ -167,7 +167,9 @@ class Fleet:
             else:
                 agent = current.copy()
                 events = agent.beat(beat, now, self.policy)
-            if events:
+            # Events, or the status underneath a remediation (stored: every replica keeps it), are saved;
+            # the common heartbeat changes neither, and costs two identity checks.
+            if events or (current is not None and agent.healing is not current.healing):
                 change = partial(Agent.beat, beat=beat, at=now, policy=self.policy)
                 # installs it in memory once committed
                 [(agent, events)] = await self._persist([_write(agent, current, events, change)])
@@ -185,15 +187,49 @@ class Fleet:
 
     async def begin_healing(self, agent_id: str, reason: str) -> None:
         """A remediation began on the agent's node: the agent is HEALING (persisted, `AgentHealing`) until
-        the last remediation begun on it ends (`end_healing`, once per call to this). A node that is not an
-        agent (a Docker host that sends no heartbeats) is left alone. Raises what the store raises
-        (Unavailable) when the change cannot be written, and then nothing changed."""
+        the last remediation begun on it ends (`end_healing`, once per call to this), on whichever replica.
+        A node that is not an agent (a Docker host that sends no heartbeats) is left alone. Raises what the
+        store raises (Unavailable) when the change cannot be written, and then nothing changed."""
         await self._heal(agent_id, lambda agent, now: agent.begin_healing(reason, now, self.policy))
 
     async def end_healing(self, agent_id: str) -> None:
         """A remediation begun with `begin_healing` ended: after the last one, the agent returns to what its
         heartbeats say (ONLINE or CRITICAL, or OFFLINE if they stopped), persisted, with its event."""
         await self._heal(agent_id, lambda agent, now: agent.end_healing(now, self.policy))
+
+    async def end_leftover_healing(self) -> int:
+        """End every remediation stored on any agent, each agent returning to what its heartbeats say (with
+        its event); how many agents changed. For a rule engine that starts leading (a new leader, a server
+        starting): only the leading rule engine begins remediations, and the one that led before stopped
+        with its own (cancelled, or killed with its replica), so whatever is stored now was left behind
+        and nothing else would end it. Ending them all, rather than those of the runs left RUNNING, also
+        frees a node whose run was recorded finished but whose end was never written."""
+        if self.shared:
+            await self.refresh()  # what the previous leader stored since this replica last looked
+        healing = sorted(
+            agent.id
+            for agent in self._agents.values()
+            if agent.healing is not None or agent.status is AgentStatus.HEALING
+        )
+        if not healing:
+            return 0
+        async with AsyncExitStack() as stack:
+            for agent_id in healing:
+                await stack.enter_async_context(self._locks.setdefault(agent_id, asyncio.Lock()))
+            if self.shared:
+                async with self._uow() as uow:
+                    for fresh in await uow.agents.get_many(healing):
+                        self._agents[fresh.id] = self._adopted(self._agents[fresh.id], fresh)
+            end = partial(Agent.end_all_healing, at=self._clock.now(), policy=self.policy)
+            writes: list[_Write] = []
+            for agent_id in healing:
+                before = self._agents[agent_id]
+                agent = before.copy()
+                ended = end(agent)
+                if _saved(agent, before, ended):
+                    writes.append(_write(agent, before, ended, end))
+            committed = await self._persist(writes) if writes else []
+        return len(committed)
 
     async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[AgentEvent]:
         """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue. With a shared
@@ -328,7 +364,7 @@ class Fleet:
                 before = await self._read_again(before)
             agent = before.copy()
             events = change(agent, now)
-            if events:
+            if _saved(agent, before, events):
                 await self._persist([_write(agent, before, events, lambda fresh: change(fresh, now))])
             else:
                 self._agents[agent_id] = agent
@@ -387,9 +423,10 @@ class Fleet:
             for write in committed:  # here, not in the callers: a caller that went away can't skip it
                 write.agent.revision += 1
                 self._agents[write.agent.id] = write.agent
+            published = [event for write in committed for event in write.events]
             try:
-                if committed:
-                    await self._bus.publish([event for write in committed for event in write.events])
+                if published:
+                    await self._bus.publish(published)
             finally:
                 for write in committed:
                     write.done.set_result((write.agent, write.events))
@@ -416,13 +453,20 @@ class Fleet:
             before = fresh if write.before is None else self._adopted(write.before, fresh)
             agent = before.copy()
             events = write.change(agent)
-            if events:
+            if _saved(agent, before, events):
                 self._pending.append(
                     _Write(agent, before, events, write.change, write.done, write.attempts + 1)
                 )
             else:
                 self._agents[agent.id] = agent
                 write.done.set_result((agent, []))
+
+
+def _saved(agent: Agent, before: Agent, events: list[AgentEvent]) -> bool:
+    """Whether a change to a copy of `before` must be saved: it made events, or changed the remediations
+    (one begun while another runs, one ended while others remain, the status underneath moved), which
+    are stored and make no event."""
+    return bool(events) or agent.healing is not before.healing
 
 
 def _write(agent: Agent, before: Agent | None, events: list[AgentEvent], change: Change) -> _Write:

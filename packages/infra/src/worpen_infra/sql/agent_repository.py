@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, literal_column, select, update
+from sqlalchemy import Row, bindparam, func, literal_column, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from worpen_core.fleet.events import Metric
-from worpen_core.fleet.model import PROFILE, Agent, TelemetrySample
+from worpen_core.fleet.model import PROFILE, Agent, Healing, TelemetrySample
 from worpen_core.fleet.readings import Readings, values_of
 from worpen_core.fleet.status import AgentStatus
 from worpen_infra.sql.bulk_write import BulkWrite
@@ -69,7 +69,21 @@ def _to_row(agent: Agent) -> dict[str, Any]:
         "alerts": ",".join(sorted(agent.alerts)),
         "revision": agent.revision + 1,
         "changed_at": agent.changed_at,
+        "healing": _healing_document(agent.healing),
     }
+
+
+def _healing_document(healing: Healing | None) -> object:
+    """The remediations as stored: SQL NULL when none runs (None alone would be JSON's null)."""
+    if healing is None:
+        return null()
+    return {"reasons": list(healing.reasons), "underneath": healing.underneath.value}
+
+
+def _healing_of(document: Any) -> Healing | None:
+    if document is None:
+        return None
+    return Healing(tuple(document["reasons"]), AgentStatus(document["underneath"]))
 
 
 _newest_sample = (
@@ -102,6 +116,7 @@ def _from_row(row: Row[Any]) -> Agent:
         version=row.version,
         peers=tuple(row.peers),
         alerts=frozenset(Metric(name) for name in row.alerts.split(",") if name),
+        healing=_healing_of(row.healing),
         revision=row.revision,
         changed_at=row.changed_at,
     )
