@@ -39,6 +39,8 @@ LEASE = 3.0
 SLACK = 3.0
 """Seconds on top of what the design promises, for a busy machine."""
 HEALED = ["AgentRegistered", "AgentHealing", "AgentRecovered"]
+REMEDIATION_DEADLINE = 60.0
+"""Seconds a restart that takes the engine's 10 s grace is given to end; a bound on a hang."""
 
 
 def beat(server: WorpenServer, key: str) -> str:
@@ -116,12 +118,15 @@ def test_heartbeats_to_the_other_replica_keep_the_node_healing_until_the_remedia
         healing_on_both(leader, other, key)
 
         seen: list[tuple[str, str, str]] = []  # (answered to a heartbeat, shown by the leader, by the other)
-        while "SUCCEEDED" not in runs(leader, key, rule):
+        deadline = time.monotonic() + REMEDIATION_DEADLINE
+        while runs(leader, key, rule) == ["RUNNING"]:
+            assert time.monotonic() < deadline, "the remediation did not end"
             answered = beat(other, key)
             shown = [read(server, key, lambda c: status(c, NODE)) for server in (leader, other)]
             seen.append((answered, *shown))
             time.sleep(0.2)
 
+        assert runs(leader, key, rule) == ["SUCCEEDED"]
         assert len(seen) >= 5, "heartbeats went to the other replica during the remediation"
         for column in range(3):  # HEALING, then ONLINE once it ended: never back and forth
             statuses = [row[column] for row in seen]
