@@ -226,6 +226,8 @@ def bootstrap(
         settings.container_limits,
         slots=session_slots,
         replica_id=settings.replicas.replica_id,
+        # A new leader (or a restarted server) resumes the configured engines' events where the last stopped.
+        published=uow,
     )
     if session_slots is not None:
         on_start.append(containers.forget_slots)

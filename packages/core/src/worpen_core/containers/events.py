@@ -93,6 +93,20 @@ class EngineAvailable(Event):
         return self.node
 
 
+ENGINE_EVENT_TYPES = frozenset(
+    kind.__name__
+    for kind in (
+        ContainerStarted,
+        ContainerStopped,
+        ContainerDied,
+        ContainerOomKilled,
+        ContainerHealthChanged,
+        ContainerRemoved,
+        ImagePulled,
+    )
+)
+"""The journal's types of the events an engine's stream becomes."""
+
 SIGKILL = frozenset({"9", "KILL", "SIGKILL"})
 
 
@@ -124,7 +138,7 @@ class StopRequests:
 HEALTH_OF = {"healthy": "HEALTHY", "unhealthy": "UNHEALTHY", "starting": "STARTING"}
 
 
-def domain_event(node: str, raw: EngineEvent, requested: bool = False) -> Event | None:
+def domain_event(node: str, raw: EngineEvent, requested: bool = False) -> ContainerEvent | ImagePulled | None:
     """The domain event an engine event means, if any; `requested` says a death was asked for (see
     StopRequests)."""
     at = datetime.fromtimestamp(raw.time_nanos / 1e9, tz=UTC)

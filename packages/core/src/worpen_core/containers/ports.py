@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -21,6 +21,8 @@ from worpen_core.containers.model import (
     PullProgress,
     WorkloadSpec,
 )
+from worpen_core.events.ports import EventRepository
+from worpen_core.shared.ports import UnitOfWork
 
 
 class TerminalChannel(Protocol):
@@ -168,3 +170,25 @@ class SessionSlots(Protocol):
     async def forget_replica(self, replica_id: str) -> None:
         """Drop every slot of the replica: at its start (left by an earlier run that died) and clean stop."""
         ...
+
+
+class Positions(Protocol):
+    """Named positions kept in the store (the automation feature's progress table)."""
+
+    async def get(self, name: str) -> int | None: ...
+
+    async def set(self, name: str, position: int) -> None: ...
+
+
+class EngineEventsUnitOfWork(UnitOfWork, Protocol):
+    """What publishing the configured engines' events across a change of leader reads and writes: how far
+    each engine's events were published, and the journal they were published to."""
+
+    @property
+    def events(self) -> EventRepository: ...
+
+    @property
+    def progress(self) -> Positions: ...
+
+
+EngineEventsUnitOfWorkFactory = Callable[[], EngineEventsUnitOfWork]

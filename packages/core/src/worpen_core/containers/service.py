@@ -7,18 +7,21 @@ import asyncio
 import contextlib
 import re
 import secrets
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from worpen_core.access.model import Principal
 from worpen_core.audit.model import AuditEntry
 from worpen_core.audit.service import AuditTrail
 from worpen_core.containers.events import (
+    ENGINE_EVENT_TYPES,
+    ContainerEvent,
     EngineAvailable,
     EngineUnavailable,
+    ImagePulled,
     StopRequests,
     domain_event,
 )
@@ -37,12 +40,13 @@ from worpen_core.containers.model import (
 )
 from worpen_core.containers.ports import (
     ContainerRuntime,
+    EngineEventsUnitOfWorkFactory,
     Inventoried,
     SessionSlot,
     SessionSlots,
     TerminalChannel,
 )
-from worpen_core.events.model import Event
+from worpen_core.events.model import Event, RecordedEvent
 from worpen_core.events.ports import EventBus
 from worpen_core.shared.errors import (
     Ambiguous,
@@ -70,6 +74,19 @@ _image = re.compile(IMAGE_PATTERN)
 _hex = re.compile(r"^[0-9a-f]+$")
 SLOT_RENEW_SECONDS = 5.0
 """With several replicas, how often each renews the session slots it holds in the database."""
+RESUME_LOOKBACK = timedelta(minutes=5)
+"""A new publisher of a configured engine's events (a new leader, a restarted server) resumes where the last
+one stopped, but never further back than this: it covers a handover (a lease and a bid) and a restart or an
+upgrade many times over, while a container that died an hour ago is old news that a rule should not act on
+now (it may restart the container or page someone)."""
+RESUME_MARGIN = timedelta(seconds=30)
+"""How far before the stored position a new publisher reads again: what the last publisher handed to the
+bus shortly before it died may never have reached the journal (the journal tells what did)."""
+POSITION_EVERY = 10**9
+"""Nanoseconds of engine time between two writes of an engine's position (a lagging position costs a few
+events read again, never one lost or published twice)."""
+JOURNAL_SCAN = 5000
+"""How many of the newest engine events in the journal a new publisher reads to know what was published."""
 SLOT_STALE = timedelta(seconds=30)
 """A slot not renewed for this long belongs to a replica that died: it counts no more. (The replicas'
 clocks must agree to within a few seconds.)"""
@@ -147,7 +164,10 @@ class Containers:
         *,
         slots: SessionSlots | None = None,
         replica_id: str = "",
+        published: EngineEventsUnitOfWorkFactory | None = None,
     ) -> None:
+        """`published`: where the configured engines' publishing keeps its position and finds what it
+        published, so that a new publisher resumes where the last stopped (see `publish`)."""
         self._runtimes = {runtime.node: runtime for runtime in runtimes}
         self._direct = frozenset(self._runtimes)
         """The engines of the configuration (WORPEN_DOCKER_HOSTS), as opposed to agents' engines."""
@@ -168,6 +188,18 @@ class Containers:
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._publishing = False
         """Whether the configured engines' events are published (by one replica: see `publish`)."""
+        self._watch_publishes = False
+        """Whether `watch` publishes the configured engines' events itself (one replica, no resuming)."""
+        self._published = published
+        self._resume: dict[str, _Resume] = {}
+        """Where each configured engine's stream resumes when publishing starts, and what to skip there."""
+        self._positions: dict[str, int] = {}
+        """The position last stored for each configured engine."""
+        self._recent: dict[str, deque[tuple[str, str, str, int]]] = {
+            node: deque(maxlen=JOURNAL_SCAN) for node in self._direct
+        }
+        """What this replica published of each configured engine lately: when it leads again, some may not
+        have reached the journal yet."""
 
     def serves_directly(self, node: str) -> bool:
         """Whether `node` is one of the configured engines (an agent may not take its name)."""
@@ -490,14 +522,14 @@ class Containers:
         becomes the leader. An agent's engine is published by the replica that holds its stream."""
         self._watch = _Watch(stopping, first_retry, max_retry)
         if configured:
-            self._publishing = True
+            self._watch_publishes = True
         for runtime in list(self._runtimes.values()):
             self._follow(runtime, self._watch)
         try:
             await stopping.wait()
         finally:
             if configured:
-                self._publishing = False
+                self._watch_publishes = False
             self._watch = None
             watchers = list(self._watchers.values())
             self._watchers.clear()
@@ -505,36 +537,105 @@ class Containers:
 
     async def publish(self, stopping: asyncio.Event) -> None:
         """Publish the configured engines' events (followed by `watch`) until `stopping` is set: the
-        leader's job, so that each of their events reaches the journal once however many replicas run."""
+        leader's job, so that each of their events reaches the journal once however many replicas run.
+
+        It first resumes each engine's stream where the last publisher stopped (a leader killed, a server
+        restarted), at most RESUME_LOOKBACK back, skipping what the journal holds already: what happened
+        while no replica published is published once, nothing twice. The store out of reach, it waits for
+        it (what happens meanwhile is read again once it answers)."""
+        delay = 0.5
+        while not stopping.is_set():
+            try:
+                self._resume = await self._resume_points()
+                break
+            except WorpenError:
+                if await _stopped_within(stopping, delay):
+                    return
+                delay = min(delay * 2, 30.0)
         self._publishing = True
         try:
+            if self._watch is not None:
+                for node in self._direct:
+                    runtime = self._runtimes.get(node)
+                    if runtime is not None:
+                        self._follow(runtime, self._watch)
             await stopping.wait()
         finally:
             self._publishing = False
+            self._resume = {}
+
+    async def _resume_points(self) -> dict[str, _Resume]:
+        """Where each configured engine's stream resumes, and the events the journal holds from there on;
+        the first time an engine is published, from now, and that is stored as its start."""
+        if self._published is None or not self._direct:
+            return {}
+        now = _nanos(self._clock.now())
+        earliest = now - _span(RESUME_LOOKBACK)
+        points: dict[str, _Resume] = {}
+        async with self._published() as tx:
+            recorded = await tx.events.latest(JOURNAL_SCAN, ENGINE_EVENT_TYPES)
+            for node in sorted(self._direct):
+                start = await tx.progress.get(_start_name(node))
+                position = await tx.progress.get(_position_name(node))
+                if start is None:
+                    await tx.progress.set(_start_name(node), now)
+                    await tx.progress.set(_position_name(node), now)
+                    self._positions[node] = now
+                    continue
+                self._positions[node] = position if position is not None else start
+                since = max(start, earliest, self._positions[node] - _span(RESUME_MARGIN))
+                skip = {key for event in recorded if (key := _recorded_key(node, event, since)) is not None}
+                points[node] = _Resume(since, frozenset(skip.union(self._recent[node])))
+            await tx.commit()
+        return points
+
+    async def _store_position(self, node: str, nanos: int) -> None:
+        """Keep how far `node`'s events were published, at most once a POSITION_EVERY of engine time."""
+        if self._published is None or nanos - self._positions.get(node, 0) < POSITION_EVERY:
+            return
+        self._positions[node] = nanos
+        # A write that fails is made again a POSITION_EVERY later: meanwhile a next publisher would read
+        # a little more again, which the journal tells it to skip.
+        with contextlib.suppress(WorpenError):
+            async with self._published() as tx:
+                await tx.progress.set(_position_name(node), nanos)
+                await tx.commit()
 
     def _publishes(self, node: str) -> bool:
-        return self._publishing or node not in self._direct
+        return self._publishing or self._watch_publishes or node not in self._direct
 
     def _follow(self, runtime: ContainerRuntime, watch: _Watch) -> None:
         """Follow `runtime`'s events, in place of its node's previous runtime's."""
         previous = self._watchers.pop(runtime.node, None)
         if previous is not None:
             previous.cancel()
+        resume = self._resume.pop(runtime.node, None) if runtime.node in self._direct else None
         self._watchers[runtime.node] = asyncio.create_task(
-            self._watch_one(runtime, watch.stopping, watch.first_retry, watch.max_retry),
+            self._watch_one(runtime, watch.stopping, watch.first_retry, watch.max_retry, resume),
             name=f"engine-watch-{runtime.node}",
         )
 
     async def _watch_one(
-        self, runtime: ContainerRuntime, stopping: asyncio.Event, first_retry: float, max_retry: float
+        self,
+        runtime: ContainerRuntime,
+        stopping: asyncio.Event,
+        first_retry: float,
+        max_retry: float,
+        resume: _Resume | None = None,
     ) -> None:
-        """Publish the engine's events as domain events. When the engine goes away, mark it unavailable
-        and retry with exponential backoff; on reconnect, resume from the last event seen."""
+        """Publish the engine's events as domain events (from `resume`'s time, skipping what it names,
+        when publishing resumes). When the engine goes away, mark it unavailable and retry with
+        exponential backoff; on reconnect, resume from the last event seen."""
         status = self._status[runtime.node]
-        since: int | None = None
+        since: int | None = resume.since if resume is not None else None
+        skip = resume.skip if resume is not None else frozenset()
+        direct = runtime.node in self._direct
         delay = first_retry
         requests = StopRequests()
-        while not stopping.is_set():
+        current = asyncio.current_task()
+        # A watcher replaced by another stops at its next step, even if its cancellation was lost (on
+        # Python 3.11 `wait_for` can swallow one that comes as its call completes): never two streams.
+        while not stopping.is_set() and self._watchers.get(runtime.node) is current:
             try:
                 status.info = await runtime.info()
                 if since is None:
@@ -544,10 +645,16 @@ class Containers:
                 status.outage = None
                 delay = first_retry
                 async for raw in until(stream, stopping):
+                    if self._watchers.get(runtime.node) is not current:
+                        return
                     since = raw.time_nanos + 1
                     event = domain_event(runtime.node, raw, requests.observe(raw))
-                    if event is not None and self._publishes(runtime.node):
-                        await self._bus.publish([event])
+                    if event is None or not self._publishes(runtime.node) or _key(event) in skip:
+                        continue
+                    await self._bus.publish([event])
+                    if direct and self._publishing:
+                        self._recent[runtime.node].append(_key(event))
+                        await self._store_position(runtime.node, raw.time_nanos)
                 if stopping.is_set():
                     return
                 raise Unavailable(f"node {runtime.node} docker engine", "the event stream ended")
@@ -639,6 +746,58 @@ class _Watch:
     stopping: asyncio.Event
     first_retry: float
     max_retry: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Resume:
+    since: int
+    """Engine time (ns) from which the stream is read again."""
+    skip: frozenset[tuple[str, str, str, int]]
+    """The events from then on that the journal holds already (see `_key`)."""
+
+
+def _position_name(node: str) -> str:
+    return f"engines.{node}"
+
+
+def _start_name(node: str) -> str:
+    return f"engines.{node}.start"
+
+
+def _nanos(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _span(delta: timedelta) -> int:
+    return delta // timedelta(microseconds=1) * 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _key(event: ContainerEvent | ImagePulled) -> tuple[str, str, str, int]:
+    """What tells one engine event from another in the journal: its type, node, container (or image) and
+    time to the microsecond the journal keeps."""
+    actor = event.container_id if isinstance(event, ContainerEvent) else event.image
+    return type(event).__name__, event.node, actor, _nanos(event.at)
+
+
+def _recorded_key(node: str, event: RecordedEvent, since: int) -> tuple[str, str, str, int] | None:
+    """`event`'s key (see `_key`) if it is one of `node`'s from `since` on."""
+    payload = event.payload
+    at = event.at if event.at.tzinfo is not None else event.at.replace(tzinfo=UTC)
+    if payload.get("node") != node or _nanos(at) < since - 1000:
+        return None
+    actor = payload.get("container_id") or payload.get("image") or ""
+    return event.type, node, str(actor), _nanos(at)
+
+
+async def _stopped_within(stopping: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _describe(container: Container) -> str:
