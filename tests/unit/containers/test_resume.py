@@ -119,3 +119,34 @@ async def test_a_publisher_never_resumes_further_back_than_the_lookback(
     await second.stop()
 
     assert second.engine.events_from[-1] == nanos(clock.now() - RESUME_LOOKBACK)
+
+
+async def test_a_leader_elected_again_skips_what_it_published_before_the_journal_has_it(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    replica = Replica(uow, clock)
+    containers, engine = replica.containers, replica.engine
+    watch = asyncio.create_task(containers.watch(replica.stopping, 0.01, 0.02, configured=False))
+    await asyncio.wait_for(engine.following.wait(), 5)
+    terms = [asyncio.Event(), asyncio.Event()]
+    engine.following.clear()
+    first = asyncio.create_task(containers.publish(terms[0]))
+    await asyncio.wait_for(engine.following.wait(), 5)
+    died_at = clock.now()
+    engine.emit(engine_event("die", "web", died_at, exitCode="1"))
+    await eventually(lambda: deaths(replica.bus) == ["web"])
+    terms[0].set()  # deposed, before its central log wrote that death to the journal
+    await asyncio.wait_for(first, 5)
+
+    clock.advance(5)
+    engine.following.clear()
+    second = asyncio.create_task(containers.publish(terms[1]))  # and elected again
+    await asyncio.wait_for(engine.following.wait(), 5)
+    engine.emit(engine_event("die", "web", died_at, exitCode="1"))
+    engine.emit(engine_event("die", "api", clock.now(), exitCode="3"))
+    await eventually(lambda: "api" in deaths(replica.bus))
+    terms[1].set()
+    replica.stopping.set()
+    await asyncio.wait_for(asyncio.gather(second, watch), 5)
+
+    assert deaths(replica.bus) == ["web", "api"]
