@@ -7,6 +7,7 @@ Waits are bounded polls with generous deadlines: they bound a hang, they are not
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -57,9 +58,30 @@ _HANDED_OUT: set[int] = set()
 """Ports free_port gave already: servers launched together bind theirs only once started, so a port
 still free when a second one is chosen may be the first one's."""
 
+PORT_RESERVATIONS = Path(tempfile.gettempdir()) / "worpen-test-ports.lock"
+"""A file whose byte N a test session locks while port N is its own: two sessions running at once
+(scripts/test runs its two passes side by side) never hand out the same port, even one that neither's
+server has bound yet. The kernel drops a session's locks when it ends, however it ends."""
+
+_reservations: list[int] = []
+"""The open descriptor of PORT_RESERVATIONS, kept for the whole session: closing any descriptor of the
+file would drop every lock this process holds on it."""
+
+
+def _reserve(port: int) -> bool:
+    """Lock byte `port` of PORT_RESERVATIONS for this session, unless another session holds it."""
+    if not _reservations:
+        _reservations.append(os.open(PORT_RESERVATIONS, os.O_RDWR | os.O_CREAT, 0o666))
+    try:
+        fcntl.lockf(_reservations[0], fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+    except OSError:
+        return False
+    return True
+
 
 def free_port() -> int:
-    """A loopback port nothing listens on, in LISTEN_PORTS, never the same twice in one test session."""
+    """A loopback port nothing listens on, in LISTEN_PORTS, never the same twice in one test session
+    nor in two sessions running at once."""
     while True:
         port = random.choice(LISTEN_PORTS)
         if port in _HANDED_OUT:
@@ -69,6 +91,8 @@ def free_port() -> int:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
+        if not _reserve(port):
+            continue
         _HANDED_OUT.add(port)
         return port
 
@@ -109,11 +133,13 @@ _POSTGRES_STORES: dict[Path, str] = {}
 
 def database_url(database: Path) -> str:
     """The URL of the store at `database`: that SQLite file, or in PostgreSQL mode a fresh PostgreSQL
-    database made for the path on first use (and the same one afterwards)."""
+    database made for the path on first use (and the same one afterwards), already migrated as a first
+    start would leave it (the server still checks it is at the newest migration; the migrations from an
+    empty PostgreSQL database have tests of their own)."""
     if not on_postgresql():
         return f"sqlite+aiosqlite:///{database}"
     if database not in _POSTGRES_STORES:
-        _POSTGRES_STORES[database] = create_database_sync("it")
+        _POSTGRES_STORES[database] = create_database_sync("it", migrated=True)
     return _POSTGRES_STORES[database]
 
 
