@@ -14,11 +14,13 @@ It prints the medians, the 10,000/100 ratio of each endpoint (target <= 2, and <
 stats, network?range=24h and load?range=24h), and the bytes on disk per raw sample and per rollup row
 (SQLite's dbstat: table and index pages). See bench/README.md.
 
-With --database postgresql, each fleet is also seeded on a throwaway PostgreSQL cluster (bench/cluster.py:
-durable commits) through the same storage layer, served by one and by two `worpen serve` replicas behind
-a round-robin proxy (nginx), and timed in the same interleaved rounds as SQLite: it prints p50 and p99 of
-each endpoint per set-up at each size, and the ratio of PostgreSQL to SQLite; the SQL floor runs the same
-query through asyncpg, and the bytes per row come from pg_total_relation_size.
+With --database postgresql, each fleet seeded on SQLite is also copied, row for row, into a database on a
+throwaway PostgreSQL cluster (bench/cluster.py: durable commits) migrated by Worpen, with PostgreSQL's COPY:
+the same agents, samples, rollups and rollup progress, so both backends serve the same data. It is served
+by one and by two `worpen serve` replicas behind a round-robin proxy (nginx), and timed in the same
+interleaved rounds as SQLite: it prints p50 and p99 of each endpoint per set-up at each size, and the ratio
+of PostgreSQL to SQLite; the SQL floor runs the same query through asyncpg, and the bytes per row come from
+pg_total_relation_size.
 """
 
 from __future__ import annotations
@@ -202,6 +204,69 @@ def fleet_rollups_query(database: Path) -> Callable[[], object]:
         return db.execute(sql, (origin, step, origin, origin + 480 * step)).fetchall()
 
     return query
+
+
+async def copy_to_postgres(database: Path, url: str) -> dict[str, float]:
+    """Every table the seed filled, copied from the SQLite file into the empty PostgreSQL database `url`
+    once Worpen's migrations made its schema, with COPY (asyncpg's binary copy_records_to_table), and the
+    sequences set past the copied ids. Writing 8.64 million samples through the storage layer, then
+    rolling them up, takes PostgreSQL far longer than this, and yields the same rows. SQLite's values are
+    turned into what PostgreSQL's column holds: timestamps from SQLAlchemy's text, booleans from integers;
+    JSON stays text (asyncpg's jsonb codec takes text)."""
+    started = time.perf_counter()
+    engine = create_engine(url)
+    await upgrade_database(engine)
+    await engine.dispose()
+    source = sqlite3.connect(database)
+    connection = await asyncpg.connect(driver_url(url))
+    rows: dict[str, float] = {}
+    try:
+        types = {
+            (table, column): kind
+            for table, column, kind in await connection.fetch(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'public'"
+            )
+        }
+        tables = {table for table, _ in types} - {"alembic_version"}
+        for (table,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+            if table not in tables or not source.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone():
+                continue
+            columns = [row[1] for row in source.execute(f'PRAGMA table_info("{table}")')]
+            converters = [_to_postgres(types[(table, column)]) for column in columns]
+            listed = ", ".join(f'"{column}"' for column in columns)
+            cursor = source.execute(f'SELECT {listed} FROM "{table}"')  # names from the schema
+            records = (
+                tuple(
+                    value if convert is None or value is None else convert(value)
+                    for value, convert in zip(row, converters, strict=True)
+                )
+                for row in cursor
+            )
+            await connection.copy_records_to_table(table, records=records, columns=columns)
+            rows[table] = await connection.fetchval(f'SELECT count(*) FROM "{table}"')
+            for column in columns:
+                sequence = await connection.fetchval("SELECT pg_get_serial_sequence($1, $2)", table, column)
+                if sequence is not None:
+                    await connection.execute(
+                        f'SELECT setval($1::regclass, (SELECT max("{column}") FROM "{table}"))', sequence
+                    )
+    finally:
+        await connection.close()
+        source.close()
+    rows["copy_seconds"] = time.perf_counter() - started
+    return rows
+
+
+def _to_postgres(kind: str) -> Callable[[object], object] | None:
+    """How a value read from SQLite becomes what asyncpg writes into a PostgreSQL column of `kind`."""
+    if kind == "timestamp without time zone":
+        return lambda value: datetime.fromisoformat(str(value))
+    if kind == "timestamp with time zone":
+        return lambda value: datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    if kind == "boolean":
+        return bool
+    return None
 
 
 def postgres_disk_cost(url: str) -> dict[str, float]:
@@ -395,17 +460,22 @@ def _setup_calls(
 def _measure_size(
     workdir: Path, size: int, args: argparse.Namespace, pg_url: str
 ) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
-    """Both databases seeded with the same fleet; SQLite's server, PostgreSQL's two replicas and the proxy
-    started; every endpoint of every set-up timed in the same interleaved rounds."""
+    """The fleet seeded on SQLite and copied to PostgreSQL; SQLite's server, PostgreSQL's two replicas and the
+    proxy started; every endpoint of every set-up timed in the same interleaved rounds."""
     database = workdir / f"fleet-{size}.db"
     costs: dict[str, dict[str, float]] = {}
-    for label, target in (("SQLite", database), ("PostgreSQL", pg_url)):
-        seeded = asyncio.run(seed(target, size, args.with_samples, args.hours))
-        print(
-            f"fleet of {size} on {label}: {int(seeded['samples']):,} samples seeded in "
-            f"{seeded['seed_seconds']:.0f} s, rolled up in {seeded['rollup_seconds']:.0f} s",
-            flush=True,
-        )
+    seeded = asyncio.run(seed(database, size, args.with_samples, args.hours))
+    print(
+        f"fleet of {size} on SQLite: {int(seeded['samples']):,} samples seeded in "
+        f"{seeded['seed_seconds']:.0f} s, rolled up in {seeded['rollup_seconds']:.0f} s",
+        flush=True,
+    )
+    copied = asyncio.run(copy_to_postgres(database, pg_url))
+    print(
+        f"fleet of {size} copied to PostgreSQL in {copied.pop('copy_seconds'):.0f} s: "
+        + ", ".join(f"{table} {int(count):,}" for table, count in copied.items()),
+        flush=True,
+    )
     costs["SQLite"] = disk_cost(database)
     costs["PostgreSQL"] = postgres_disk_cost(pg_url)
     processes = []
