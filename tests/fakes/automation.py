@@ -106,10 +106,16 @@ class FakeRunRepository:
     def __init__(self, table: _Table[str, AutomationRun]) -> None:
         self._table = table
 
-    async def add(self, run: AutomationRun) -> None:
+    async def add(self, run: AutomationRun) -> bool:
         if self._table.get(run.id) is not None:
             raise Conflict(f"run {run.id} exists")
+        if run.claim is not None and any(
+            (other.rule_id, other.event_id, other.claim) == (run.rule_id, run.event_id, run.claim)
+            for other in self._table.rows().values()
+        ):
+            return False
         self._table.put(run.id, copy.deepcopy(run))
+        return True
 
     async def update(self, run: AutomationRun) -> None:
         if self._table.get(run.id) is not None:

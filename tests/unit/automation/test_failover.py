@@ -20,6 +20,7 @@ from worpen_core.audit.service import AuditTrail
 from worpen_core.automation.channels import ChannelKind, DeliveryPolicy
 from worpen_core.automation.commands import RuleDraft
 from worpen_core.automation.engine import RuleEngine
+from worpen_core.automation.events import RuleRan
 from worpen_core.automation.model import AutomationRule, RunQuery, RunStatus, StormPolicy, Trigger
 from worpen_core.automation.notifications import Notifications
 from worpen_core.automation.plan import SandboxLimits
@@ -29,7 +30,7 @@ from worpen_core.events.journal import EventJournal
 from worpen_core.events.model import EventRecord, JsonValue, RecordedEvent
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.fleet.service import Fleet
-from worpen_core.incidents.model import IncidentPolicy
+from worpen_core.incidents.model import IncidentPolicy, IncidentQuery
 from worpen_core.incidents.service import Incidents
 from worpen_infra.sandbox.mini_racer import MiniRacerSandbox
 
@@ -41,6 +42,8 @@ class Replica:
     engine: RuleEngine
     runtime: Runtime
     sandbox: MiniRacerSandbox
+    bus: FakeEventBus
+    incidents: Incidents
     stopping: asyncio.Event | None = None
     task: asyncio.Task[None] | None = None
 
@@ -83,7 +86,7 @@ def replica(uow: FakeUnitOfWorkFactory, clock: FakeClock) -> Replica:
         clock,
         retry_seconds=0.01,
     )
-    return Replica(journal, automation, engine, runtime, sandbox)
+    return Replica(journal, automation, engine, runtime, sandbox, bus, incidents)
 
 
 async def died(uow: FakeUnitOfWorkFactory, clock: FakeClock, replicas: list[Replica]) -> RecordedEvent:
@@ -224,3 +227,93 @@ async def test_a_refresh_overlapping_a_change_made_here_keeps_the_change(
 
     assert [each.id for each in a.automation.active()] == [rule.id]
     await a.sandbox.close()
+
+
+async def two_leaders(uow: FakeUnitOfWorkFactory, clock: FakeClock, storm: StormPolicy) -> list[Replica]:
+    """Both replicas' engines running at once, as at a handover while the old leader still finishes a
+    step: each takes every event."""
+    a, b = replica(uow, clock), replica(uow, clock)
+    bus = FakeEventBus()
+    setup = Notifications(uow, Sender(), AuditTrail(uow, clock, bus), bus, clock, DeliveryPolicy())
+    await setup.create(ADMIN, "#ops-alerts", ChannelKind.SLACK, "https://hooks.example.com/T/B/x")
+    await a.automation.create(
+        ADMIN, RuleDraft("heal-web", Trigger.CONTAINER_DIED, "we*", EXAMPLE, storm=storm)
+    )
+    await a.lead()
+    await b.lead()
+    return [a, b]
+
+
+async def test_two_engines_taking_one_event_apply_its_plan_once_and_the_refused_one_leaves_no_trace(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    both = await two_leaders(uow, clock, StormPolicy())
+    event = await died(uow, clock, both)
+    await settle(both)
+
+    runs = await both[0].automation.runs(RunQuery(limit=100))
+    assert [(run.event_id, run.status) for run in runs] == [(event.id, RunStatus.SUCCEEDED)]
+    assert sum(len(each.runtime.restarted) for each in both) == 1
+    assert sorted(each.engine.claims_refused for each in both) == [0, 1]
+    refused = next(each for each in both if each.engine.claims_refused)
+    assert not any(isinstance(published, RuleRan) for published in refused.bus.published)
+    [incident] = await refused.incidents.query(IncidentQuery())
+    assert incident.occurrences == 1
+    for each in both:
+        await each.step_down()
+        await each.sandbox.close()
+
+
+async def test_a_deferred_plan_fired_by_two_engines_runs_once(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    both = await two_leaders(uow, clock, StormPolicy(cooldown_seconds=30, backoff_seconds=0))
+    first = await died(uow, clock, both)
+    await settle(both)
+    clock.advance(5)
+    second = await died(uow, clock, both)  # within the cooldown: deferred
+    await settle(both)
+    clock.advance(30)
+
+    fired = await asyncio.gather(*(each.engine.fire_due() for each in both))
+    await settle(both)
+
+    assert fired == [1, 1]
+    runs = list(reversed(await both[0].automation.runs(RunQuery(limit=100))))
+    assert [(run.event_id, run.status) for run in runs] == [
+        (first.id, RunStatus.SUCCEEDED),
+        (second.id, RunStatus.DEFERRED),
+        (second.id, RunStatus.SUCCEEDED),
+    ]
+    assert sum(len(each.runtime.restarted) for each in both) == 2
+    for each in both:
+        await each.step_down()
+        await each.sandbox.close()
+
+
+async def test_a_deferred_plan_that_fails_is_not_tried_again_every_tick(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock
+) -> None:
+    [a, b] = await two_leaders(uow, clock, StormPolicy(cooldown_seconds=30, backoff_seconds=0))
+    await b.step_down()
+    await died(uow, clock, [a])
+    await settle([a])
+    clock.advance(5)
+    second = await died(uow, clock, [a])
+    await settle([a])
+    bus = FakeEventBus()
+    setup = Notifications(uow, Sender(), AuditTrail(uow, clock, bus), bus, clock, DeliveryPolicy())
+    [channel] = await setup.list_all()
+    await setup.delete(ADMIN, channel.id)  # the deferred plan names a channel that is gone by then
+    clock.advance(30)
+
+    assert await a.engine.fire_due() == 1
+    await settle([a])
+    clock.advance(1)
+    assert await a.engine.fire_due() == 0
+
+    [deferred_run, *_] = await a.automation.runs(RunQuery(limit=100))
+    assert (deferred_run.event_id, deferred_run.status) == (second.id, RunStatus.FAILED)
+    await a.step_down()
+    for each in (a, b):
+        await each.sandbox.close()

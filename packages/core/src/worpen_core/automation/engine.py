@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -57,6 +58,7 @@ from worpen_core.shared.ports import Clock, CronSchedule
 from worpen_core.shared.streams import until
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 CURSOR = "automation.engine"
 """The progress entry holding the id of the last journal event the engine is done with."""
 SCHEDULE_PREFIX = "schedule:"
@@ -155,6 +157,8 @@ class RuleEngine:
         """Journal events of a trigger's type taken in since this process started."""
         self.runs_recorded = 0
         self.failures = 0
+        self.claims_refused = 0
+        """Runs not recorded nor applied because another leader term had claimed their event."""
         """Occurrences a rule's worker could not handle because of an unexpected error (a bug)."""
         self.following = asyncio.Event()
         """Set once the engine follows the journal (events committed from then on reach it)."""
@@ -477,7 +481,10 @@ class RuleEngine:
             actor=actor,
             incident_id=None if state is None else state.incident_id,
             started_at=now,
+            claim=_claim(item, state) if paced and occurrence.event_id is not None else None,
         )
+        if item.deferred and state is not None and outcome.status is not ScriptStatus.SUCCESS:
+            state.pending_event_id = state.pending_due_at = None  # tried once: not again every tick
         if outcome.status is not ScriptStatus.SUCCESS:
             return await self._finish(run.finish(RunStatus.FAILED, now, reason=_why(outcome)), state, outcome)
         if not outcome.actions:
@@ -488,22 +495,32 @@ class RuleEngine:
             action.target for action in outcome.actions if action.type in NOTIFY_ACTIONS
         )
         if missing:
+            if item.deferred and state is not None:
+                state.pending_event_id = state.pending_due_at = None
             reason = f"the plan names channels that do not exist: {', '.join(missing)}"
             return await self._finish(run.finish(RunStatus.FAILED, now, reason=reason), state, outcome)
         acts = _acts(outcome.actions)
         decision = Decision(Verdict.RUN)
+        claimed = False
         if state is not None:
             decision = state.decide(now, rule.storm, acts=acts)
             if not item.deferred:
-                incident = await self._incidents.report(
-                    IncidentReport(
-                        service=occurrence.target,
-                        node=occurrence.node,
-                        issue=occurrence.issue,
-                        action=_summary(outcome.actions),
-                        trigger=occurrence.trigger.value,
-                        rule_id=rule.id,
-                        message=f"{occurrence.issue}; rule {rule.name}: {decision.verdict.value.lower()}",
+                # The run is claimed before the incident is reported: a claim refused (another leader
+                # term took this event) leaves no trace. From here on nothing retries the whole item.
+                if await self._finish(run, None, None) is None:
+                    return None
+                claimed = True
+                incident = await self._until_written(
+                    lambda: self._incidents.report(
+                        IncidentReport(
+                            service=occurrence.target,
+                            node=occurrence.node,
+                            issue=occurrence.issue,
+                            action=_summary(outcome.actions),
+                            trigger=occurrence.trigger.value,
+                            rule_id=rule.id,
+                            message=f"{occurrence.issue}; rule {rule.name}: {decision.verdict.value.lower()}",
+                        )
                     )
                 )
                 state.incident_id = incident.id
@@ -513,23 +530,23 @@ class RuleEngine:
                 assert state is not None
                 assert decision.due is not None
                 state.defer(occurrence.event_id, decision.due)
-                return await self._finish(
-                    run.finish(RunStatus.DEFERRED, now, reason=decision.reason), state, outcome
-                )
+                deferred = run.finish(RunStatus.DEFERRED, now, reason=decision.reason)
+                return await self._record(deferred, state, outcome, claimed=claimed)
             case Verdict.SUPPRESS:
-                return await self._finish(
-                    run.finish(RunStatus.SUPPRESSED, now, reason=decision.reason), state, outcome
-                )
+                suppressed = run.finish(RunStatus.SUPPRESSED, now, reason=decision.reason)
+                return await self._record(suppressed, state, outcome, claimed=claimed)
             case Verdict.GIVE_UP:
                 assert state is not None
-                finished = await self._finish(
-                    run.finish(RunStatus.GAVE_UP, now, reason=decision.reason), state, outcome
-                )
-                await self._give_up(rule, occurrence, state, decision.reason or "")
+                gave_up = run.finish(RunStatus.GAVE_UP, now, reason=decision.reason)
+                finished = await self._record(gave_up, state, outcome, claimed=claimed)
+                if finished is not None:
+                    await self._give_up(rule, occurrence, state, decision.reason or "")
                 return finished
         if state is not None:
             state.ran(now, rule.storm, acts=acts)
-        await self._finish(run, state, outcome)  # RUNNING, written before anything is applied
+        # RUNNING, written before anything is applied
+        if await self._record(run, state, outcome, claimed=claimed) is None:
+            return None
         applied, failure, incident_id = await self._apply(rule, occurrence, run)
         if state is not None:
             state.incident_id = incident_id
@@ -549,6 +566,15 @@ class RuleEngine:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
 
+    async def _record(
+        self, run: AutomationRun, state: TargetState | None, outcome: ScriptOutcome, *, claimed: bool
+    ) -> AutomationRun | None:
+        """Record the run: a run already claimed is updated (retried while the store is unavailable, as
+        its claim is taken), otherwise its insert is the claim (None when refused)."""
+        if claimed:
+            return await self._until_written(lambda: self._finish(run, state, outcome, update=True))
+        return await self._finish(run, state, outcome)
+
     async def _state(self, rule: AutomationRule, occurrence: Occurrence) -> TargetState:
         async with self._uow() as tx:
             found = await tx.targets.get(rule.id, occurrence.key)
@@ -561,14 +587,23 @@ class RuleEngine:
         outcome: ScriptOutcome | None,
         *,
         update: bool = False,
-    ) -> AutomationRun:
+    ) -> AutomationRun | None:
         """Record the run (and the target's state, and the rule's last run) in one transaction, then tell
-        the log."""
+        the log. None when the store refused the run's claim: another leader term recorded a run of this
+        rule for the same event (and so applied it, or will), so nothing of this one is written."""
         async with self._uow() as tx:
             if update:
                 await tx.runs.update(run)
+            elif not await tx.runs.add(run):
+                self.claims_refused += 1
+                log.info(
+                    "automation.claim_refused rule=%s event=%s claim=%r: handled by another leader term",
+                    run.rule_name,
+                    run.event_id,
+                    run.claim,
+                )
+                return None
             else:
-                await tx.runs.add(run)
                 await tx.rules.mark_run(run.rule_id, run.started_at)
             if state is not None:
                 await tx.targets.save(state)
@@ -905,6 +940,14 @@ class _Replay:
             errors=verdicts["ERROR"],
             truncated=truncated,
         )
+
+
+def _claim(item: _Item, state: TargetState | None) -> str:
+    """What an event's run claims: the event's first handling, or its deferred plan due at a time (a plan
+    deferred again is due at another)."""
+    if item.deferred and state is not None and state.pending_due_at is not None:
+        return f"deferred {state.pending_due_at.isoformat()}"
+    return "event"
 
 
 def _key(item: BacktestItem) -> str:

@@ -177,6 +177,11 @@ class AutomationRun:
     started_at: datetime
     finished_at: datetime | None = None
     duration_ms: float | None = None
+    claim: str | None = None
+    """What the run handles, held once per rule by the store: `event` for its event's first handling,
+    `deferred <due>` for the deferred plan of its event run when its wait ended. A second claim of the
+    same (rule, event, claim) is refused, so two leader terms never both act on one event. None for runs
+    no event fired (schedules, manual runs) and for runs recorded before claims existed."""
 
     def finish(
         self,

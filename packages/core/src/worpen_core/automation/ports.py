@@ -50,7 +50,10 @@ class RuleRepository(Protocol):
 
 
 class RunRepository(Protocol):
-    async def add(self, run: AutomationRun) -> None: ...
+    async def add(self, run: AutomationRun) -> bool:
+        """Store a new run; False, storing nothing, when its rule has a run with the same event and
+        claim already (another leader term handled that event: the run must not be applied)."""
+        ...
 
     async def update(self, run: AutomationRun) -> None: ...
 

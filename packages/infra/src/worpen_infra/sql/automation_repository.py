@@ -25,6 +25,7 @@ from worpen_core.events.model import JsonValue
 from worpen_core.shared.errors import Conflict
 from worpen_infra.sql.dialects import upsert
 from worpen_infra.sql.tables import (
+    CLAIMED,
     automation_progress,
     automation_rules,
     automation_runs,
@@ -149,8 +150,18 @@ class SqlAlchemyRunRepository:
     def __init__(self, connection: AsyncConnection) -> None:
         self._connection = connection
 
-    async def add(self, run: AutomationRun) -> None:
-        await self._connection.execute(insert(automation_runs).values(_run_to_row(run)))
+    async def add(self, run: AutomationRun) -> bool:
+        """ON CONFLICT DO NOTHING on the claim's unique index: a second claim is not an error that would
+        abort the transaction (PostgreSQL), and one racing an uncommitted first waits for it to commit."""
+        if run.claim is None:
+            await self._connection.execute(insert(automation_runs).values(_run_to_row(run)))
+            return True
+        inserted = await self._connection.execute(
+            upsert(self._connection.dialect, automation_runs)
+            .values(_run_to_row(run))
+            .on_conflict_do_nothing(index_elements=["rule_id", "event_id", "claim"], index_where=CLAIMED)
+        )
+        return bool(inserted.rowcount)
 
     async def update(self, run: AutomationRun) -> None:
         await self._connection.execute(

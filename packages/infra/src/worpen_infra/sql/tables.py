@@ -366,6 +366,9 @@ automation_rules = Table(
 """Automation rules; `schedule` is the cron expression of SCHEDULE rules, `updated_by` (a key's name) and
 `updated_by_key_id` who last changed the rule: the audit entries of what the rule does name them."""
 
+CLAIMED = text("claim IS NOT NULL")
+"""The runs the claim index holds: those an event fired, from migration 0014 on."""
+
 automation_runs = Table(
     "automation_runs",
     metadata,
@@ -388,10 +391,20 @@ automation_runs = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime, nullable=True),
     Column("duration_ms", Float, nullable=True),
+    Column("claim", String(64), nullable=True),
     Index("ix_automation_runs_rule_id_started_at", "rule_id", "started_at"),
     Index("ix_automation_runs_started_at", "started_at"),
     Index("ix_automation_runs_status", "status"),
     Index("ix_automation_runs_rule_id_event_id", "rule_id", "event_id"),
+    Index(
+        "ux_automation_runs_rule_id_event_id_claim",
+        "rule_id",
+        "event_id",
+        "claim",
+        unique=True,
+        sqlite_where=CLAIMED,
+        postgresql_where=CLAIMED,
+    ),
 )
 """What each rule did: the event that triggered it, the plan its script made, what was applied, how it
 ended. A run is written RUNNING before its plan is applied, so a crash leaves it to be marked
