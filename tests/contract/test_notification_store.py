@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -149,3 +150,33 @@ async def test_no_pending_delivery_means_nothing_due(uow: StorageFactory) -> Non
     async with uow() as tx:
         assert await tx.deliveries.next_due() is None
         assert await tx.deliveries.due(NOW, 10) == []
+
+
+async def test_a_due_delivery_is_claimed_by_one_sender_until_its_attempt_may_be_over(
+    uow: StorageFactory,
+) -> None:
+    """Two senders (a leader still sending as the next one starts) claim before they send: one takes a
+    delivery; it is due again at the claim's end, in case its sender died."""
+    until = NOW + timedelta(seconds=65)
+    async with uow() as tx:
+        due = await tx.deliveries.add("ops", {"payload": {}}, None, NOW)
+        later = await tx.deliveries.add("ops", {"payload": {}}, None, NOW + timedelta(minutes=1))
+        sent = await tx.deliveries.add("ops", {"payload": {}}, None, NOW)
+        await tx.commit()
+    sent.status, sent.attempts, sent.delivered_at = DeliveryStatus.DELIVERED, 1, NOW
+    async with uow() as tx:
+        await tx.deliveries.update(sent)
+        await tx.commit()
+
+    async def claim() -> set[int]:
+        async with uow() as tx:
+            taken = await tx.deliveries.claim([due.id, later.id, sent.id], NOW, until)
+            await tx.commit()
+        return taken
+
+    claims = await asyncio.gather(*(claim() for _ in range(6)))
+    assert sorted(claims, key=len) == [set()] * 5 + [{due.id}]
+    async with uow() as tx:
+        assert [d.id for d in await tx.deliveries.due(NOW + timedelta(seconds=64), 10)] == [later.id]
+        assert [d.id for d in await tx.deliveries.due(until, 10)] == [later.id, due.id]
+        assert await tx.deliveries.claim([due.id], until, until + timedelta(seconds=65)) == {due.id}

@@ -121,6 +121,15 @@ class FakeDeliveryRepository:
         due.sort(key=lambda d: (d.next_attempt_at, d.id))
         return [copy.copy(d) for d in due[:limit]]
 
+    async def claim(self, ids: Iterable[int], now: datetime, until: datetime) -> set[int]:
+        taken = set()
+        for delivery_id in ids:
+            found = self._rows().get(delivery_id)
+            if found and found.status is DeliveryStatus.PENDING and found.next_attempt_at <= now:
+                self._staged[delivery_id] = dataclasses.replace(found, next_attempt_at=until)
+                taken.add(delivery_id)
+        return taken
+
     async def next_due(self) -> datetime | None:
         pending = [d.next_attempt_at for d in self._rows().values() if d.status is DeliveryStatus.PENDING]
         return min(pending, default=None)

@@ -4,6 +4,7 @@ missing, and how deliveries are sent, retried with backoff and given up loudly."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -393,3 +394,59 @@ async def test_a_pass_that_cannot_read_the_outbox_raises_and_the_next_one_retrie
     uow.store.broken = False
 
     assert await world.notifications.deliver_pending() == 1
+
+
+@dataclass
+class SlowSender(FakeSender):
+    """Takes a while to send: a second pass starts while the first still sends."""
+
+    async def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> None:
+        await super().send(url, body, headers)
+        await asyncio.sleep(0.05)
+
+
+async def test_two_senders_at_once_send_each_delivery_once(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    """The old leader still in a pass as the new one starts its own: a delivery is claimed before it is
+    sent, so neither sends what the other took."""
+    sender = SlowSender()
+    audit = AuditTrail(uow, clock, bus)
+    old, new = (Notifications(uow, sender, audit, bus, clock, DeliveryPolicy()) for _ in range(2))
+    await old.create(ADMIN, "ops", ChannelKind.WEBHOOK, HOOK)
+    ids = [await old.enqueue("ops", {"n": n}, None) for n in range(5)]
+
+    attempted = await asyncio.gather(old.deliver_due(), new.deliver_due())
+
+    assert sum(attempted) == 5
+    assert sorted(int(sent.headers["X-Worpen-Delivery"]) for sent in sender.sent) == ids
+    delivered = await old.deliveries(DeliveryQuery(status=DeliveryStatus.DELIVERED))
+    assert sorted(d.id for d in delivered) == ids
+
+
+async def test_a_delivery_whose_sender_died_mid_attempt_is_sent_again_once_its_claim_ends(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    """At least once: the attempt of a replica killed while sending is made again by another, with the
+    same delivery id for the receiver to deduplicate by."""
+    hanging, sender = FakeSender(hang=True), FakeSender()
+    audit = AuditTrail(uow, clock, bus)
+    policy = DeliveryPolicy(timeout_seconds=5, claim_seconds=60)
+    dead = Notifications(uow, hanging, audit, bus, clock, policy)
+    await dead.create(ADMIN, "ops", ChannelKind.WEBHOOK, HOOK)
+    delivery = await dead.enqueue("ops", {"n": 1}, None)
+    killed = asyncio.create_task(dead.deliver_due())
+    while not hanging.sent:
+        await asyncio.sleep(0.01)
+    killed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await killed
+    next_leader = Notifications(uow, sender, audit, bus, clock, policy)
+
+    assert await next_leader.deliver_due() == 0
+    clock.advance(64)
+    assert await next_leader.deliver_due() == 0
+    clock.advance(1)
+    assert await next_leader.deliver_due() == 1
+
+    assert [sent.headers["X-Worpen-Delivery"] for sent in hanging.sent + sender.sent] == [str(delivery)] * 2

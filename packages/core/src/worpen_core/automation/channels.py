@@ -208,6 +208,9 @@ class DeliveryPolicy:
     timeout_seconds: float = 5.0
     batch: int = 20
     """Deliveries sent at once by one pass (concurrently)."""
+    claim_seconds: float = 30.0
+    """How long an attempt holds its delivery beyond its timeout: no other sender takes it meanwhile,
+    and if the replica sending it dies, another sends it again after that (at least once)."""
 
     def retry_after(self, attempts: int) -> timedelta:
         """The wait after the `attempts`-th failed attempt: first_retry, doubling, capped at max_retry."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from worpen_core.access.model import Permission, Principal
 from worpen_core.audit.service import AuditTrail
@@ -193,8 +193,8 @@ class Notifications:
         async with self._sending:
             self._woken = False
             try:
+                due = await self._claim_due()
                 async with self._uow() as tx:
-                    due = await tx.deliveries.due(self._clock.now(), self.policy.batch)
                     channels = {name: await tx.channels.by_name(name) for name in {d.channel for d in due}}
                 outcomes = await asyncio.gather(
                     *(self._attempt(d, channels[d.channel]) for d in due), return_exceptions=True
@@ -211,6 +211,21 @@ class Notifications:
             if len(due) == self.policy.batch:
                 self._woken = True
             return len(due)
+
+    async def _claim_due(self) -> list[Delivery]:
+        """The due deliveries this pass takes: each is claimed in the store before it is sent, so a
+        replica that still sends as another starts leading (a handover) never sends one at the same
+        time. A batch is read and claimed as a whole; what another sender took is left to it."""
+        now = self._clock.now()
+        async with self._uow() as tx:
+            due = await tx.deliveries.due(now, self.policy.batch)
+        if not due:
+            return []
+        hold = timedelta(seconds=self.policy.timeout_seconds + self.policy.claim_seconds)
+        async with self._uow() as tx:
+            taken = await tx.deliveries.claim([delivery.id for delivery in due], now, now + hold)
+            await tx.commit()
+        return [delivery for delivery in due if delivery.id in taken]
 
     async def _attempt(self, delivery: Delivery, channel: Channel | None) -> Event | None:
         now = self._clock.now()

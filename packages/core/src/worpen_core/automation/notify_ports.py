@@ -49,6 +49,12 @@ class DeliveryRepository(Protocol):
         """At most `limit` PENDING deliveries due at or before `now`, the earliest due first."""
         ...
 
+    async def claim(self, ids: Iterable[int], now: datetime, until: datetime) -> set[int]:
+        """Take deliveries for one attempt: move the next attempt of those of `ids` still PENDING and due
+        at `now` to `until`, atomically; the ids this call took (of senders claiming one delivery at
+        once, one takes it)."""
+        ...
+
     async def next_due(self) -> datetime | None:
         """When the earliest PENDING delivery is due, if any is."""
         ...

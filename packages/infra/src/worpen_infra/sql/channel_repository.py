@@ -119,6 +119,22 @@ class SqlAlchemyDeliveryRepository:
         )
         return [_delivery(row) for row in await self._connection.execute(statement)]
 
+    async def claim(self, ids: Iterable[int], now: datetime, until: datetime) -> set[int]:
+        """One UPDATE whose WHERE is checked again on the row once a concurrent claim commits (PostgreSQL
+        re-reads it under READ COMMITTED; SQLite has one writer): a row already moved is not taken."""
+        table = notification_deliveries
+        statement = (
+            update(table)
+            .where(
+                table.c.id.in_(list(ids)),
+                table.c.status == DeliveryStatus.PENDING.value,
+                table.c.next_attempt_at <= now,
+            )
+            .values(next_attempt_at=until)
+            .returning(table.c.id)
+        )
+        return set((await self._connection.execute(statement)).scalars())
+
     async def next_due(self) -> datetime | None:
         table = notification_deliveries
         statement = select(func.min(table.c.next_attempt_at)).where(
