@@ -33,8 +33,9 @@ from tests.integration.docker_support import ENGINE_URL
 from tests.postgres_support import create_database_sync, run_sync
 from worpen_infra.sql.database import create_engine
 
-DEADLINE_SECONDS = 60.0
-"""Upper bound for a process to start, answer or stop; never reached when things work."""
+DEADLINE_SECONDS = 120.0
+"""Upper bound for a process to start, answer or stop; never reached when things work, even when test
+sessions side by side (scripts/test) launch their servers and commands at the same moment on 2 CPUs."""
 
 SECRET = re.compile(r"wpn_[A-Za-z0-9_-]{20,}")
 CREATED = re.compile(r"created key (\S+) \((\w+)\)")
@@ -483,7 +484,9 @@ class IssuedKey:
 
 def issued_key(name: str, result: subprocess.CompletedProcess[str]) -> IssuedKey:
     """The key `worpen apikey create` printed: its id on the first line, the secret on the last."""
-    assert result.returncode == 0, f"worpen apikey create failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, (
+        f"worpen apikey create failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
     lines = result.stdout.strip().splitlines()
     created = CREATED.search(lines[0])
     assert created is not None, result.stdout
