@@ -342,7 +342,12 @@ def test_metrics_are_prometheus_text_for_a_viewer(
     followers = {sample.labels["stream"] for sample in families["worpen_stream_followers"].samples}
     assert followers == {"events", "logs"}
     assert {"worpen_log_lines_ingested", "worpen_events_dropped"} <= set(families)
-    assert {"worpen_automation_events", "worpen_automation_runs", "worpen_automation_queued"} <= set(families)
+    assert {
+        "worpen_automation_events",
+        "worpen_automation_runs",
+        "worpen_automation_queued",
+        "worpen_automation_claims_refused",
+    } <= set(families)
     pipelines = {"worpen_pipeline_runs_driven", "worpen_pipeline_failures", "worpen_pipeline_log_followers"}
     assert pipelines <= set(families)
 

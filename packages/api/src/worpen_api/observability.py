@@ -165,6 +165,13 @@ class FleetCollector(Collector):
         )
         failures.add_metric([], engine.failures)
         yield failures
+        refused = CounterMetricFamily(
+            "worpen_automation_claims_refused",
+            "Runs not applied because the database already held one of that rule for that event"
+            " (another leadership term took it)",
+        )
+        refused.add_metric([], engine.claims_refused)
+        yield refused
         queued = GaugeMetricFamily("worpen_automation_queued", "Occurrences waiting for their rule's worker")
         queued.add_metric([], engine.queued())
         yield queued
