@@ -32,18 +32,6 @@ from tests.integration.support import (
 )
 from tests.postgres_support import Cluster
 
-ENGINE_WIDE = ("tests/integration/test_containers.py::test_prune_dry_run_then_for_real",)
-"""Tests that change the whole Docker engine, not only their own containers (a real prune removes every
-stopped container, another test session's too): marked `engine_wide`, which scripts/test runs alone, by
-these node ids (so a renamed one fails it), after its two passes that run side by side."""
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m selects by the mark
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.nodeid in ENGINE_WIDE:
-            item.add_marker(pytest.mark.engine_wide)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
@@ -125,7 +113,7 @@ def no_auth_public_server(servers: Servers) -> WorpenServer:
 
 @pytest.fixture(scope="session")
 def crash_server(servers: Servers) -> WorpenServer:
-    """Telemetry buffered for a minute; to be killed."""
+    """Telemetry buffered for a minute, agents never OFFLINE however slow its restart; to be killed."""
     return servers.ready("crash_server")
 
 

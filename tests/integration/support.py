@@ -34,8 +34,8 @@ from tests.postgres_support import create_database_sync, run_sync
 from worpen_infra.sql.database import create_engine
 
 DEADLINE_SECONDS = 120.0
-"""Upper bound for a process to start, answer or stop; never reached when things work, even when test
-sessions side by side (scripts/test) launch their servers and commands at the same moment on 2 CPUs."""
+"""Upper bound for a process to start, answer or stop; never reached when things work, even when several
+test sessions on one 2-CPU machine launch their servers and commands at the same moment."""
 
 SECRET = re.compile(r"wpn_[A-Za-z0-9_-]{20,}")
 CREATED = re.compile(r"created key (\S+) \((\w+)\)")
@@ -60,9 +60,9 @@ _HANDED_OUT: set[int] = set()
 still free when a second one is chosen may be the first one's."""
 
 PORT_RESERVATIONS = Path(tempfile.gettempdir()) / "worpen-test-ports.lock"
-"""A file whose byte N a test session locks while port N is its own: two sessions running at once
-(scripts/test runs its two passes side by side) never hand out the same port, even one that neither's
-server has bound yet. The kernel drops a session's locks when it ends, however it ends."""
+"""A file whose byte N a test session locks while port N is its own: two sessions running at once on one
+machine never hand out the same port, even one that neither's server has bound yet. The kernel drops a
+session's locks when it ends, however it ends."""
 
 _reservations: list[int] = []
 """The open descriptor of PORT_RESERVATIONS, kept for the whole session: closing any descriptor of the
@@ -385,7 +385,7 @@ SERVERS: dict[str, ServerSpec] = {
     "no_auth_server": ServerSpec({"WORPEN_AUTH": "off"}),
     "debug_server": ServerSpec({"WORPEN_LOG_LEVEL": "debug"}),
     "no_auth_public_server": ServerSpec({"WORPEN_AUTH": "off"}, ["--host", "0.0.0.0"], serves=False),
-    "crash_server": ServerSpec(BUFFERING),
+    "crash_server": ServerSpec({**BUFFERING, "WORPEN_AGENT_TTL": "3600"}),
     "buffering_server": ServerSpec(BUFFERING),
     "twin_server": ServerSpec(
         {"WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL},twin={ENGINE_URL},ghost=unix:///nonexistent/ghost.sock"}
