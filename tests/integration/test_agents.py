@@ -110,8 +110,10 @@ def test_an_agent_registers_and_its_metrics_and_connection_show(
     assert 0 < view["memoryLoad"] <= 100
     listed = admin.get("/api/v1/agents").json()
     assert shell_agent.agent_id in {agent["id"] for agent in listed}
-    history = admin.get(f"/api/v1/agents/{shell_agent.agent_id}/telemetry").json()
-    assert history, "heartbeats over the stream are stored as telemetry"
+    wait_for(  # stored at the next flush of the heartbeats' samples
+        lambda: admin.get(f"/api/v1/agents/{shell_agent.agent_id}/telemetry").json(),
+        "heartbeats over the stream stored as telemetry",
+    )
 
 
 def test_the_nodes_containers_are_listed_from_the_inventory_and_obey_start_and_stop(

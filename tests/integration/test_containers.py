@@ -227,7 +227,13 @@ def test_logs_since_leaves_out_older_lines(admin: httpx.Client, containers: Cont
 def test_follow_streams_new_lines_until_the_container_stops(
     fleet_server: WorpenServer, keys: Keys, containers: Containers
 ) -> None:
-    container = containers.run("for i in 1 2 3 4 5 6; do echo line$i; sleep 0.3; done")
+    # line1, then the rest once the follow is under way: however slow the request, lines 2 to 6 are
+    # written after it began.
+    container = containers.run(
+        "echo line1; while [ ! -e /go ]; do sleep 0.1; done;"
+        " for i in 2 3 4 5 6; do echo line$i; sleep 0.3; done"
+    )
+    wait_for(lambda: b"line1" in container.logs(), "the first line")
     seen: list[str] = []
     with (
         fleet_server.client(keys.viewer.secret) as viewer,
@@ -242,10 +248,10 @@ def test_follow_streams_new_lines_until_the_container_stops(
                 break
             assert event == "log"
             seen.append(str(data["line"]))
+            if len(seen) == 1:
+                assert container.exec_run(["touch", "/go"]).exit_code == 0
 
-    assert seen[-1] == "line6"
-    assert seen == [f"line{i}" for i in range(int(seen[0][4:]), 7)]
-    assert len(seen) >= 3  # it followed lines written after the request, not only the tail
+    assert seen == [f"line{i}" for i in range(1, 7)]  # the tail, then every line written while followed
 
 
 def test_a_container_that_never_wrote_a_line_has_an_empty_log_that_can_be_followed(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +16,7 @@ from tests.integration.agent_support import AgentProcess, agent_key, agent_view,
 from tests.integration.docker_support import Containers, wait_for
 from tests.integration.replica_support import admin_clients, replicas
 from tests.integration.support import WorpenServer
+from tests.integration.test_replicas_agents import listed
 from tests.tls_support import self_signed
 
 pytestmark = pytest.mark.integration
@@ -62,8 +62,9 @@ def agent(
     certificate: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AgentProcess]:
-    """An agent connected to replica A over TLS, verifying A with the replicas' certificate."""
-    a, _ = clients
+    """An agent connected to replica A over TLS, verifying A with the replicas' certificate, and known as
+    connected on replica B."""
+    a, b = clients
     agent_id = f"tls-{secrets.token_hex(3)}"
     process = launch_agent(
         pair[0],
@@ -74,15 +75,13 @@ def agent(
     )
     try:
         wait_for(lambda: (agent_view(a, agent_id) or {}).get("connected"), "the agent on A over TLS")
+        wait_for(
+            lambda: b.get("/api/v1/containers", params={"node": agent_id}).status_code == 200,
+            "B listing the agent's node",
+        )
         yield process
     finally:
         process.stop()
-
-
-def listed(client: httpx.Client, node: str, name: str) -> dict[str, Any] | None:
-    answer = client.get("/api/v1/containers", params={"node": node})
-    assert answer.status_code == 200, answer.text
-    return next((c for c in answer.json() if c["name"] == name), None)
 
 
 def test_b_commands_the_agent_connected_to_a_through_the_relay_over_tls(
