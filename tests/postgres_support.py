@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,9 +135,10 @@ def create_database_sync(prefix: str = "worpen", admin: str | None = None, migra
 
 
 @contextmanager
-def writes_blocked(url: str) -> Iterator[None]:
-    """Every table of the database at `url` locked against writes until the block ends (reads go on), as a
-    stuck transaction or a long migration would: writers wait until their statement timeout."""
+def writes_blocked(url: str, tables: Sequence[str] = ()) -> Iterator[None]:
+    """`tables` (every table when none is named) of the database at `url` locked against writes until the
+    block ends (reads go on), as a stuck transaction or a long migration would: writers wait until their
+    statement timeout."""
     held = threading.Event()
     release = threading.Event()
     failed: list[BaseException] = []
@@ -146,8 +147,13 @@ def writes_blocked(url: str) -> Iterator[None]:
         connection = await asyncpg.connect(_driver_url(url))
         try:
             await connection.execute("BEGIN")
-            tables = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-            names = ", ".join(f'"{row["tablename"]}"' for row in tables)
+            chosen = tables or [
+                row["tablename"]
+                for row in await connection.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                )
+            ]
+            names = ", ".join(f'"{name}"' for name in chosen)
             await connection.execute(f"LOCK TABLE {names} IN EXCLUSIVE MODE")
             held.set()
             while not release.is_set():

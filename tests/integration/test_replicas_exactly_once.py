@@ -7,19 +7,15 @@ reaches the receiver under one delivery id (sent at least once, never for two ru
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import httpx
 import pytest
 
@@ -27,6 +23,7 @@ from tests.integration.receiver import Receiver, receiving
 from tests.integration.replica_support import replicas
 from tests.integration.support import WorpenServer, heartbeat
 from tests.integration.test_replicas_leader import leading
+from tests.postgres_support import writes_blocked
 
 pytestmark = pytest.mark.integration
 
@@ -58,34 +55,6 @@ def eventually(probe: Callable[[], T | None], what: str, seconds: float = DEADLI
             return found
         assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
         time.sleep(0.1)
-
-
-@contextmanager
-def runs_locked(url: str) -> Iterator[None]:
-    """automation_runs locked against writes until the block ends, as a slow database holds a step: the
-    engines' run inserts wait (up to the statement timeout), everything else goes on."""
-    held, release = threading.Event(), threading.Event()
-
-    async def hold() -> None:
-        connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1))
-        try:
-            await connection.execute("BEGIN")
-            await connection.execute("LOCK TABLE automation_runs IN EXCLUSIVE MODE")
-            held.set()
-            while not release.is_set():
-                await asyncio.sleep(0.01)
-            await connection.execute("ROLLBACK")
-        finally:
-            await connection.close()
-
-    thread = threading.Thread(target=lambda: asyncio.run(hold()))
-    thread.start()
-    assert held.wait(30), "automation_runs not locked"
-    try:
-        yield
-    finally:
-        release.set()
-        thread.join()
 
 
 def sole_leader(servers: list[WorpenServer], key: str) -> WorpenServer | None:
@@ -167,7 +136,7 @@ def test_every_rule_runs_once_per_event_through_a_frozen_leader_and_a_killed_one
         # takes the same events: the inserts of both go on at once. (Frozen in the middle of renewing its
         # lease, a keeps the lease's row locked, and b cannot lead until a thaws: then a leads on.)
         first = burst(b, key, "frozen")
-        with runs_locked(a.env["WORPEN_DATABASE_URL"]):
+        with writes_blocked(a.env["WORPEN_DATABASE_URL"], ["automation_runs"]):
             events = eventually(lambda: offline(first), "the first burst")
             time.sleep(1.0)  # a's rule workers reach their inserts, which wait
             a.process.send_signal(signal.SIGSTOP)

@@ -93,6 +93,21 @@ def leader_and_other(servers: list[WorpenServer], key: str) -> tuple[WorpenServe
     return found
 
 
+def remediation_under_way(
+    servers: list[WorpenServer], containers: Containers
+) -> tuple[str, WorpenServer, WorpenServer, str]:
+    """A slow remediation of the node under way on the leader, the node HEALING on both replicas: the admin
+    key, the leader, the other replica and the rule's id."""
+    key = servers[0].initial_admin_key()
+    leader, other = leader_and_other(servers, key)
+    assert beat(other, key) == "ONLINE"
+    rule, trigger = slow_remediation(other, key, containers)
+    time.sleep(1.0)  # the leader reloads the rules each tick
+    trigger.kill()
+    healing_on_both(leader, other, key)
+    return key, leader, other, rule
+
+
 def healing_on_both(leader: WorpenServer, other: WorpenServer, key: str) -> None:
     """Heartbeats keep going to the replica that does not lead meanwhile."""
 
@@ -108,14 +123,7 @@ def test_heartbeats_to_the_other_replica_keep_the_node_healing_until_the_remedia
 ) -> None:
     settings = {**SETTINGS, "WORPEN_LEASE_SECONDS": str(STEADY_LEASE)}
     with replicas(tmp_path, 2, settings) as servers:
-        key = servers[0].initial_admin_key()
-        leader, other = leader_and_other(servers, key)
-        assert beat(other, key) == "ONLINE"
-        rule, trigger = slow_remediation(other, key, containers)
-        time.sleep(1.0)  # the leader reloads the rules each tick
-
-        trigger.kill()
-        healing_on_both(leader, other, key)
+        key, leader, other, rule = remediation_under_way(servers, containers)
 
         seen: list[tuple[str, str, str]] = []  # (answered to a heartbeat, shown by the leader, by the other)
         deadline = time.monotonic() + REMEDIATION_DEADLINE
@@ -151,14 +159,7 @@ def test_a_new_leader_gives_the_node_back_to_its_heartbeats_when_the_leader_dies
 ) -> None:
     settings = {**SETTINGS, "WORPEN_LEASE_SECONDS": str(LEASE)}
     with replicas(tmp_path, 2, settings) as servers:
-        key = servers[0].initial_admin_key()
-        leader, other = leader_and_other(servers, key)
-        assert beat(other, key) == "ONLINE"
-        rule, trigger = slow_remediation(other, key, containers)
-        time.sleep(1.0)  # the leader reloads the rules each tick
-
-        trigger.kill()
-        healing_on_both(leader, other, key)
+        key, leader, other, rule = remediation_under_way(servers, containers)
         assert runs(other, key, rule) == ["RUNNING"]
 
         leader.stop(signal.SIGKILL)
