@@ -157,9 +157,9 @@ class RuleEngine:
         """Journal events of a trigger's type taken in since this process started."""
         self.runs_recorded = 0
         self.failures = 0
+        """Occurrences a rule's worker could not handle because of an unexpected error (a bug)."""
         self.claims_refused = 0
         """Runs not recorded nor applied because another leader term had claimed their event."""
-        """Occurrences a rule's worker could not handle because of an unexpected error (a bug)."""
         self.following = asyncio.Event()
         """Set once the engine follows the journal (events committed from then on reach it)."""
         self._closed = False
