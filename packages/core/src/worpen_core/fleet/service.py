@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -213,13 +213,7 @@ class Fleet:
         )
         if not healing:
             return 0
-        async with AsyncExitStack() as stack:
-            for agent_id in healing:
-                await stack.enter_async_context(self._locks.setdefault(agent_id, asyncio.Lock()))
-            if self.shared:
-                async with self._uow() as uow:
-                    for fresh in await uow.agents.get_many(healing):
-                        self._agents[fresh.id] = self._adopted(self._agents[fresh.id], fresh)
+        async with self._locked_and_fresh(healing):
             end = partial(Agent.end_all_healing, at=self._clock.now(), policy=self.policy)
             writes: list[_Write] = []
             for agent_id in healing:
@@ -230,6 +224,19 @@ class Fleet:
                     writes.append(_write(agent, before, ended, end))
             committed = await self._persist(writes) if writes else []
         return len(committed)
+
+    @asynccontextmanager
+    async def _locked_and_fresh(self, agent_ids: list[str]) -> AsyncIterator[None]:
+        """Hold the locks of `agent_ids` (sorted: no two callers deadlock), each agent read again first
+        with a shared store (another replica may have changed it)."""
+        async with AsyncExitStack() as stack:
+            for agent_id in agent_ids:
+                await stack.enter_async_context(self._locks.setdefault(agent_id, asyncio.Lock()))
+            if self.shared:
+                async with self._uow() as uow:
+                    for fresh in await uow.agents.get_many(agent_ids):
+                        self._agents[fresh.id] = self._adopted(self._agents[fresh.id], fresh)
+            yield
 
     async def sweep(self, agent_ids: Iterable[str] | None = None) -> list[AgentEvent]:
         """Mark OFFLINE every agent (or each of `agent_ids`) whose heartbeat is overdue. With a shared
@@ -243,13 +250,7 @@ class Fleet:
         )
         if not overdue:
             return []
-        async with AsyncExitStack() as stack:
-            for agent_id in overdue:
-                await stack.enter_async_context(self._locks.setdefault(agent_id, asyncio.Lock()))
-            if self.shared:
-                async with self._uow() as uow:
-                    for fresh in await uow.agents.get_many(overdue):
-                        self._agents[fresh.id] = self._adopted(self._agents[fresh.id], fresh)
+        async with self._locked_and_fresh(overdue):
             writes: list[_Write] = []
             expire = partial(Agent.expire, now=self._clock.now(), policy=self.policy)
             for agent_id in overdue:
