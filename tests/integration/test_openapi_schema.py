@@ -64,7 +64,7 @@ def test_every_operation_keeps_to_the_schema(
     with fuzz_server.client(key) as client:
         wait_for(lambda: _available(client), "the engine behind the guard")
         [own_key] = [k for k in client.get("/api/v1/apikeys").json() if key.startswith(k["prefix"])]
-    lifecycle = containers.run("while true; do echo tick; sleep 1; done")
+    lifecycle = containers.run("trap 'exit 0' TERM; while true; do echo tick; sleep 1 & wait $!; done")
     removable = containers.create()
     repository = f"worpen-test/fuzzed-{SESSION}"
     with LocalRegistry(docker_client, TEST_IMAGE, repository, "1") as registry:
