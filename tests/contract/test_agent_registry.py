@@ -5,31 +5,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+from tests.contract.migrated import MigratedUrl
 from tests.fakes.agent_registry import FakeAgentRegistry
-from tests.postgres_support import create_database
 from worpen_core.agents.model import AgentHello, Connection, StreamHolder
 from worpen_core.agents.ports import AgentRegistry
 from worpen_infra.sql.agent_stream_repository import SqlAlchemyAgentRegistry
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 
 T0 = datetime(2026, 12, 1, 8, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture(params=["fake", "sqlite", "postgresql"])
-async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AgentRegistry]:
+async def registry(request: pytest.FixtureRequest, migrated_url: MigratedUrl) -> AsyncIterator[AgentRegistry]:
     if request.param == "fake":
         yield FakeAgentRegistry()
         return
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
-    else:
-        url = await create_database("registry")
-    engine = create_engine(url)
-    await upgrade_database(engine)
+    engine = create_engine(await migrated_url(request.param, "registry"))
     yield SqlAlchemyAgentRegistry(engine)
     await engine.dispose()
 

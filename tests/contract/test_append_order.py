@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from tests.postgres_support import create_database
+from tests.contract.migrated import MigratedUrl
 from worpen_core.events.model import EventRecord
 from worpen_core.fleet.model import TelemetrySample
 from worpen_core.fleet.readings import Readings
 from worpen_core.logs.model import Level, LogFilter, LogLine
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWork, SqlAlchemyUnitOfWorkFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -56,14 +55,10 @@ TABLES = {
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def sql(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path / 'order.db'}"
-        if request.param == "sqlite"
-        else await create_database()
-    )
-    engine = create_engine(url)
-    await upgrade_database(engine)
+async def sql(
+    request: pytest.FixtureRequest, migrated_url: MigratedUrl
+) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
+    engine = create_engine(await migrated_url(request.param, "order"))
     yield SqlAlchemyUnitOfWorkFactory(engine)
     await engine.dispose()
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tests.postgres_support import create_database
 from worpen_core.shared.errors import Conflict, Unavailable
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory, translate
 
 
@@ -36,11 +36,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 async def url() -> str:
-    url = await create_database("errors")
-    engine = create_engine(url)
-    await upgrade_database(engine)
-    await engine.dispose()
-    return url
+    return await create_database("errors", migrated=True)
 
 
 async def test_a_refused_connection_is_the_database_unavailable() -> None:

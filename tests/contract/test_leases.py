@@ -9,17 +9,17 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
+from tests.contract.migrated import MigratedUrl
 from tests.fakes.clock import FakeClock
 from tests.fakes.leases import FakeLeases
-from tests.postgres_support import admin_url, create_database
+from tests.postgres_support import admin_url
 from worpen_core.shared.errors import Unavailable
 from worpen_core.shared.ports import Leases
 from worpen_infra.clock import SystemClock
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 from worpen_infra.sql.lease_repository import SqlAlchemyLeases
 
 TTL = timedelta(seconds=30)
@@ -50,17 +50,12 @@ SHORT = timedelta(seconds=0.3)
 
 
 @pytest.fixture(params=["fake", "sqlite", "postgresql"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+async def backend(request: pytest.FixtureRequest, migrated_url: MigratedUrl) -> AsyncIterator[Backend]:
     if request.param == "fake":
         clock = FakeClock()
         yield Backend("fake", FakeLeases(clock), Expire(clock, TTL))
         return
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'leases.db'}"
-    else:
-        url = await create_database("leases")
-    engine = create_engine(url)
-    await upgrade_database(engine)
+    engine = create_engine(await migrated_url(request.param, "leases"))
     yield Backend(request.param, SqlAlchemyLeases(engine, SystemClock()), Expire(None, SHORT))
     await engine.dispose()
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tests.postgres_support import create_database
 from worpen_core.shared.errors import Unavailable
 from worpen_infra.clock import SystemClock
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 from worpen_infra.sql.lease_repository import SqlAlchemyLeases, dedicated_engine
 
 LEASE = timedelta(seconds=3)
@@ -27,13 +27,12 @@ POOL = 2
 
 @pytest.fixture
 async def url() -> str:
-    return await create_database("leasepool")
+    return await create_database("leasepool", migrated=True)
 
 
 @pytest.fixture
 async def requests_engine(url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(url, pool_size=POOL, statement_timeout=2.0)
-    await upgrade_database(engine)
     yield engine
     await engine.dispose()
 

@@ -6,30 +6,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+from tests.contract.migrated import MigratedUrl
 from tests.fakes.pipeline_requests import FakePipelineRequests
-from tests.postgres_support import create_database
 from worpen_core.pipelines.ports import PipelineRequest, PipelineRequests, RequestAction, RequestOutcome
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 from worpen_infra.sql.pipeline_request_repository import SqlAlchemyPipelineRequests
 
 T0 = datetime(2026, 12, 1, 8, 0, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture(params=["fake", "sqlite", "postgresql"])
-async def requests(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PipelineRequests]:
+async def requests(
+    request: pytest.FixtureRequest, migrated_url: MigratedUrl
+) -> AsyncIterator[PipelineRequests]:
     if request.param == "fake":
         yield FakePipelineRequests()
         return
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'requests.db'}"
-    else:
-        url = await create_database("requests")
-    engine = create_engine(url)
-    await upgrade_database(engine)
+    engine = create_engine(await migrated_url(request.param, "requests"))
     yield SqlAlchemyPipelineRequests(engine)
     await engine.dispose()
 

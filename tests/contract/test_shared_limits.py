@@ -8,16 +8,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
+from tests.contract.migrated import MigratedUrl
 from tests.fakes.shared_limits import FakeFailedAuthLog, FakeSessionSlots
-from tests.postgres_support import create_database
 from worpen_core.access.ports import FailedAuthLog
 from worpen_core.containers.ports import SessionSlot, SessionSlots, SlotsInUse
 from worpen_infra.sql.auth_failure_repository import SqlAlchemyFailedAuthLog
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 from worpen_infra.sql.session_slot_repository import SqlAlchemySessionSlots
 
 T0 = datetime(2026, 12, 1, 8, 0, 0, 123456, tzinfo=UTC)
@@ -32,16 +31,11 @@ class Limits:
 
 
 @pytest.fixture(params=["fake", "sqlite", "postgresql"])
-async def limits(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Limits]:
+async def limits(request: pytest.FixtureRequest, migrated_url: MigratedUrl) -> AsyncIterator[Limits]:
     if request.param == "fake":
         yield Limits(FakeFailedAuthLog(), FakeSessionSlots())
         return
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'limits.db'}"
-    else:
-        url = await create_database("limits")
-    engine = create_engine(url)
-    await upgrade_database(engine)
+    engine = create_engine(await migrated_url(request.param, "limits"))
     yield Limits(SqlAlchemyFailedAuthLog(engine), SqlAlchemySessionSlots(engine))
     await engine.dispose()
 

@@ -29,7 +29,7 @@ from worpen_core.telemetry.model import (
     Tier,
     Totals,
 )
-from worpen_infra.sql.database import create_engine, upgrade_database
+from worpen_infra.sql.database import create_engine
 from worpen_infra.sql.unit_of_work import SqlAlchemyUnitOfWorkFactory
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -223,16 +223,6 @@ def runs(draw: st.DrawFn, size: int) -> list[Run]:
     return [(cut, draw(rollups), draw(st.booleans())) for cut in [*cuts, size]]
 
 
-@pytest.fixture(scope="module")
-def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty database at the newest migration, copied for each example."""
-    path = tmp_path_factory.mktemp("template") / "template.db"
-    engine = create_engine(f"sqlite+aiosqlite:///{path}")
-    asyncio.run(upgrade_database(engine))
-    asyncio.run(engine.dispose())
-    return path
-
-
 async def rolled_up(
     uow: StorageFactory,
     history: list[TelemetrySample],
@@ -274,13 +264,13 @@ def close(first: float | None, second: float | None) -> bool:
 @settings(max_examples=120, deadline=None)
 @given(data=st.data(), history=histories())
 def test_the_sql_rollup_agrees_with_the_reference_for_any_history(
-    migrated: Path, data: st.DataObject, history: list[TelemetrySample]
+    sqlite_template: Path, data: st.DataObject, history: list[TelemetrySample]
 ) -> None:
     plan = data.draw(runs(len(history)))
     expected = asyncio.run(rolled_up(FakeUnitOfWorkFactory(), history, plan, nothing))
     with tempfile.TemporaryDirectory() as directory:
         database = Path(directory) / "rollup.db"
-        shutil.copy(migrated, database)
+        shutil.copy(sqlite_template, database)
         engine = create_engine(f"sqlite+aiosqlite:///{database}")
         try:
             # a restart: the pool's connections closed, new ones opened (their temporary tables gone)
