@@ -355,6 +355,9 @@ FLAKY_SOCKET = Path(tempfile.gettempdir()) / f"worpen-flaky-engine-{os.getpid()}
 """Where `flaky_server` finds its engine: a proxy the tests stop and start (docker_support.EngineProxy)."""
 GUARDED_SOCKET = Path(tempfile.gettempdir()) / f"worpen-guarded-engine-{os.getpid()}.sock"
 """Where `fuzz_server` finds its engine: a proxy that never forwards a prune (docker_support.EngineProxy)."""
+NO_ENGINE = {"WORPEN_DOCKER_HOSTS": "none"}
+"""For a server whose tests use no Docker engine: one with a node follows the engine's events, and every
+container the other tests make would cost it a write to its journal and its log."""
 BUFFERING = {"WORPEN_FLUSH_INTERVAL": "60"}
 """Telemetry stays buffered for a minute: what reaches the database before then got there another way."""
 
@@ -366,7 +369,7 @@ SERVERS: dict[str, ServerSpec] = {
             "WORPEN_FLUSH_INTERVAL": "0.2",
             "WORPEN_TELEMETRY_ROLLUP_INTERVAL": "0.2",
             "WORPEN_AGENT_TTL": "3600",
-            "WORPEN_DOCKER_HOSTS": "none",
+            **NO_ENGINE,
         }
     ),
     "dashboard_server": ServerSpec(
@@ -377,16 +380,16 @@ SERVERS: dict[str, ServerSpec] = {
             "WORPEN_SWEEP_INTERVAL": "0.2",
         }
     ),
-    "short_ttl_server": ServerSpec({"WORPEN_AGENT_TTL": "1", "WORPEN_SWEEP_INTERVAL": "0.1"}),
-    "throttled_server": ServerSpec({"WORPEN_AUTH_FAILURES_PER_MINUTE": "5"}),
+    "short_ttl_server": ServerSpec({"WORPEN_AGENT_TTL": "1", "WORPEN_SWEEP_INTERVAL": "0.1", **NO_ENGINE}),
+    "throttled_server": ServerSpec({"WORPEN_AUTH_FAILURES_PER_MINUTE": "5", **NO_ENGINE}),
     "proxied_server": ServerSpec(
-        {"WORPEN_AUTH_FAILURES_PER_MINUTE": "5", "WORPEN_TRUSTED_PROXIES": "127.0.0.1,::1"}
+        {"WORPEN_AUTH_FAILURES_PER_MINUTE": "5", "WORPEN_TRUSTED_PROXIES": "127.0.0.1,::1", **NO_ENGINE}
     ),
-    "no_auth_server": ServerSpec({"WORPEN_AUTH": "off"}),
-    "debug_server": ServerSpec({"WORPEN_LOG_LEVEL": "debug"}),
+    "no_auth_server": ServerSpec({"WORPEN_AUTH": "off", **NO_ENGINE}),
+    "debug_server": ServerSpec({"WORPEN_LOG_LEVEL": "debug", **NO_ENGINE}),
     "no_auth_public_server": ServerSpec({"WORPEN_AUTH": "off"}, ["--host", "0.0.0.0"], serves=False),
-    "crash_server": ServerSpec({**BUFFERING, "WORPEN_AGENT_TTL": "3600"}),
-    "buffering_server": ServerSpec(BUFFERING),
+    "crash_server": ServerSpec({**BUFFERING, "WORPEN_AGENT_TTL": "3600", **NO_ENGINE}),
+    "buffering_server": ServerSpec({**BUFFERING, **NO_ENGINE}),
     "twin_server": ServerSpec(
         {"WORPEN_DOCKER_HOSTS": f"local={ENGINE_URL},twin={ENGINE_URL},ghost=unix:///nonexistent/ghost.sock"}
     ),
@@ -405,11 +408,11 @@ SERVERS: dict[str, ServerSpec] = {
     ),
     "retention_server": ServerSpec(
         # The log keeps 8 KiB (the default 30 days too), checked every 0.1 s.
-        {"WORPEN_LOG_MAX_BYTES": "8192", "WORPEN_LOG_PRUNE_INTERVAL": "0.1", "WORPEN_DOCKER_HOSTS": "none"}
+        {"WORPEN_LOG_MAX_BYTES": "8192", "WORPEN_LOG_PRUNE_INTERVAL": "0.1", **NO_ENGINE}
     ),
     "slow_stream_server": ServerSpec(
         # A follower is cut off once more than 200 entries wait for it; idle streams get a ping every 0.2 s.
-        {"WORPEN_STREAM_BUFFER": "200", "WORPEN_STREAM_PING_SECONDS": "0.2", "WORPEN_DOCKER_HOSTS": "none"}
+        {"WORPEN_STREAM_BUFFER": "200", "WORPEN_STREAM_PING_SECONDS": "0.2", **NO_ENGINE}
     ),
 }
 """The servers of the integration tests, by the name of the fixture that provides each."""
