@@ -4,8 +4,7 @@ file, or its own PostgreSQL database with WORPEN_TEST_DATABASE=postgresql (see s
 `fleet_server` is one `worpen serve` for the whole session, shared by the modules that only need a
 running Worpen; tests on it use their own agent ids so they do not depend on each other's agents.
 Tests that need other settings (a short TTL, a low auth-failure limit, authentication off, crashes) get
-servers of their own. The session launches every server its tests use before the first test, so their
-start-ups overlap, and stops them all in teardown.
+servers of their own. Each server is up only while its tests run (see `servers`).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import docker
 import httpx
@@ -32,23 +32,78 @@ from tests.integration.support import (
 )
 from tests.postgres_support import Cluster
 
+LOOKAHEAD = 10
+"""How many tests ahead of its first one a server is launched: a start takes seconds, which the tests
+before it fill."""
+
+
+@dataclass(frozen=True)
+class Uses:
+    """Where in the session's order of tests each server of `SERVERS` is first and last used."""
+
+    position: dict[str, int]
+    """Each test's place in the order (by node id)."""
+    first: dict[str, int]
+    last: dict[str, int]
+
+    @classmethod
+    def of(cls, items: list[pytest.Item]) -> Uses:
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for index, item in enumerate(items):
+            for name in SERVERS.keys() & set(getattr(item, "fixturenames", ())):
+                first.setdefault(name, index)
+                last[name] = index
+        return cls({item.nodeid: index for index, item in enumerate(items)}, first, last)
+
+    def due(self, now: int) -> list[str]:
+        """The servers to be up at test `now`: from LOOKAHEAD tests before their first to their last."""
+        return [
+            name
+            for name in SERVERS
+            if name in self.first and self.first[name] - LOOKAHEAD <= now <= self.last[name]
+        ]
+
+    def done(self, now: int) -> list[str]:
+        """The servers whose last test came before test `now`."""
+        return [name for name, last in self.last.items() if last < now]
+
+
+@pytest.fixture(scope="session")
+def uses(request: pytest.FixtureRequest) -> Uses:
+    return Uses.of(request.session.items)
+
 
 @pytest.fixture(scope="session", autouse=True)
-def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    """Launches, before the first test, every server that a collected test will use. One is waited for
-    before the others start, so that they find the bytecode it cached (see base_env)."""
+def servers(uses: Uses, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """The session's servers, each up only while its tests run: launched LOOKAHEAD tests ahead of its
+    first one and stopped once its last one is over (`servers_on_time`), since a server spends a share of
+    a CPU on its timers while up. Of those due at the first test, one is waited for before the others
+    start, so that they find the bytecode it cached (see base_env)."""
     pool = Servers(tmp_path_factory.mktemp("servers"))
-    used = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
     try:
-        wanted = [name for name in SERVERS if name in used]
-        first = next((name for name in wanted if SERVERS[name].serves), None)
+        due = uses.due(0)
+        first = next((name for name in due if SERVERS[name].serves), None)
         if first is not None:
             pool.ready(first)
-        for name in wanted:
+        for name in due:
             pool.launch(name)
         yield pool
     finally:
         pool.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def servers_on_time(request: pytest.FixtureRequest, uses: Uses, servers: Servers) -> None:
+    """Before each test: stops the servers whose tests are over (the fixtures of their modules are torn
+    down by then) and launches those whose first test is near."""
+    now = uses.position.get(request.node.nodeid)
+    if now is None:
+        return
+    for name in uses.done(now):
+        servers.retire(name)
+    for name in uses.due(now):
+        servers.launch(name)
 
 
 @pytest.fixture

@@ -421,8 +421,8 @@ SERVERS: dict[str, ServerSpec] = {
 class Servers:
     """Launches the servers of `SERVERS`, each in its own directory, at most once per session.
 
-    A start takes seconds (imports, mostly), so the session launches every server its tests will use
-    up front and their start-ups overlap; a fixture then waits for its server to answer."""
+    A start takes seconds (imports, mostly), so servers are launched ahead of the tests that use them,
+    their start-ups overlapping with other tests; a fixture then waits for its server to answer."""
 
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -438,6 +438,11 @@ class Servers:
         server = self.launch(name)
         server.wait_until_healthy()
         return server
+
+    def retire(self, name: str) -> None:
+        """Ask `name` to stop (SIGTERM) without waiting: its tests are over. `stop_all` waits for it."""
+        if name in self._launched:
+            self._launched[name].stop_async()
 
     def stop_all(self) -> None:
         for server in self._launched.values():
