@@ -337,6 +337,7 @@ def test_a_stopped_container_is_removed_without_force(admin: httpx.Client, conta
         container.reload()
 
 
+@pytest.mark.engine_wide  # a real prune removes every stopped container of the engine, other sessions' too
 def test_prune_dry_run_then_for_real(admin: httpx.Client, containers: Containers) -> None:
     leftover = containers.create()
 
