@@ -25,6 +25,7 @@ from worpen_core.fleet.commands import RecordHeartbeat
 from worpen_core.fleet.model import FleetPolicy
 from worpen_core.fleet.readings import Readings
 from worpen_core.fleet.service import Fleet
+from worpen_core.fleet.status import AgentStatus
 from worpen_core.shared.errors import NotFound, Unavailable
 
 
@@ -280,3 +281,28 @@ async def test_a_holder_records_again_a_row_another_replica_forgot(
 
     assert registry.rows["bee-001"] == row
     assert b.agents.connection("bee-001") == row.connection
+
+
+async def test_a_stream_whose_agent_was_heard_within_the_ttl_stays_open_whatever_status_it_reads(
+    cluster: dict[str, Replica], clock: FakeClock
+) -> None:
+    """The leader's sweep went by what it knew (the heartbeats replica a took in since were not stored yet)
+    and stored OFFLINE; a takes that status in, but its own last heartbeat is recent: the stream is alive,
+    and the agent's next heartbeat brings it back."""
+    a, b = cluster["a"], cluster["b"]
+    ttl = FleetPolicy().offline_after.total_seconds()
+    talking = FakeAgentLink("bee-001")
+    await a.agents.attach(talking, "peer-1")
+    await a.fleet.record_heartbeat(RecordHeartbeat("bee-001", Readings(10, 20)))
+    await b.fleet.refresh()
+    clock.advance(ttl - 1)
+    await a.fleet.record_heartbeat(RecordHeartbeat("bee-001", Readings(10, 20)))
+    clock.advance(2)
+    await b.fleet.sweep()
+    await a.fleet.refresh()
+    assert a.fleet.get("bee-001").status is AgentStatus.OFFLINE
+
+    await a.agents.refresh()
+
+    assert talking.open
+    assert a.agents.local_link("bee-001") is talking

@@ -198,3 +198,32 @@ async def test_an_agent_that_goes_offline_loses_its_stream_and_commands_to_it_fa
     assert await world.agents.sync("bee-001", timeout=1) == SyncReport(
         agents=1, acknowledged=0, missing=("bee-001",)
     )
+
+
+async def test_a_stream_opened_after_the_agent_fell_silent_is_not_closed_by_that_silence(
+    uow: FakeUnitOfWorkFactory, clock: FakeClock, bus: FakeEventBus
+) -> None:
+    """A restarted server: the agent's last heartbeat is older than the TTL when it reconnects. Its first
+    heartbeat on the new stream finds it overdue (AgentWentOffline, then AgentRecovered), and the sweep
+    may find the same before that heartbeat is taken in: neither is news about the new stream."""
+    world = agent_world(uow, clock, bus)
+    bus.subscribe(world.agents.observe)
+    await world.heard_from("bee-001")
+    clock.advance(world.fleet.policy.offline_after.total_seconds() + 2)
+    back = FakeAgentLink("bee-001", {DOCKER})
+    await world.agents.attach(back, "peer")
+
+    await world.heard_from("bee-001")
+    await world.fleet.sweep()
+
+    assert [type(event).__name__ for event in bus.published[-2:]] == ["AgentWentOffline", "AgentRecovered"]
+    assert back.open
+
+    other = FakeAgentLink("bee-002", {DOCKER})
+    await world.heard_from("bee-002")
+    clock.advance(world.fleet.policy.offline_after.total_seconds() + 2)
+    await world.agents.attach(other, "peer")
+    await world.fleet.sweep()  # before the new stream's first heartbeat
+
+    assert other.open
+    assert world.agents.connection("bee-002") is not None

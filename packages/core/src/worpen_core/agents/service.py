@@ -131,10 +131,12 @@ class Agents:
     async def observe(self, event: Event) -> None:
         """A connected agent that went OFFLINE (no heartbeat within the TTL, e.g. a partition or a stopped
         process whose connection still looks open) loses its stream: commands to it then fail at once
-        (503) instead of waiting for their deadline, and the agent reconnects when it can."""
+        (503) instead of waiting for their deadline, and the agent reconnects when it can. Only a stream
+        its last heartbeat came on: one opened since (the agent came back to a restarted server, and the
+        sweep or its own first heartbeat found the old silence) has not been silent."""
         if isinstance(event, AgentWentOffline):
             link = self._links.get(event.agent_id)
-            if link is not None:
+            if link is not None and self._connections[event.agent_id].connected_at <= event.last_seen:
                 self.detach(link)
                 await link.close(SILENT)
 
@@ -212,12 +214,17 @@ class Agents:
         """Whether the fleet shows the agent OFFLINE since a heartbeat it sent after this stream opened:
         the sweep ran on another replica (the leader), whose AgentWentOffline this one's `observe` does not
         receive; or the stream's replica died with it. A stream opened since (the agent came back) is not
-        its."""
+        its; nor is an agent heard within the TTL, whatever status was stored by a sweep that had not
+        learnt of that heartbeat yet (its next heartbeat brings it back)."""
         try:
             agent = self._fleet.get(connection.hello.id)
         except NotFound:
             return False
-        return agent.status is AgentStatus.OFFLINE and connection.connected_at <= agent.last_seen
+        return (
+            agent.status is AgentStatus.OFFLINE
+            and connection.connected_at <= agent.last_seen
+            and agent.is_overdue(self._clock.now(), self._fleet.policy)
+        )
 
     def _adopt(self, replicas: Replicas, holder: StreamHolder) -> AgentLink:
         """Reach an agent held by another replica through it; its engine becomes the node's runtime here."""
