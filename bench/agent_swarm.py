@@ -293,6 +293,7 @@ class Agent:
         self._call: Any = None
         self._write = asyncio.Lock()
         self._last_ms = 0
+        self._seq = 0
         self.interval = 10.0
         self.closing = False
         self._containers = [_summary(self.id, i) for i in range(len(SERVICES))]
@@ -314,6 +315,7 @@ class Agent:
                     protocol=PROTOCOL,
                     capabilities=["docker"],
                     labels={"region": ("eu", "us", "ap")[self._index % 3], "bench": "agents"},
+                    session=f"bench-{self.id}",
                 )
             )
         )
@@ -350,8 +352,13 @@ class Agent:
             status=fleet_pb2.AGENT_STATUS_ONLINE,
             ip=f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
         )
+        # Numbered as worpen-agent numbers its buffer: the server acknowledges them (Received, read and
+        # passed over by `serve`), at the cost a real agent's heartbeats have.
+        self._seq += 1
         await self._send(
-            agent_pb2.AgentMessage(heartbeat=agent_pb2.AgentHeartbeat(beat=beat, measured_at_ms=measured))
+            agent_pb2.AgentMessage(
+                heartbeat=agent_pb2.AgentHeartbeat(beat=beat, measured_at_ms=measured), seq=self._seq
+            )
         )
         self._tally.beats += 1
 

@@ -119,7 +119,13 @@ class ScriptedAgent:
     def send(self, message: agent_pb2.AgentMessage) -> None:
         self._outbox.put_nowait(message)
 
-    def hello(self, agent_id: str, protocol: int = 1, capabilities: Sequence[str] = ("docker",)) -> None:
+    def hello(
+        self,
+        agent_id: str,
+        protocol: int = 1,
+        capabilities: Sequence[str] = ("docker",),
+        session: str = "",
+    ) -> None:
         self.send(
             agent_pb2.AgentMessage(
                 hello=agent_pb2.Hello(
@@ -128,6 +134,7 @@ class ScriptedAgent:
                     protocol=protocol,
                     capabilities=list(capabilities),
                     labels={"region": "eu"},
+                    session=session,
                 )
             )
         )
@@ -184,10 +191,10 @@ async def channel(server: WorpenServer) -> AsyncIterator[grpc.aio.Channel]:
         yield opened
 
 
-async def connected(channel: grpc.aio.Channel, key: str, agent_id: str) -> ScriptedAgent:
+async def connected(channel: grpc.aio.Channel, key: str, agent_id: str, session: str = "") -> ScriptedAgent:
     """An agent whose Hello was welcomed."""
     agent = ScriptedAgent(channel, metadata(key, agent_id))
-    agent.hello(agent_id)
+    agent.hello(agent_id, session=session)
     welcome = await agent.receive()
     assert welcome.WhichOneof("body") == "welcome", welcome
     return agent
@@ -209,6 +216,7 @@ async def test_an_agent_says_hello_and_is_welcomed_with_its_node_and_pace(
     assert welcome.node == "bee-001"
     assert welcome.heartbeat_seconds >= 1
     assert welcome.server_version
+    assert welcome.acknowledges
     agent.close()
 
 
@@ -270,8 +278,9 @@ async def test_a_stream_must_begin_with_a_hello_and_name_its_agent(
     assert "worpen-agent-id" in (error.details() or "")
 
 
-def heartbeat(agent_id: str, cpu: float, measured_at_ms: int = 0) -> agent_pb2.AgentMessage:
+def heartbeat(agent_id: str, cpu: float, measured_at_ms: int = 0, seq: int = 0) -> agent_pb2.AgentMessage:
     return agent_pb2.AgentMessage(
+        seq=seq,
         heartbeat=agent_pb2.AgentHeartbeat(
             beat=fleet_pb2.Heartbeat(
                 id=agent_id,
@@ -285,7 +294,7 @@ def heartbeat(agent_id: str, cpu: float, measured_at_ms: int = 0) -> agent_pb2.A
             ),
             measured_at_ms=measured_at_ms,
             load1=0.5,
-        )
+        ),
     )
 
 
@@ -354,6 +363,67 @@ async def test_a_second_connection_of_an_agent_replaces_the_first(
     second.send(heartbeat("bee-001", 5.0))
     assert (await second.receive()).WhichOneof("body") == "pace"
     second.close()
+
+
+async def received(agent: ScriptedAgent, seq: int) -> None:
+    """Read until the server acknowledges the agent's numbered messages up to `seq` (Received)."""
+    while True:
+        message = await agent.receive()
+        if message.WhichOneof("body") == "received" and message.received.seq >= seq:
+            assert message.received.seq == seq, message
+            return
+
+
+async def test_numbered_heartbeats_are_acknowledged_and_those_sent_again_are_stored_once(
+    channel: grpc.aio.Channel, keys: ChannelKeys, http: httpx.AsyncClient
+) -> None:
+    """The agent keeps each heartbeat until the server acknowledges it: those written to a stream that ended
+    first come again on the next stream of the same run (session), and are taken in once."""
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    measured = [now - datetime.timedelta(seconds=50 - 10 * n) for n in range(5)]
+
+    def beat(n: int) -> agent_pb2.AgentMessage:
+        return heartbeat("chan-ack", 20.0 + n, int(measured[n].timestamp() * 1000), seq=n + 1)
+
+    first = await connected(channel, keys.admin, "chan-ack", session="run-1")
+    for n in range(3):
+        first.send(beat(n))
+    await received(first, 3)
+
+    # A new stream of the same run: 2 and 3 were taken in (their Received was lost with the stream).
+    second = await connected(channel, keys.admin, "chan-ack", session="run-1")
+    for n in range(1, 4):
+        second.send(beat(n))
+    await received(second, 4)
+    second.close()
+
+    # A new run of the agent numbers from 1 again, in a session of its own.
+    third = await connected(channel, keys.admin, "chan-ack", session="run-2")
+    third.send(heartbeat("chan-ack", 24.0, int(measured[4].timestamp() * 1000), seq=1))
+    await received(third, 1)
+    third.close()
+
+    async with asyncio.timeout(ANSWER_SECONDS):
+        while True:
+            samples = (await http.get("/api/v1/agents/chan-ack/telemetry", params={"limit": 50})).json()
+            at = sorted(datetime.datetime.fromisoformat(s["at"]) for s in samples)
+            if len(at) >= 5:
+                break
+            await asyncio.sleep(0.1)
+    assert at == measured, "each heartbeat stored once, at the time it was measured"
+
+
+async def test_an_agent_that_numbers_nothing_is_acknowledged_nothing(
+    channel: grpc.aio.Channel, keys: ChannelKeys
+) -> None:
+    agent = await connected(channel, keys.admin, "chan-unnumbered")
+    agent.send(heartbeat("chan-unnumbered", 1.0))
+    agent.send(heartbeat("chan-unnumbered", 2.0))
+    first = await agent.receive()
+    assert first.WhichOneof("body") == "pace", first
+    agent.close()
+    with pytest.raises(AssertionError, match="the stream ended"):
+        await agent.receive()
 
 
 @pytest.fixture

@@ -62,13 +62,16 @@ class Stream:
     metadata: dict[str, str]
     hello: agent_pb2.Hello
     control: asyncio.Queue[agent_pb2.ControlMessage | None] = field(default_factory=asyncio.Queue)
+    received: list[agent_pb2.AgentMessage] = field(default_factory=list)
 
 
 class ScriptedServer(agent_pb2_grpc.AgentChannelServicer):
-    """Welcomes protocol 1 (FAILED_PRECONDITION otherwise) unless `refusal` is set; records every message."""
+    """Welcomes protocol 1 (FAILED_PRECONDITION otherwise) unless `refusal` is set; records every message.
+    With `acknowledges`, the Welcome says so, and the test sends the Received messages itself."""
 
     def __init__(self, heartbeat_seconds: int = 1) -> None:
         self.heartbeat_seconds = heartbeat_seconds
+        self.acknowledges = False
         self.refusal: tuple[grpc.StatusCode, str] | None = None
         self.streams: list[Stream] = []
         self.received: list[agent_pb2.AgentMessage] = []
@@ -92,18 +95,20 @@ class ScriptedServer(agent_pb2_grpc.AgentChannelServicer):
                 heartbeat_seconds=self.heartbeat_seconds,
                 server_version="test",
                 node=first.hello.id,
+                acknowledges=self.acknowledges,
             )
         )
-        reader = asyncio.create_task(self._record(request_iterator))
+        reader = asyncio.create_task(self._record(request_iterator, stream))
         try:
             while (control := await stream.control.get()) is not None:
                 yield control
         finally:
             reader.cancel()
 
-    async def _record(self, requests: AsyncIterator[agent_pb2.AgentMessage]) -> None:
+    async def _record(self, requests: AsyncIterator[agent_pb2.AgentMessage], stream: Stream) -> None:
         async for message in requests:
             self.received.append(message)
+            stream.received.append(message)
 
     def of(self, body: str) -> list[agent_pb2.AgentMessage]:
         return [m for m in self.received if m.WhichOneof("body") == body]

@@ -209,3 +209,35 @@ async def test_stopping_closes_the_stream_and_the_engine(scripted: tuple[Scripte
     async with running(server, port) as (_, engine):
         await server.wait_for(lambda: bool(server.of("heartbeat")))
     assert engine.closed
+
+
+async def test_what_the_server_did_not_acknowledge_is_sent_again_on_the_next_stream(
+    scripted: tuple[ScriptedServer, int],
+) -> None:
+    """A server that acknowledges: the events written into a stream that ended before their Received come
+    again, first, on the next stream of the same session; those acknowledged do not."""
+    server, port = scripted
+    server.heartbeat_seconds = 60
+    server.acknowledges = True
+    async with running(server, port) as (supervisor, engine):
+        await server.wait_for(lambda: bool(server.of("heartbeat")))
+        beat = server.of("heartbeat")[0]
+        await server.send(agent_pb2.ControlMessage(received=agent_pb2.Received(seq=beat.seq)))
+        for n in range(1, 4):
+            await engine.event_queue.put(container_event("start", n))
+        await server.wait_for(lambda: len(server.of("engine_event")) == 3)
+        events = server.of("engine_event")
+        await server.send(agent_pb2.ControlMessage(received=agent_pb2.Received(seq=events[0].seq)))
+        await server.wait_for(lambda: len(supervisor.outbox) == 2)  # c2 and c3, until acknowledged
+        await server.end_stream()
+        await server.wait_for(lambda: len(server.streams) >= 2 and len(server.streams[1].received) >= 3)
+
+    first, second = server.streams[0], server.streams[1]
+    assert second.hello.session == first.hello.session != ""
+    again = [m for m in second.received if m.WhichOneof("body") == "engine_event"]
+    assert [m.seq for m in again][:2] == [events[1].seq, events[2].seq]
+    actors = [json.loads(m.engine_event.event_json)["Actor"]["ID"] for m in again]
+    assert actors[:2] == ["c2", "c3"]
+    numbered = [m for m in second.received if m.seq]
+    assert numbered[:2] == again[:2], "sent before anything newer"
+    assert all(m.seq > beat.seq for m in numbered), "the acknowledged heartbeat is not sent again"

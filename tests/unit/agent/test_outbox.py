@@ -1,4 +1,5 @@
-"""The buffer of heartbeats and events: order kept, bounded by dropping the oldest, counted."""
+"""The buffer of heartbeats and events: order kept, each kept until acknowledged, bounded by dropping the
+oldest, counted."""
 
 from __future__ import annotations
 
@@ -14,12 +15,26 @@ def event(n: int) -> agent_pb2.AgentMessage:
     return agent_pb2.AgentMessage(engine_event=agent_pb2.EngineEvent(event_json=str(n).encode()))
 
 
-def drain(outbox: Outbox) -> list[int]:
+def number(message: agent_pb2.AgentMessage) -> int:
+    return int(message.engine_event.event_json)
+
+
+def write_all(outbox: Outbox) -> list[int]:
+    """Write every message not written yet to the stream, as the channel's writer does."""
     sent = []
-    while (head := outbox.head()) is not None:
-        seq, message = head
-        sent.append(int(message.engine_event.event_json))
-        outbox.remove(seq)
+    while (message := outbox.next_unwritten()) is not None:
+        sent.append(number(message))
+        outbox.written(message.seq)
+    return sent
+
+
+def drain(outbox: Outbox) -> list[int]:
+    """Write everything and have it acknowledged."""
+    sent = []
+    while (message := outbox.next_unwritten()) is not None:
+        sent.append(number(message))
+        outbox.written(message.seq)
+        outbox.acknowledge(message.seq)
     return sent
 
 
@@ -42,24 +57,46 @@ def test_a_full_outbox_drops_the_oldest_and_counts_them(caplog: pytest.LogCaptur
     assert caplog.text.count("buffer full (3 messages): dropping the oldest") == 1
 
 
-def test_a_message_stays_until_it_is_written() -> None:
-    """The head is only peeked: a write that fails leaves it first in line for the next stream."""
-    outbox = Outbox(3)
-    outbox.put(event(1))
-    outbox.put(event(2))
-    assert outbox.head() == outbox.head()
-    assert drain(outbox) == [1, 2]
+def test_messages_are_numbered_from_one_in_a_session_of_their_own() -> None:
+    outbox, other = Outbox(10), Outbox(10)
+    for n in range(3):
+        outbox.put(event(n))
+    numbers = []
+    while (message := outbox.next_unwritten()) is not None:
+        numbers.append(message.seq)
+        outbox.written(message.seq)
+    assert numbers == [1, 2, 3]
+    assert outbox.session != other.session
 
 
-def test_a_message_dropped_while_being_written_is_not_removed_twice() -> None:
+def test_what_was_written_but_not_acknowledged_is_written_again_on_the_next_stream() -> None:
+    outbox = Outbox(10)
+    for n in range(1, 5):
+        outbox.put(event(n))
+    assert write_all(outbox) == [1, 2, 3, 4]
+    outbox.acknowledge(2)  # the stream ended before the server acknowledged 3 and 4
+    outbox.put(event(5))
+    assert write_all(outbox) == [5]
+
+    outbox.rewind()
+    assert write_all(outbox) == [3, 4, 5]
+    outbox.acknowledge(5)
+    assert len(outbox) == 0
+    outbox.rewind()
+    assert write_all(outbox) == []
+
+
+def test_a_message_dropped_while_being_written_is_not_written_twice() -> None:
     outbox = Outbox(2)
     outbox.put(event(1))
     outbox.put(event(2))
-    head = outbox.head()
-    assert head is not None
+    first = outbox.next_unwritten()
+    assert first is not None
     outbox.put(event(3))  # drops 1 while it is being written
-    outbox.remove(head[0])
-    assert drain(outbox) == [2, 3]
+    outbox.written(first.seq)
+    assert write_all(outbox) == [2, 3]
+    outbox.acknowledge(first.seq)
+    assert len(outbox) == 2
 
 
 def test_each_put_wakes_the_writer() -> None:

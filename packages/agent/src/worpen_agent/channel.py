@@ -1,9 +1,10 @@
 """One connection to Worpen: the AgentChannel.Connect stream from Hello to its end.
 
 The stream has one writer. It sends the outbox first (heartbeats and engine events, oldest first, each
-taken out only once written) and then the connection's own messages (inventories, command outputs and
-results), so whatever was buffered while disconnected reaches the server before anything newer. Command
-outputs and results are never kept past the stream: the server forgot those commands when it ended."""
+taken out only once the server acknowledged it) and then the connection's own messages (inventories,
+command outputs and results), so whatever was buffered while disconnected reaches the server before anything
+newer. Command outputs and results are never kept past the stream: the server forgot those commands when it
+ended."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def open_channel(config: AgentConfig) -> aio.Channel:
     return aio.insecure_channel(config.server, options=_CHANNEL_OPTIONS)
 
 
-def hello(config: AgentConfig) -> agent_pb2.AgentMessage:
+def hello(config: AgentConfig, session: str) -> agent_pb2.AgentMessage:
     capabilities = ["docker", *(["shell"] if config.allow_shell else [])]
     return agent_pb2.AgentMessage(
         hello=agent_pb2.Hello(
@@ -101,6 +102,7 @@ def hello(config: AgentConfig) -> agent_pb2.AgentMessage:
             protocol=config.protocol,
             capabilities=capabilities,
             labels=dict(config.labels),
+            session=session,
         )
     )
 
@@ -131,6 +133,8 @@ class Connection:
         self._inventory_task: asyncio.Task[None] | None = None
         self._inventory_dirty = False
         self.welcomed = False
+        self._acknowledged = False
+        """Whether the server answers Received: if not, a message leaves the outbox once written."""
 
     async def run(self, channel: aio.Channel) -> None:
         """Connect, say Hello, serve the stream until it ends; always raises StreamEnded (or is cancelled)."""
@@ -141,7 +145,7 @@ class Connection:
         call = agent_pb2_grpc.AgentChannelStub(channel).Connect(metadata=metadata)
         try:
             try:
-                await call.write(hello(self._config))
+                await call.write(hello(self._config, self._outbox.session))
                 first = await asyncio.wait_for(call.read(), WELCOME_TIMEOUT)
             except TimeoutError as exc:
                 raise StreamEnded(
@@ -173,6 +177,8 @@ class Connection:
                 welcomed=False,
             )
         self.welcomed = True
+        self._acknowledged = welcome.acknowledges
+        self._outbox.rewind()
         self._reporter.set_pace(welcome.heartbeat_seconds)
         self._reporter.beat_now()
         log.info(
@@ -232,11 +238,12 @@ class Connection:
 
     async def _write(self, call: aio.StreamStreamCall) -> None:
         while True:
-            head = self._outbox.head()
-            if head is not None:
-                seq, message = head
+            message = self._outbox.next_unwritten()
+            if message is not None:
                 await call.write(message)
-                self._outbox.remove(seq)
+                self._outbox.written(message.seq)
+                if not self._acknowledged:
+                    self._outbox.acknowledge(message.seq)
                 continue
             if not self._queue.empty():
                 await call.write(self._queue.get_nowait())
@@ -257,6 +264,8 @@ class Connection:
             self._engine.cancel(message.cancel.id)
         elif body == "pace":
             self._reporter.set_pace(message.pace.next_heartbeat_seconds)
+        elif body == "received":
+            self._outbox.acknowledge(message.received.seq)
 
     def _command(self, command: agent_pb2.Command) -> None:
         if command.kind == "ping":

@@ -1,13 +1,15 @@
 """The messages that must survive a lost connection: heartbeats and engine events, in order, bounded.
 
 Everything reportable goes through the outbox, connected or not, so order is kept by construction: what
-was produced while disconnected is sent, after the next Welcome, before anything produced later. A
-message leaves the outbox only once it was written to a stream. When the bound is reached the oldest
-are dropped (the newest readings matter most) and counted."""
+was produced while disconnected is sent, after the next Welcome, before anything produced later. Each
+message is numbered (AgentMessage.seq, within this run's `session`) and leaves the outbox only once the
+server acknowledged it (Received): one written into a stream that then ended is sent again on the next.
+When the bound is reached the oldest are dropped (the newest readings matter most) and counted."""
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import deque
 from collections.abc import Callable
 
@@ -21,8 +23,13 @@ class Outbox:
         if capacity < 1:
             raise ValueError("the outbox holds at least one message")
         self.capacity = capacity
-        self._items: deque[tuple[int, agent_pb2.AgentMessage]] = deque()
-        self._next_seq = 0
+        self.session = secrets.token_hex(8)
+        """What the numbers count in: a new run of the agent starts again at 1 in a new session."""
+        self._items: deque[agent_pb2.AgentMessage] = deque()
+        """Numbered one after the other: the first is the oldest not acknowledged."""
+        self._next_seq = 1
+        self._written = 0
+        """The highest number written to the current stream."""
         self._dropped = 0
         self.on_put: Callable[[], None] | None = None
         """Called after each put: the connected stream's writer wakes up."""
@@ -36,19 +43,30 @@ class Outbox:
             if self._dropped == 0:
                 log.warning("buffer full (%d messages): dropping the oldest", self.capacity)
             self._dropped += 1
-        self._items.append((self._next_seq, message))
+        message.seq = self._next_seq
+        self._items.append(message)
         self._next_seq += 1
         if self.on_put is not None:
             self.on_put()
 
-    def head(self) -> tuple[int, agent_pb2.AgentMessage] | None:
-        """The oldest message and its sequence number, left in place until `remove`d."""
-        return self._items[0] if self._items else None
+    def next_unwritten(self) -> agent_pb2.AgentMessage | None:
+        """The oldest message not yet written to the current stream (left in place until acknowledged)."""
+        if not self._items:
+            return None
+        index = max(0, self._written + 1 - self._items[0].seq)
+        return self._items[index] if index < len(self._items) else None
 
-    def remove(self, seq: int) -> None:
-        """Take out a message that was written; a no-op if it was dropped in the meantime."""
-        if self._items and self._items[0][0] == seq:
+    def written(self, seq: int) -> None:
+        self._written = max(self._written, seq)
+
+    def acknowledge(self, seq: int) -> None:
+        """The server took in every message up to `seq`: they go."""
+        while self._items and self._items[0].seq <= seq:
             self._items.popleft()
+
+    def rewind(self) -> None:
+        """A new stream: every message still here is written again, oldest first."""
+        self._written = 0
 
     def take_dropped(self) -> int:
         """How many messages were dropped since the last call."""

@@ -129,8 +129,10 @@ class GrpcAgentLink:
     fed by `outgoing`); what costs memory (a command's pending answer, a stream's buffer) exists only
     while a command is in flight."""
 
-    def __init__(self, hello: AgentHello, counts: CommandCounts) -> None:
+    def __init__(self, hello: AgentHello, counts: CommandCounts, session: str = "") -> None:
         self.hello = hello
+        self.session = session
+        """The agent's run its numbered messages count in (Hello.session; empty: it numbers none)."""
         self.feed: EngineFeed | None = None
         """The runtime that serves this agent's engine, when it has one (see fed_runtimes)."""
         self.last_ack: tuple[AgentStatus | None, int] = (None, 0)
@@ -141,6 +143,8 @@ class GrpcAgentLink:
         self._outbox: deque[agent_pb2.ControlMessage] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._pending: dict[str, asyncio.Future[Any] | _Stream] = {}
+        self._received = 0
+        self._acknowledged = 0
         self._ended: str | None = None
         self.ending: _Ending | None = None
         """Set when the server ends the stream itself (replaced, shutting down, a protocol error)."""
@@ -240,11 +244,21 @@ class GrpcAgentLink:
         self._outbox.append(message)
         self._wakeup()
 
+    def received(self, seq: int) -> None:
+        """The agent's numbered messages up to `seq` were taken in: say so once nothing else is waiting
+        (one Received for a burst)."""
+        if seq > self._received:
+            self._received = seq
+            self._wakeup()
+
     async def outgoing(self) -> agent_pb2.ControlMessage | None:
         """The next message to write to the agent; None once the stream is over."""
         while self._ended is None:
             if self._outbox:
                 return self._outbox.popleft()
+            if self._received > self._acknowledged:
+                self._acknowledged = self._received
+                return agent_pb2.ControlMessage(received=agent_pb2.Received(seq=self._received))
             self._wake = asyncio.get_running_loop().create_future()
             try:
                 await self._wake
@@ -457,6 +471,9 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         self._authenticator = authenticator
         self._counts = counts
         self._links: set[GrpcAgentLink] = set()
+        self._taken: dict[str, tuple[str, int]] = {}
+        """Per agent, its session and the highest number taken in: what a new stream of the same run sends
+        again (written to a stream that ended before the Received) is skipped, not counted twice."""
         self._server_version = version("worpen-api")
 
     def close_all(self, reason: str) -> None:
@@ -475,8 +492,8 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
             principal = await authenticate(context, self._authenticator)
             agent_id = _metadata_id(context)
             principal.authorize_report(agent_id)
-            hello = self._hello(first, agent_id)
-            link = GrpcAgentLink(hello, self._counts)
+            hello, session = self._hello(first, agent_id)
+            link = GrpcAgentLink(hello, self._counts, session)
             pace = self._fleet.policy.next_heartbeat_seconds(self._fleet.size)
             link.last_ack = (None, pace)
             await self._agents.attach(link, context.peer())
@@ -499,6 +516,7 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                     heartbeat_seconds=pace,
                     server_version=self._server_version,
                     node=agent_id,
+                    acknowledges=True,
                 )
             )
             while (message := await link.outgoing()) is not None:
@@ -518,7 +536,8 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
             log.info("agent.disconnected", agent_id=agent_id, reason=link.end_reason)
 
     @staticmethod
-    def _hello(first: agent_pb2.AgentMessage | None, agent_id: str) -> AgentHello:
+    def _hello(first: agent_pb2.AgentMessage | None, agent_id: str) -> tuple[AgentHello, str]:
+        """The agent's Hello, and the session its numbered messages count in."""
         if first is None:
             raise InvalidInput(f"no Hello within {HELLO_SECONDS:g} s", "hello")
         if first.WhichOneof("body") != "hello":
@@ -532,8 +551,9 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
             spoken = ", ".join(str(number) for number in sorted(PROTOCOL_VERSIONS))
             raise Conflict(f"protocol version {hello.protocol} is not supported; this server speaks {spoken}")
         labels = dict(hello.labels)
-        if len(hello.version) > TEXT_MAX:
-            raise InvalidInput(f"must be at most {TEXT_MAX} characters long", "hello.version")
+        for field, text in (("hello.version", hello.version), ("hello.session", hello.session)):
+            if len(text) > TEXT_MAX:
+                raise InvalidInput(f"must be at most {TEXT_MAX} characters long", field)
         if len(labels) > LABELS_MAX or any(
             not key or len(key) > TEXT_MAX or len(value) > TEXT_MAX for key, value in labels.items()
         ):
@@ -542,19 +562,27 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                 f"at most {TEXT_MAX}",
                 "hello.labels",
             )
-        return AgentHello(
+        greeting = AgentHello(
             id=hello.id,
             version=hello.version,
             protocol=hello.protocol,
             capabilities=frozenset(hello.capabilities),
             labels=labels,
         )
+        return greeting, hello.session
 
     async def _read(self, link: GrpcAgentLink, requests: AsyncIterator[agent_pb2.AgentMessage]) -> None:
         """Take what the agent sends until its stream ends; then the stream is over for the writer too."""
         try:
             async for message in requests:
-                await self._take(link, message)
+                seq = message.seq
+                if not seq:
+                    await self._take(link, message)
+                    continue
+                if not self._was_taken(link, seq):
+                    await self._take(link, message)
+                    self._took(link, seq)
+                link.received(seq)
             link.end("the agent's stream ended")
         except _ProtocolError as exc:
             refusal = InvalidInput(f"invalid message: {exc}")
@@ -567,6 +595,17 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         except Exception:
             log.exception("agent.stream.failed", agent_id=link.hello.id)
             link.end("the server failed", _Ending(grpc.StatusCode.INTERNAL, "the server failed", "internal"))
+
+    def _was_taken(self, link: GrpcAgentLink, seq: int) -> bool:
+        return bool(link.session) and seq <= self._taken_in(link)
+
+    def _took(self, link: GrpcAgentLink, seq: int) -> None:
+        self._taken[link.hello.id] = (link.session, max(seq, self._taken_in(link)))
+
+    def _taken_in(self, link: GrpcAgentLink) -> int:
+        """The highest number of the link's session taken in (by this stream or an earlier one)."""
+        session, taken = self._taken.get(link.hello.id, ("", 0))
+        return taken if session == link.session else 0
 
     async def _take(self, link: GrpcAgentLink, message: agent_pb2.AgentMessage) -> None:
         body = message.WhichOneof("body")

@@ -34,6 +34,13 @@ class AgentMessage(_message.Message):
     LOG_BATCH_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """A heartbeat's or engine event's number in the agent's buffer (1, 2, ... within the Hello's `session`);
+    0 for everything else. A server whose Welcome says `acknowledges` answers Received once it took the
+    message in; until then the agent keeps it and sends it again on its next stream, and the server skips
+    a number of that session it already took in (at least once from the agent, once into Worpen).
+    """
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -58,10 +65,11 @@ class AgentMessage(_message.Message):
         log_batch: Global___LogBatch | None = ...,
         result: Global___CommandResult | None = ...,
         output: Global___CommandOutput | None = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "engine_event", b"engine_event", "heartbeat", b"heartbeat", "hello", b"hello", "inventory", b"inventory", "log_batch", b"log_batch", "output", b"output", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "engine_event", b"engine_event", "heartbeat", b"heartbeat", "hello", b"hello", "inventory", b"inventory", "log_batch", b"log_batch", "output", b"output", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "engine_event", b"engine_event", "heartbeat", b"heartbeat", "hello", b"hello", "inventory", b"inventory", "log_batch", b"log_batch", "output", b"output", "result", b"result", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "heartbeat", "inventory", "engine_event", "log_batch", "result", "output"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
@@ -98,12 +106,15 @@ class Hello(_message.Message):
     PROTOCOL_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """the node's agent id, e.g. "bee-001" """
     version: _builtins.str
     """the agent program's version"""
     protocol: _builtins.int
     """the channel protocol version the agent speaks (now 1)"""
+    session: _builtins.str
+    """new for each run of the agent process: what AgentMessage.seq counts in"""
     @_builtins.property
     def capabilities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """"docker" (it serves an engine), "shell" (started with --allow-shell)"""
@@ -120,10 +131,11 @@ class Hello(_message.Message):
         protocol: _builtins.int = ...,
         capabilities: _abc.Iterable[_builtins.str] | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        session: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "id", b"id", "labels", b"labels", "protocol", b"protocol", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "id", b"id", "labels", b"labels", "protocol", b"protocol", "session", b"session", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -374,6 +386,7 @@ class ControlMessage(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     PING_FIELD_NUMBER: _builtins.int
     PACE_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -386,6 +399,8 @@ class ControlMessage(_message.Message):
     def pace(self) -> _fleet_pb2.HeartbeatAck:
         """the server's view after a heartbeat, and when to report next"""
 
+    @_builtins.property
+    def received(self) -> Global___Received: ...
     def __init__(
         self,
         *,
@@ -394,12 +409,13 @@ class ControlMessage(_message.Message):
         cancel: Global___Cancel | None = ...,
         ping: Global___Ping | None = ...,
         pace: _fleet_pb2.HeartbeatAck | None = ...,
+        received: Global___Received | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "command", b"command", "pace", b"pace", "ping", b"ping", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "command", b"command", "pace", b"pace", "ping", b"ping", "received", b"received", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "command", b"command", "pace", b"pace", "ping", b"ping", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "command", b"command", "pace", b"pace", "ping", b"ping", "received", b"received", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "command", "cancel", "ping", "pace"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "command", "cancel", "ping", "pace", "received"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -413,6 +429,7 @@ class Welcome(_message.Message):
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
     SERVER_VERSION_FIELD_NUMBER: _builtins.int
     NODE_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGES_FIELD_NUMBER: _builtins.int
     protocol: _builtins.int
     """the version both will speak"""
     heartbeat_seconds: _builtins.int
@@ -420,6 +437,8 @@ class Welcome(_message.Message):
     server_version: _builtins.str
     node: _builtins.str
     """the node name Worpen uses for this agent's engine (its id)"""
+    acknowledges: _builtins.bool
+    """the server answers Received for numbered messages (an older one did not:"""
     def __init__(
         self,
         *,
@@ -427,14 +446,38 @@ class Welcome(_message.Message):
         heartbeat_seconds: _builtins.int = ...,
         server_version: _builtins.str = ...,
         node: _builtins.str = ...,
+        acknowledges: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_seconds", b"heartbeat_seconds", "node", b"node", "protocol", b"protocol", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledges", b"acknowledges", "heartbeat_seconds", b"heartbeat_seconds", "node", b"node", "protocol", b"protocol", "server_version", b"server_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
+
+@_typing.final
+class Received(_message.Message):
+    """Every numbered message of the stream's session up to `seq` was taken in (recorded, or refused as
+    invalid): the agent may forget them. Sent after a burst rather than after each message.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Received: _TypeAlias = Received  # noqa: Y015
 
 @_typing.final
 class Command(_message.Message):
