@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.integration.docker_support import SESSION, SESSION_LABEL, Containers, engine
-from tests.integration.support import WorpenServer, bearer, launch_server
+from tests.integration.support import WorpenServer, bearer, launch_server, writes_blocked
 from tests.tls_support import self_signed
 from worpen_proto.v1 import agent_pb2, agent_pb2_grpc, fleet_pb2
 
@@ -50,7 +50,13 @@ def channel_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Channe
     (root / "key.pem").write_bytes(key)
     common = {"WORPEN_DOCKER_HOSTS": "none", "WORPEN_AGENT_TTL": "3600"}
     plain = launch_server(
-        root / "plain" / "worpen.db", {**common, "WORPEN_AGENT_COMMAND_TIMEOUT": str(COMMAND_TIMEOUT)}
+        root / "plain" / "worpen.db",
+        # A locked PostgreSQL fails a write within 5 s, as a locked SQLite does (its busy timeout).
+        {
+            **common,
+            "WORPEN_AGENT_COMMAND_TIMEOUT": str(COMMAND_TIMEOUT),
+            "WORPEN_DATABASE_STATEMENT_TIMEOUT": "5",
+        },
     )
     secure = launch_server(
         root / "tls" / "worpen.db",
@@ -411,6 +417,37 @@ async def test_numbered_heartbeats_are_acknowledged_and_those_sent_again_are_sto
                 break
             await asyncio.sleep(0.1)
     assert at == measured, "each heartbeat stored once, at the time it was measured"
+
+
+async def test_nothing_is_acknowledged_while_the_database_cannot_write_it_and_nothing_is_lost(
+    server: WorpenServer, channel: grpc.aio.Channel, keys: ChannelKeys, http: httpx.AsyncClient
+) -> None:
+    """A heartbeat is acknowledged once written: while the database is locked, a known agent's heartbeats
+    wait unacknowledged (the agent keeps them), and a new agent's first one, which must be written at once,
+    ends its stream UNAVAILABLE; once the lock is gone, both are taken in and acknowledged."""
+    known = await connected(channel, keys.admin, "chan-lock-known", session="run-1")
+    known.send(heartbeat("chan-lock-known", 1.0, seq=1))
+    await received(known, 1)
+
+    with writes_blocked(server.database_url):
+        known.send(heartbeat("chan-lock-known", 2.0, seq=2))
+        newcomer = await connected(channel, keys.admin, "chan-lock-new", session="run-1")
+        newcomer.send(heartbeat("chan-lock-new", 3.0, seq=1))
+        error = await newcomer.refusal()
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert (error.details() or "").startswith("database unavailable"), error.details()
+        nothing = asyncio.create_task(received(known, 2))
+        done, _ = await asyncio.wait({nothing}, timeout=1.0)
+        assert not done, "acknowledged while the database could not write it"
+
+    await asyncio.wait_for(nothing, ANSWER_SECONDS)
+    known.close()
+    again = await connected(channel, keys.admin, "chan-lock-new", session="run-1")
+    again.send(heartbeat("chan-lock-new", 3.0, seq=1))
+    await received(again, 1)
+    again.close()
+    shown = (await http.get("/api/v1/agents/chan-lock-new")).json()
+    assert shown["cpuLoad"] == 3.0
 
 
 async def test_an_agent_that_numbers_nothing_is_acknowledged_nothing(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Protocol
 
-from worpen_api.grpc.agents import AgentChannelServicer, fed_runtimes
+from worpen_api.grpc.agents import AgentChannelServicer, CommandCounts, fed_runtimes
 from worpen_api.grpc.fleet import FleetServicer, GrpcFleetServer, ServerTls
 from worpen_api.grpc.relay import AgentRelayServicer, RelayClient, relay_token
 from worpen_api.lifecycle import SoleReplica, TelemetryDrops
@@ -341,6 +342,9 @@ def bootstrap(
         relay_servicer = AgentRelayServicer(agents, token, replicas.replica_id)
         on_start.append(agents.join)
         on_stop.append(agents.leave)
+    admitting = authenticator if settings.auth else None
+    agent_commands: CommandCounts = Counter()
+    agent_channel = AgentChannelServicer(agents, fleet, admitting, agent_commands)
     worpen = Worpen(
         settings=settings,
         fleet=fleet,
@@ -362,12 +366,13 @@ def bootstrap(
         agents=agents,
         event_queue_depth=depth,
         migrate=migrate,
+        agent_commands=agent_commands,
         jobs=[
             *fleet_jobs(
                 fleet,
                 sweep_every=settings.sweep_interval,
                 flush_every=settings.flush_interval,
-                flush=TelemetryDrops(fleet).flush,
+                flush=agent_channel.acknowledging(TelemetryDrops(fleet).flush),
             ),
             *audit_jobs(audit, flush_every=settings.flush_interval),
             *event_jobs(journal, prune_every=policy.prune_every),
@@ -393,12 +398,11 @@ def bootstrap(
         on_deposed=[executor.close],
     )
 
-    admitting = authenticator if settings.auth else None
     grpc_server = GrpcFleetServer(
         lambda: FleetServicer(fleet, admitting),
         settings.grpc_host,
         settings.grpc_port,
-        agent_channel=AgentChannelServicer(agents, fleet, admitting, worpen.agent_commands),
+        agent_channel=agent_channel,
         agent_relay=relay_servicer,
         tls=(
             None

@@ -9,7 +9,7 @@ import itertools
 import json
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -143,6 +143,8 @@ class GrpcAgentLink:
         self._outbox: deque[agent_pb2.ControlMessage] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._pending: dict[str, asyncio.Future[Any] | _Stream] = {}
+        self.taken = 0
+        """The highest number of the agent's session this stream took in (or skipped: taken before)."""
         self._received = 0
         self._acknowledged = 0
         self._ended: str | None = None
@@ -245,8 +247,8 @@ class GrpcAgentLink:
         self._wakeup()
 
     def received(self, seq: int) -> None:
-        """The agent's numbered messages up to `seq` were taken in: say so once nothing else is waiting
-        (one Received for a burst)."""
+        """The agent's numbered messages up to `seq` were taken in and written: say so once nothing else
+        is waiting."""
         if seq > self._received:
             self._received = seq
             self._wakeup()
@@ -457,6 +459,15 @@ class _ProtocolError(Exception):
     """The agent broke the protocol after its Hello: the stream ends with INVALID_ARGUMENT."""
 
 
+class _NotTaken(Exception):
+    """A numbered message could not be taken in (the database is down): the stream ends UNAVAILABLE, and
+    the agent, which keeps what was not acknowledged, sends it again on its next stream."""
+
+    def __init__(self, error: Unavailable) -> None:
+        super().__init__(error.detail)
+        self.error = error
+
+
 class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
     def __init__(
         self,
@@ -475,6 +486,20 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         """Per agent, its session and the highest number taken in: what a new stream of the same run sends
         again (written to a stream that ended before the Received) is skipped, not counted twice."""
         self._server_version = version("worpen-api")
+
+    def acknowledging(self, flush: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+        """`flush` (the telemetry flush), after which each stream acknowledges to its agent what it took in
+        before the flush began (Received): an acknowledged heartbeat is written, and the agent forgets it.
+        One Received per stream and flush at most, whatever the number of heartbeats; none while the
+        flush fails (the agents keep what they sent, as they do while disconnected)."""
+
+        async def flush_then_acknowledge() -> None:
+            taken = [(link, link.taken) for link in self._links]
+            await flush()
+            for link, seq in taken:
+                link.received(seq)
+
+        return flush_then_acknowledge
 
     def close_all(self, reason: str) -> None:
         """End every stream (the server is stopping): agents reconnect to the next server."""
@@ -582,11 +607,14 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                 if not self._was_taken(link, seq):
                     await self._take(link, message)
                     self._took(link, seq)
-                link.received(seq)
+                link.taken = max(link.taken, seq)
             link.end("the agent's stream ended")
         except _ProtocolError as exc:
             refusal = InvalidInput(f"invalid message: {exc}")
             link.end(refusal.detail, _Ending.of(refusal))
+        except _NotTaken as exc:
+            log.warning("agent.heartbeat.not_taken", agent_id=link.hello.id, detail=exc.error.detail)
+            link.end(exc.error.detail, _Ending.of(exc.error))
         except asyncio.CancelledError:
             link.end("the stream was cancelled")
             raise
@@ -610,7 +638,7 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
     async def _take(self, link: GrpcAgentLink, message: agent_pb2.AgentMessage) -> None:
         body = message.WhichOneof("body")
         if body == "heartbeat":
-            await self._heartbeat(link, message.heartbeat)
+            await self._heartbeat(link, message.heartbeat, kept=message.seq > 0)
         elif body == "result":
             link.take_result(message.result)
         elif body == "output":
@@ -633,8 +661,12 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
             raise _ProtocolError("a Hello is only sent first")
         # Anything else is a message of a newer protocol this server does not know: ignored.
 
-    async def _heartbeat(self, link: GrpcAgentLink, heartbeat: agent_pb2.AgentHeartbeat) -> None:
-        """Record it; answer only when the agent's status or pace changed (Nomad's writes on change)."""
+    async def _heartbeat(
+        self, link: GrpcAgentLink, heartbeat: agent_pb2.AgentHeartbeat, *, kept: bool
+    ) -> None:
+        """Record it; answer only when the agent's status or pace changed (Nomad's writes on change). One
+        the database cannot take now is skipped, unless the agent `kept` it until acknowledged: then the
+        stream ends (_NotTaken), and the agent sends it again."""
         beat = heartbeat.beat
         agent_id = link.hello.id
         if not beat.id:
@@ -644,6 +676,11 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                 raise InvalidInput(f"is for agent {beat.id!r}, not this stream's", "id")
             measured_at = _time(heartbeat.measured_at_ms)
             ack = await self._fleet.record_heartbeat(to_command(beat, measured_at))
+        except Unavailable as exc:
+            if kept:
+                raise _NotTaken(exc) from exc
+            log.warning("agent.heartbeat.skipped", agent_id=agent_id, detail=exc.detail)
+            return
         except WorpenError as exc:
             log.warning("agent.heartbeat.skipped", agent_id=agent_id, detail=exc.detail)
             return
