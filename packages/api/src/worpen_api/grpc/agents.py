@@ -51,6 +51,9 @@ STREAM_BUFFER_ITEMS = 1024
 TEXT_MAX = 255
 """The longest version, label key or label value a Hello may carry."""
 LABELS_MAX = 64
+ACKNOWLEDGE_EVERY = 5.0
+"""Seconds between two Received on one stream at most: each costs the server about as much as taking a
+heartbeat in, and an agent only needs them to free its buffer and to send less again after a lost stream."""
 
 CommandCounts = Counter[tuple[str, str]]
 """Commands sent to agents by (kind, outcome: ok, refused, timed_out, unavailable, cancelled)."""
@@ -147,6 +150,12 @@ class GrpcAgentLink:
         """The highest number of the agent's session this stream took in (or skipped: taken before)."""
         self._received = 0
         self._acknowledged = 0
+        self.acknowledged_at = -ACKNOWLEDGE_EVERY
+        """When (monotonic) the last Received was asked for."""
+        self.intake = asyncio.Lock()
+        """Held while a message is taken in: a server that stops waits for the one under way."""
+        self.intake_closed = False
+        """The server is stopping: what the agent sends now is not taken in (it sends it to the next)."""
         self._ended: str | None = None
         self.ending: _Ending | None = None
         """Set when the server ends the stream itself (replaced, shutting down, a protocol error)."""
@@ -246,27 +255,30 @@ class GrpcAgentLink:
         self._outbox.append(message)
         self._wakeup()
 
-    def received(self, seq: int) -> None:
-        """The agent's numbered messages up to `seq` were taken in and written: say so once nothing else
-        is waiting."""
+    def received(self, seq: int, at: float) -> None:
+        """The agent's numbered messages up to `seq` were taken in and written (seen at monotonic `at`):
+        say so once nothing else is waiting."""
         if seq > self._received:
             self._received = seq
+            self.acknowledged_at = at
             self._wakeup()
 
     async def outgoing(self) -> agent_pb2.ControlMessage | None:
-        """The next message to write to the agent; None once the stream is over."""
-        while self._ended is None:
+        """The next message to write to the agent; None once the stream is over (after a last Received, if
+        one is due: a server that stops acknowledges what it wrote before it ends the streams)."""
+        while True:
             if self._outbox:
                 return self._outbox.popleft()
             if self._received > self._acknowledged:
                 self._acknowledged = self._received
                 return agent_pb2.ControlMessage(received=agent_pb2.Received(seq=self._received))
+            if self._ended is not None:
+                return None
             self._wake = asyncio.get_running_loop().create_future()
             try:
                 await self._wake
             finally:
                 self._wake = None
-        return None
 
     def take_result(self, result: agent_pb2.CommandResult) -> None:
         entry = self._pending.pop(result.id, None)
@@ -488,21 +500,35 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         self._server_version = version("worpen-api")
 
     def acknowledging(self, flush: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
-        """`flush` (the telemetry flush), after which each stream acknowledges to its agent what it took in
-        before the flush began (Received): an acknowledged heartbeat is written, and the agent forgets it.
-        One Received per stream and flush at most, whatever the number of heartbeats; none while the
-        flush fails (the agents keep what they sent, as they do while disconnected)."""
+        """`flush` (the telemetry flush), after which the streams acknowledge to their agents what they took
+        in before it began (Received): an acknowledged heartbeat is written, and the agent forgets it. A
+        stream acknowledges every ACKNOWLEDGE_EVERY seconds at most, whatever the number of heartbeats;
+        none while the flush fails (the agents keep what they sent, as they do while disconnected)."""
 
         async def flush_then_acknowledge() -> None:
-            taken = [(link, link.taken) for link in self._links]
-            await flush()
-            for link, seq in taken:
-                link.received(seq)
+            await self._flush_then_acknowledge(flush, every=ACKNOWLEDGE_EVERY)
 
         return flush_then_acknowledge
 
-    def close_all(self, reason: str) -> None:
-        """End every stream (the server is stopping): agents reconnect to the next server."""
+    async def _flush_then_acknowledge(self, flush: Callable[[], Awaitable[object]], every: float) -> None:
+        now = time.monotonic()
+        due = [(link, link.taken) for link in self._links if now - link.acknowledged_at >= every]
+        await flush()
+        for link, seq in due:
+            link.received(seq, now)
+
+    async def close_all(self, reason: str) -> None:
+        """End every stream (the server is stopping): agents reconnect to the next server. The streams stop
+        taking messages in, and what they took is written and acknowledged first, so that the agents send
+        the next server only what this one did not take (and all they kept if the database cannot write
+        now)."""
+        for link in list(self._links):
+            async with link.intake:
+                link.intake_closed = True
+        try:
+            await self._flush_then_acknowledge(self._fleet.flush, every=0)
+        except WorpenError as exc:
+            log.warning("agent.acknowledgements.skipped", detail=exc.detail)
         for link in list(self._links):
             link.end(reason, _Ending(grpc.StatusCode.UNAVAILABLE, reason, "unavailable"))
 
@@ -600,14 +626,9 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         """Take what the agent sends until its stream ends; then the stream is over for the writer too."""
         try:
             async for message in requests:
-                seq = message.seq
-                if not seq:
-                    await self._take(link, message)
-                    continue
-                if not self._was_taken(link, seq):
-                    await self._take(link, message)
-                    self._took(link, seq)
-                link.taken = max(link.taken, seq)
+                async with link.intake:
+                    if not link.intake_closed:
+                        await self._take_once(link, message)
             link.end("the agent's stream ended")
         except _ProtocolError as exc:
             refusal = InvalidInput(f"invalid message: {exc}")
@@ -623,6 +644,18 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
         except Exception:
             log.exception("agent.stream.failed", agent_id=link.hello.id)
             link.end("the server failed", _Ending(grpc.StatusCode.INTERNAL, "the server failed", "internal"))
+
+    async def _take_once(self, link: GrpcAgentLink, message: agent_pb2.AgentMessage) -> None:
+        """Take the message in, unless it is a numbered one of the agent's session taken in before (sent
+        again on a new stream because its Received never came)."""
+        seq = message.seq
+        if not seq:
+            await self._take(link, message)
+            return
+        if not self._was_taken(link, seq):
+            await self._take(link, message)
+            self._took(link, seq)
+        link.taken = max(link.taken, seq)
 
     def _was_taken(self, link: GrpcAgentLink, seq: int) -> bool:
         return bool(link.session) and seq <= self._taken_in(link)

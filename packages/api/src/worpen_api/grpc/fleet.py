@@ -197,6 +197,6 @@ class GrpcFleetServer:
     async def stop(self, grace: float = 5.0) -> None:
         if self._server is not None:
             if self._agent_channel is not None:
-                self._agent_channel.close_all("the server is shutting down")
+                await self._agent_channel.close_all("the server is shutting down")
             await self._server.stop(grace)
             self._server = None
