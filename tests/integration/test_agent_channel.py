@@ -453,11 +453,19 @@ async def test_nothing_is_acknowledged_while_the_database_cannot_write_it_and_no
 async def test_an_agent_that_numbers_nothing_is_acknowledged_nothing(
     channel: grpc.aio.Channel, keys: ChannelKeys
 ) -> None:
+    """An agent of a version that keeps nothing until acknowledged (no numbers) is sent no Received, even
+    once its heartbeats were written."""
     agent = await connected(channel, keys.admin, "chan-unnumbered")
     agent.send(heartbeat("chan-unnumbered", 1.0))
     agent.send(heartbeat("chan-unnumbered", 2.0))
     first = await agent.receive()
     assert first.WhichOneof("body") == "pace", first
+    # A numbered agent's Received comes after a flush that began once both heartbeats were taken in:
+    # the flush after which the unnumbered agent's stream would have had its Received too.
+    witness = await connected(channel, keys.admin, "chan-witness", session="run-1")
+    witness.send(heartbeat("chan-witness", 1.0, seq=1))
+    await received(witness, 1)
+    witness.close()
     agent.close()
     with pytest.raises(AssertionError, match="the stream ended"):
         await agent.receive()
