@@ -132,7 +132,7 @@ class GrpcAgentLink:
     fed by `outgoing`); what costs memory (a command's pending answer, a stream's buffer) exists only
     while a command is in flight."""
 
-    def __init__(self, hello: AgentHello, counts: CommandCounts, session: str = "") -> None:
+    def __init__(self, hello: AgentHello, counts: CommandCounts, session: str) -> None:
         self.hello = hello
         self.session = session
         """The agent's run its numbered messages count in (Hello.session; empty: it numbers none)."""
