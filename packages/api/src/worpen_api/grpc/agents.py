@@ -52,8 +52,9 @@ TEXT_MAX = 255
 """The longest version, label key or label value a Hello may carry."""
 LABELS_MAX = 64
 ACKNOWLEDGE_EVERY = 5.0
-"""Seconds between two Received on one stream at most: each costs the server about as much as taking a
-heartbeat in, and an agent only needs them to free its buffer and to send less again after a lost stream."""
+"""Seconds between two Received on one stream at most: each costs the server about half of what taking a
+heartbeat in does (bench/agents), and an agent only needs them to free its buffer and to send less again
+after a lost stream."""
 
 CommandCounts = Counter[tuple[str, str]]
 """Commands sent to agents by (kind, outcome: ok, refused, timed_out, unavailable, cancelled)."""
