@@ -38,9 +38,9 @@ class AgentMessage(_message.Message):
     seq: _builtins.int
     """A heartbeat's or engine event's number in the agent's buffer (1, 2, ... within the Hello's `session`);
     0 for everything else. A server whose Welcome says `acknowledges` answers Received once it took the
-    message in and wrote it (its next telemetry flush, about a second later); until then the agent keeps
-    it and sends it again on its next stream, and the server skips a number of that session it already
-    took in (at least once from the agent, once into Worpen).
+    message in and wrote it (after a telemetry flush, within about 5 s); until then the agent keeps it and
+    sends it again on its next stream, and the server skips a number of that session it already took in
+    (at least once from the agent, once into Worpen).
     """
     @_builtins.property
     def hello(self) -> Global___Hello: ...
@@ -460,7 +460,8 @@ Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
 @_typing.final
 class Received(_message.Message):
     """Every numbered message of the stream's session up to `seq` was taken in (recorded, or refused as
-    invalid) and written: the agent may forget them. One per telemetry flush at most, however many came.
+    invalid) and written: the agent may forget them. Every 5 s per stream at most, however many came, and
+    once more as the server stops.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
