@@ -710,12 +710,9 @@ class AgentChannelServicer(agent_pb2_grpc.AgentChannelServicer):
                 raise InvalidInput(f"is for agent {beat.id!r}, not this stream's", "id")
             measured_at = _time(heartbeat.measured_at_ms)
             ack = await self._fleet.record_heartbeat(to_command(beat, measured_at))
-        except Unavailable as exc:
-            if kept:
-                raise _NotTaken(exc) from exc
-            log.warning("agent.heartbeat.skipped", agent_id=agent_id, detail=exc.detail)
-            return
         except WorpenError as exc:
+            if kept and isinstance(exc, Unavailable):
+                raise _NotTaken(exc) from exc
             log.warning("agent.heartbeat.skipped", agent_id=agent_id, detail=exc.detail)
             return
         told = (ack.status, ack.next_heartbeat_seconds)
